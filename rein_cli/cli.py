@@ -1,0 +1,173 @@
+"""The `rein` command line: parses options, calls the library, prints. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rein_cli import __version__
+from rein_cli.errors import ReinError
+
+app = typer.Typer(
+    name="rein",
+    help="Domain-generalized semantic segmentation with frozen Vision Foundation Models and Rein.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("rein_cli")
+STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rein {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and results.")] = False,
+) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1 (tracebacks with --debug)."""
+    try:
+        app(args=argv)
+    except ReinError as err:
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")]
+Mode = Annotated[str, typer.Option("--mode", help="Inference: slide (windows of the crop size) or whole.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (new, empty, or an earlier demo's).")] = Path(
+        "rein-demo"
+    ),
+    backbone: Annotated[str | None, typer.Option("--backbone", help="Use this backbone's pretrained weights if on disk.")] = None,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="With --backbone: fall back to random weights.")
+    ] = False,
+    iters: Annotated[int | None, typer.Option("--iters", help="Training iterations (recipe: 200).")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Generate synthetic street scenes, train Rein on clear weather, evaluate on fog/night/rain/snow."""
+    from rein_cli.demo import run_demo
+    from rein_cli.engine.evaluate import format_table
+
+    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=progress)
+    typer.echo(format_table(result))
+    for note in result["notes"]:
+        typer.echo(note)
+    typer.echo(f"demo finished in {result['seconds']:.0f} s; results, chart and overlays in {out}/")
+
+
+@app.command()
+def train(
+    recipe: Annotated[str | None, typer.Argument(help="Recipe file or shipped recipe name (e.g. demo).")] = None,
+    sets: Sets = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name, e.g. dinov2-l.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Training dataset name or prepared folder.")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", help="Training iterations.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    out: Out = None,
+    progress: Progress = True,
+) -> None:
+    """Train a segmentor; writes a run directory with config, metrics, checkpoint and evaluation."""
+    from rein_cli.config import load_config
+    from rein_cli.engine.train import train as train_
+
+    flags = {
+        "model.backbone": backbone,
+        "data.train": data,
+        "train.max_iters": iters,
+        "data.batch_size": batch_size,
+        "train.device": device,
+    }
+    run = train_(load_config(recipe, sets, **flags), out, progress=progress)
+    typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (config.json + model.safetensors).")],
+    data: Annotated[list[str], typer.Option("--data", "-d", help="Dataset name or prepared folder (repeatable).")],
+    out: Out = None,
+    mode: Mode = "slide",
+    stride: Annotated[int | None, typer.Option("--stride", help="Slide stride (default: 2/3 of the crop).")] = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")
+    ] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Evaluate a checkpoint: per-class IoU and mIoU per dataset; writes results.json."""
+    from rein_cli.config import DataConfig
+    from rein_cli.config import data_root as default_root
+    from rein_cli.engine.evaluate import evaluate, format_table
+
+    out = out or default_eval_dir(checkpoint)
+    results = evaluate(checkpoint, data, out=out, data_dir=data_root or default_root(DataConfig()), mode=mode,
+                       stride=stride, device=device, progress=progress)  # fmt: skip
+    typer.echo(format_table(results))
+    typer.echo(f"results: {out / 'results.json'}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("predictions"),
+    mode: Mode = "slide",
+    size: Annotated[str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Segment images: label PNGs (train ids), colour PNGs and overlays."""
+    from rein_cli.engine.predict import predict as predict_
+
+    written = predict_(checkpoint, inputs, out, mode=mode, size=_parse_size(size), device=device, progress=progress)
+    typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
+
+
+def default_eval_dir(checkpoint: Path) -> Path:
+    """run/eval for a checkpoint inside a run (run/checkpoints/NAME), else eval/ beside the checkpoint."""
+    parent = Path(checkpoint).resolve().parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        long, short = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ReinError(f'--size "{text}" must look like 1024x512 (long x short side)') from None
+    return long, short
+
+
+if __name__ == "__main__":
+    run()

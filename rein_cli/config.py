@@ -1,0 +1,224 @@
+"""Typed run configuration. Precedence: dataclass defaults < YAML recipe < ``--set key=value`` < explicit flags.
+
+The defaults are the paper's GTA5 -> Cityscapes setting (DINOv2-L, 512 crops, AdamW 1e-4, poly decay,
+40k iterations, batch 4). A recipe states only what differs. Unknown keys and wrongly typed values
+are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rein_cli.errors import ReinError, did_you_mean, unknown_name
+
+
+
+def recipes_dir() -> Path | None:
+    """The shipped recipes: ``rein_cli/recipes`` in an installed wheel, ``recipes/`` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    return next((d for d in (here / "recipes", here.parent / "recipes") if d.is_dir()), None)
+
+
+@dataclass
+class ReinConfig:
+    token_length: int = 100
+    rank: int = 16  # low-rank tokens A @ B (LoRAReins); 0 means full-rank tokens (Reins)
+    query_dim: int = 256
+    scale_init: float = 0.001
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "dinov2-l"
+    pretrained: bool = True  # False: random initialisation (tests, the offline demo)
+    method: str = "rein"
+    head: str = "fpn"
+    head_channels: int = 256
+    num_classes: int = 19
+    crop_size: int = 512
+    feature_indices: list[int] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"depth": 2}
+    rein: ReinConfig = field(default_factory=ReinConfig)
+
+
+@dataclass
+class DataConfig:
+    train: str = "synthetic"
+    eval: list[str] = field(default_factory=lambda: ["synthetic"])
+    root: str | None = None  # prepared datasets; None: $REIN_HOME/datasets
+    batch_size: int = 4
+    num_workers: int = 4
+    resize_ratios: list[float] = field(default_factory=lambda: [k / 10 for k in range(5, 21)])  # short edge / crop
+    max_size_ratio: float = 4.0  # long edge at most this times the crop (2048 for 512 crops)
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    power: float = 0.9  # poly decay exponent
+    warmup_iters: int = 0
+
+
+@dataclass
+class TrainConfig:
+    max_iters: int = 40000
+    log_interval: int = 50
+    checkpoint_interval: int = 4000
+    seed: int = 42
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "slide"  # slide or whole
+    stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def rein_home() -> Path:
+    """``$REIN_HOME``, default ``~/.cache/rein``: prepared datasets and converted weights."""
+    return Path(os.environ.get("REIN_HOME") or Path.home() / ".cache" / "rein")
+
+
+def data_root(cfg: DataConfig) -> Path:
+    return Path(cfg.root) if cfg.root else rein_home() / "datasets"
+
+
+# ----------------------------------------------------------------------------- building from dicts
+
+
+def _check_value(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` converted to ``annotation`` (int -> float, str -> bool), or raise naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, key)
+            except ReinError as err:
+                errors.append(str(err))
+        raise ReinError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ReinError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ReinError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is bool and isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is float and is_number:
+        return float(value)
+    if annotation is int and is_number and isinstance(value, int):
+        return value
+    if annotation is str and (isinstance(value, str) or is_number):
+        return str(value)
+    raise ReinError(f"{key} must be {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> None:
+    """Set the fields of dataclass ``obj`` from ``data`` (recursively); unknown keys are errors."""
+    hints = typing.get_type_hints(type(obj))
+    for key, value in data.items():
+        full = f"{where}{key}"
+        if key not in hints:
+            raise unknown_name("config key", full, [f"{where}{k}" for k in hints])
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ReinError(f"{full} is a section; give its keys ({', '.join(typing.get_type_hints(type(current)))})")
+            _merge(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _check_value(value, hints[key], full))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _merge(cfg, data or {}, "")
+    return cfg
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe file, or the name of one shipped in ``recipes/`` (``demo`` -> ``recipes/demo.yaml``)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    folder = recipes_dir()
+    shipped = {p.stem: p for p in folder.glob("*.yaml")} if folder else {}
+    if str(recipe) in shipped:
+        return shipped[str(recipe)]
+    raise ReinError(f'recipe "{recipe}" is neither a file nor a shipped recipe{did_you_mean(str(recipe), shipped)}; '
+                    f"shipped: {', '.join(sorted(shipped)) or 'none'}")  # fmt: skip
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); values are Python literals, or plain strings."""
+    if "=" not in text:
+        raise ReinError(f'--set "{text}" must look like key=value, e.g. optim.lr=2e-4')
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None, **flags: Any) -> Config:
+    """Defaults, then the recipe, then ``--set`` overrides, then explicit flags (dotted keys; None = not set)."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = recipe_path(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ReinError(f"recipe {path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ReinError(f"recipe {path} must be a mapping of sections (model, data, optim, train, eval)")
+    cfg = config_from_dict(data)
+    items = [parse_override(o) for o in overrides or []]
+    items += [(key.split("."), value) for key, value in flags.items() if value is not None]
+    for keys, value in items:
+        nested: dict[str, Any] = {keys[-1]: value}
+        for k in reversed(keys[:-1]):
+            nested = {k: nested}
+        _merge(cfg, nested, "")
+    return cfg

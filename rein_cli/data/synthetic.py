@@ -1,0 +1,131 @@
+"""The embedded benchmark: generate synthetic street scenes under five conditions as prepared datasets.
+
+``generate_synthetic(root)`` writes one prepared folder per condition, each with its own manifest::
+
+    root/synthetic/          clear: images/{train,val}/*.jpg, labels/{train,val}/*.png
+    root/synthetic-fog/      images/val/*.jpg, labels/val/*.png (the clear val labels, hard-linked)
+    root/synthetic-night/ ... synthetic-rain/, synthetic-snow/
+
+The target conditions are rendered from the same validation scenes as ``synthetic``, so their labels
+are identical and only the appearance differs. Everything is seeded: the same arguments give the
+same bytes, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rein_cli.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from rein_cli.data.manifest import write_manifest
+from rein_cli.data.scenes import make_scene
+from rein_cli.data.weather import CONDITIONS, render
+from rein_cli.errors import ReinError
+from rein_cli.io import save_image
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+SPLITS = ("train", "val")
+
+
+def dataset_name(condition: str) -> str:
+    return "synthetic" if condition == "clear" else f"synthetic-{condition}"
+
+
+def _render_task(task: tuple[Path, int, int, int, int, int, tuple[str, ...]]) -> None:
+    """Render scene ``index`` of a split under every requested condition and write the files."""
+    tmp, seed, split_id, index, width, height, conditions = task
+    split, name = SPLITS[split_id], f"{index:06d}"
+    scene = make_scene(np.random.default_rng([seed, split_id, index]), width, height)
+    label = tmp / "synthetic" / "labels" / split / f"{name}.png"
+    save_image(label, scene.labels, compress_level=1)
+    for condition in conditions if split == "val" else ("clear",):
+        folder = tmp / dataset_name(condition)
+        rng = np.random.default_rng([seed, split_id, index, CONDITIONS.index(condition)])
+        save_image(folder / "images" / split / f"{name}.jpg", render(scene, condition, rng))
+        if condition != "clear":
+            target = folder / "labels" / split / f"{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(label, target)
+            except OSError:
+                shutil.copyfile(label, target)
+
+
+def generate_synthetic(
+    root: Path,
+    *,
+    num_train: int = 500,
+    num_val: int = 100,
+    width: int = 512,
+    height: int = 256,
+    seed: int = 0,
+    conditions: Sequence[str] = CONDITIONS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Write the synthetic benchmark under ``root``; returns {dataset name: manifest path}.
+
+    Existing folders of the same names are replaced only once the new ones are complete.
+    """
+    conditions = tuple(dict.fromkeys(("clear", *conditions)))
+    for condition in conditions:
+        if condition not in CONDITIONS:
+            raise ReinError(f'unknown condition "{condition}"; choose from {", ".join(CONDITIONS)}')
+    if width < 64 or height < 64 or width % 16 or height % 16:
+        raise ReinError(f"synthetic size {width}x{height} must be at least 64x64 and a multiple of 16")
+    if num_train < 0 or num_val < 1:
+        raise ReinError(f"need num_train >= 0 and num_val >= 1 (got {num_train}, {num_val})")
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".synthetic-"))
+    except OSError as err:
+        raise ReinError(f"cannot write the synthetic benchmark to {root}: {err.strerror}") from err
+    try:
+        tasks = [(tmp, seed, 0, i, width, height, conditions) for i in range(num_train)]
+        tasks += [(tmp, seed, 1, i, width, height, conditions) for i in range(num_val)]
+        workers = min(workers or os.cpu_count() or 1, len(tasks))
+        bar = tqdm(total=len(tasks), desc="generating scenes", unit="scene", disable=not progress, leave=False)
+        if workers > 1:
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+                for _ in pool.map(_render_task, tasks, chunksize=8):
+                    bar.update()
+        else:
+            for task in tasks:
+                _render_task(task)
+                bar.update()
+        bar.close()
+        manifests = {}
+        for condition in conditions:
+            name = dataset_name(condition)
+            counts = {"train": num_train, "val": num_val} if condition == "clear" else {"val": num_val}
+            splits = {
+                split: [{"image": f"images/{split}/{i:06d}.jpg", "label": f"labels/{split}/{i:06d}.png"} for i in range(n)]
+                for split, n in counts.items()
+                if n
+            }
+            source = {"generator": GENERATOR_VERSION, "seed": seed, "width": width, "height": height, "condition": condition}
+            write_manifest(tmp / name, dataset=name, version=str(GENERATOR_VERSION), source=source,
+                           classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits=splits)  # fmt: skip
+        for condition in conditions:  # move each finished folder into place
+            name = dataset_name(condition)
+            final = root / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp / name, final)
+            manifests[name] = final / "manifest.json"
+        return manifests
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""`rein demo`: the whole pipeline offline on CPU: generate scenes, train on clear, evaluate five conditions, plot."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rein_cli.errors import ReinError
+from rein_cli.io import atomic_path, save_image, write_json
+
+log = logging.getLogger(__name__)
+
+MARKER = "demo.json"
+OUTPUTS = ("data", "run", "predictions", "results.json", "miou.png", MARKER)  # what a demo writes, and may replace
+CONDITIONS = ("clear", "fog", "night", "rain", "snow")
+
+
+def prepare_out(out: Path) -> None:
+    """Refuse a non-empty folder unless it holds an earlier demo's output, which is then replaced."""
+    if out.exists():
+        if not out.is_dir():
+            raise ReinError(f"{out} exists and is not a directory; choose another --out")
+        entries = list(out.iterdir())
+        if entries and not (out / MARKER).is_file():
+            raise ReinError(f"{out} is not empty and is not an earlier demo output; choose another --out")
+        if any(e.name not in OUTPUTS for e in entries):
+            extra = next(e.name for e in entries if e.name not in OUTPUTS)
+            raise ReinError(f"{out} holds {extra}, which the demo did not write; move it or choose another --out")
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReinError(f"cannot create {out}: {err.strerror}; choose a writable --out") from err
+
+
+def demo_config(backbone: str | None, random_weights: bool, iters: int | None, device: str):
+    """The demo recipe, with a named backbone's real weights when they are already on disk."""
+    from rein_cli.config import load_config
+    from rein_cli.hub import cached_file
+    from rein_cli.models.backbone import backbone_spec
+
+    flags: dict[str, Any] = {"train.max_iters": iters, "train.device": device}
+    notes = []
+    if backbone is None:
+        notes.append("backbone: vit-tiny with RANDOM weights (offline default); "
+                     "run with --backbone NAME to use pretrained weights already on disk")  # fmt: skip
+    else:
+        repo = backbone_spec(backbone).hub_repo
+        cached = cached_file(repo)
+        if cached is None and not random_weights:
+            raise ReinError(f"pretrained weights for {backbone} ({repo}) are not on disk; fetch them with "
+                            f"`hf download {repo} model.safetensors`, or add --random-weights to run without them")  # fmt: skip
+        flags.update({"model.backbone": backbone, "model.pretrained": cached is not None, "model.backbone_kwargs": {}})
+        notes.append(f"backbone: {backbone} with pretrained weights from {cached}" if cached is not None
+                     else f"backbone: {backbone} with RANDOM weights (--random-weights; {repo} is not on disk)")  # fmt: skip
+    return load_config("demo", **flags), notes
+
+
+def run_demo(out: Path, *, backbone: str | None = None, random_weights: bool = False, iters: int | None = None,
+             device: str = "auto", num_train: int = 300, num_val: int = 40, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run the demo into ``out``; returns the evaluation results plus ``notes`` and ``seconds``."""
+    from rein_cli.data.synthetic import generate_synthetic
+    from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.train import train
+
+    out = Path(out)
+    cfg, notes = demo_config(backbone, random_weights, iters, device)  # check names and weights before writing
+    prepare_out(out)
+    start = time.perf_counter()
+    for note in notes:
+        log.info(note)
+    data = out / "data"
+    generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
+    cfg.data.root = str(data)
+    run = train(cfg, out / "run", progress=progress, evaluate_after=False)
+    names = ["synthetic" if c == "clear" else f"synthetic-{c}" for c in CONDITIONS]
+    results = evaluate(run / "checkpoints" / "last", names, out=out, data_dir=data, mode=cfg.eval.mode,
+                       device=device, progress=progress)  # fmt: skip
+    plot_miou(results, out / "miou.png")
+    write_overlays(run / "checkpoints" / "last", data, out / "predictions", device=device)
+    seconds = time.perf_counter() - start
+    write_json(out / MARKER, {"seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()})
+    return {**results, "notes": notes, "seconds": seconds, "out": str(out)}
+
+
+def plot_miou(results: dict[str, Any], path: Path) -> None:
+    """A bar chart of mIoU per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["datasets"])
+    values = [results["datasets"][n]["mIoU"] for n in names]
+    labels = [n.removeprefix("synthetic-") if n != "synthetic" else "clear (source)" for n in names]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    bars = ax.bar(labels, values, color=["#4c72b0"] + ["#dd8452"] * (len(values) - 1))
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, max(100, max(values) * 1.1))
+    ax.set_title("Trained on clear synthetic scenes, tested on each condition")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_overlays(checkpoint: Path, data: Path, out: Path, *, device: str, scenes: int = 3) -> list[Path]:
+    """For a few validation scenes: one row per condition of image | prediction | ground truth."""
+    from rein_cli.data.dataset import SegmentationDataset
+    from rein_cli.data.labels import colorize
+    from rein_cli.data.transforms import TestTransform
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.engine.inference import infer
+    from rein_cli.engine.train import resolve_device
+
+    model = load_segmentor(checkpoint, resolve_device(device))
+    palette = model.checkpoint_config["palette"]
+    transform = TestTransform(model.mean, model.std)
+    sets = {c: SegmentationDataset(data / ("synthetic" if c == "clear" else f"synthetic-{c}"), "val") for c in CONDITIONS}
+    written = []
+    for index in range(min(scenes, len(sets["clear"]))):
+        rows = []
+        for dataset in sets.values():
+            item = dataset[index]
+            rgb, label = item["image"].numpy(), item["label"].numpy()
+            image, _ = transform(item["image"], None)
+            scores = infer(model, image[None].to(next(model.parameters()).device), mode="whole", crop=model.crop_size)
+            pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            rows.append(np.concatenate([rgb, colorize(pred, palette), colorize(label, palette)], axis=1))
+        path = out / f"scene_{index:02d}.jpg"
+        save_image(path, np.concatenate(rows, axis=0))
+        written.append(path)
+    return written

@@ -1,0 +1,129 @@
+"""Checkpoints: a directory that is also a Hugging Face model repo (config.json, model.safetensors, README.md).
+
+``model.safetensors`` holds the trained weights (Rein and head) and, when the backbone cannot be
+re-created from the Hub (random initialisation), the backbone too. ``config.json`` holds everything
+needed to rebuild the model. Nothing is unpickled when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rein_cli import __version__
+from rein_cli.config import ModelConfig, config_from_dict
+from rein_cli.errors import ReinError
+from rein_cli.io import write_json
+
+FORMAT = 1
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+def save_checkpoint(model: nn.Module, path: Path, *, model_config: ModelConfig, classes, palette, mean, std,
+                    info: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write the checkpoint directory atomically (a temporary directory renamed into place)."""
+    from safetensors.torch import save_file
+
+    from rein_cli.config import Config
+    from rein_cli.models.segmentor import trainable_state_dict
+
+    backbone_saved = not model_config.pretrained
+    state = model.state_dict() if backbone_saved else trainable_state_dict(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    config = {
+        "format": FORMAT,
+        "rein_version": __version__,
+        "model": Config(model=model_config).to_dict()["model"],
+        "backbone_in_checkpoint": backbone_saved,
+        "classes": list(classes),
+        "palette": [list(c) for c in palette],
+        "normalization": {"mean": list(mean), "std": list(std)},
+        **(info or {}),
+    }
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    except OSError as err:
+        raise ReinError(f"cannot write checkpoint {path}: {err.strerror}") from err
+    try:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
+        write_json(tmp / CONFIG_FILE, config)
+        (tmp / "README.md").write_text(model_card(config))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise ReinError(f"{path} is not a rein checkpoint (no {CONFIG_FILE}); give a checkpoint directory")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ReinError(f"{file} is not valid JSON: {err}") from err
+    if config.get("format") != FORMAT:
+        raise ReinError(f"{path} has checkpoint format {config.get('format')!r}; this rein reads format {FORMAT}")
+    return config
+
+
+def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> nn.Module:
+    """Rebuild a saved model in eval mode; ``model.checkpoint_config`` holds its config.json."""
+    from safetensors.torch import load_file
+
+    from rein_cli.models.segmentor import segmentor_from_config, trainable_state_dict
+
+    path = Path(path)
+    config = read_checkpoint_config(path)
+    model_cfg = config_from_dict({"model": config["model"]}).model
+    if config.get("backbone_in_checkpoint"):
+        model_cfg.pretrained = False  # the weights below replace the random initialisation
+    model = segmentor_from_config(model_cfg, download=download)
+    try:
+        state = load_file(str(path / WEIGHTS_FILE))
+    except Exception as err:  # missing or corrupt file
+        raise ReinError(f"cannot read {path / WEIGHTS_FILE}: {err}") from err
+    expected = set(model.state_dict() if config.get("backbone_in_checkpoint") else trainable_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise ReinError(f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ReinError(f"checkpoint {path} has wrong shapes: {err}") from err
+    model.checkpoint_config = config
+    return model.to(device).eval()
+
+
+def model_card(config: dict[str, Any]) -> str:
+    model = config["model"]
+    source = "weights included" if config["backbone_in_checkpoint"] else "pretrained weights from the Hub"
+    lines = [
+        "---",
+        "library_name: rein",
+        "tags: [semantic-segmentation, domain-generalization, rein]",
+        "---",
+        "",
+        f"# Rein segmentor: {model['backbone']} + {model['head']} head",
+        "",
+        f"- backbone: `{model['backbone']}` ({source}, frozen)",
+        f"- method: `{model['method']}`, crop {model['crop_size']}, {len(config['classes'])} classes",
+    ]
+    if "trained_on" in config:
+        lines.append(f"- trained on `{config['trained_on']}` for {config.get('iterations')} iterations")
+    lines += ["", "Load it with:", "", "```python", "import rein_cli", 'model = rein_cli.load_segmentor("PATH")', "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Whole-image and sliding-window inference: normalised images in, averaged per-class scores out."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Window boxes (y1, y2, x1, x2) in mmseg's order: a grid of ``stride`` steps, the last windows
+    shifted back so every window is ``crop`` wide (or the whole side, where the image is smaller)."""
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    boxes = []
+    for i in range(rows):
+        for j in range(cols):
+            y2, x2 = min(i * stride + crop, height), min(j * stride + crop, width)
+            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return boxes
+
+
+@torch.no_grad()
+def slide_inference(model: nn.Module, image: Tensor, crop: int = 512, stride: int = 341) -> Tensor:
+    """(B, 3, H, W) -> (B, K, H, W): each window's scores summed into the canvas, divided by the count."""
+    B, _, H, W = image.shape
+    scores = image.new_zeros((B, model.num_classes, H, W))
+    count = image.new_zeros((1, 1, H, W))
+    for y1, y2, x1, x2 in slide_windows(H, W, crop, stride):
+        scores[:, :, y1:y2, x1:x2] += model.semantic_scores(image[:, :, y1:y2, x1:x2])
+        count[:, :, y1:y2, x1:x2] += 1
+    return scores / count
+
+
+@torch.no_grad()
+def whole_inference(model: nn.Module, image: Tensor) -> Tensor:
+    return model.semantic_scores(image)
+
+
+def infer(model: nn.Module, image: Tensor, *, mode: str, crop: int, stride: int | None = None) -> Tensor:
+    """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop) or "whole"."""
+    if mode == "whole":
+        return whole_inference(model, image)
+    return slide_inference(model, image, crop, stride or default_stride(crop))
+
+
+def default_stride(crop: int) -> int:
+    return round(2 * crop / 3)  # 341 for 512 and 683 for 1024, as in the official recipes

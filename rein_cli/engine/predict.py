@@ -1,0 +1,87 @@
+"""Prediction for files and directories: label PNGs (train ids), colour PNGs, and overlays on the image."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from tqdm import tqdm
+
+from rein_cli.data.labels import CITYSCAPES_PALETTE, colorize
+from rein_cli.data.transforms import TestTransform
+from rein_cli.engine.inference import infer
+from rein_cli.errors import ReinError
+from rein_cli.io import IMAGE_SUFFIXES, list_images, read_image, save_image
+from rein_cli.models.segmentor import model_device
+
+log = logging.getLogger(__name__)
+
+
+def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(image file, output name relative to the output folder) for files and directories of images.
+
+    Every file is checked before anything is predicted, so a bad input never leaves partial output.
+    """
+    if not inputs:
+        raise ReinError("no inputs given; name image files or directories")
+    items: list[tuple[Path, Path]] = []
+    for source in map(Path, inputs):
+        if source.is_dir():
+            items += [(f, f.relative_to(source).with_suffix("")) for f in list_images(source)]
+        elif source.is_file():
+            if source.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ReinError(f"{source} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+            items.append((source, Path(source.stem)))
+        else:
+            raise ReinError(f"input not found: {source}; check the path")
+    names = [name for _, name in items]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ReinError(f"two inputs would both write {dup}; predict them into separate --out folders")
+    for path, _ in items:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ReinError(f"cannot read image {path}: {err}; replace or remove the file") from err
+    return items
+
+
+def predict(model: nn.Module | str | Path, inputs: list[Path], out: Path, *, mode: str = "slide",
+            stride: int | None = None, size: tuple[int, int] | None = None, device: str = "auto",
+            overlay_alpha: float = 0.5, progress: bool = True) -> list[Path]:  # fmt: skip
+    """Segment every input image; writes ``out/labels``, ``out/color`` and ``out/overlay``. Returns the label files.
+
+    ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512) for
+    Cityscapes-like inputs); predictions are resized back to the input's resolution.
+    """
+    items = collect_inputs(inputs)
+    if not isinstance(model, nn.Module):
+        from rein_cli.engine.checkpoint import load_segmentor
+        from rein_cli.engine.train import resolve_device
+
+        model = load_segmentor(model, resolve_device(device))
+    palette = getattr(model, "checkpoint_config", {}).get("palette", CITYSCAPES_PALETTE)
+    transform = TestTransform(model.mean, model.std, size)
+    device_ = model_device(model)
+    model.eval()
+    written = []
+    for path, name in tqdm(items, desc="predicting", unit="img", disable=not progress):
+        rgb = read_image(path)
+        image, _ = transform(torch.from_numpy(np.array(rgb)), None)
+        scores = infer(model, image[None].to(device_), mode=mode, crop=model.crop_size, stride=stride)
+        if scores.shape[-2:] != rgb.shape[:2]:
+            scores = torch.nn.functional.interpolate(scores, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+        label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        color = colorize(label, palette)
+        blend = (rgb.astype(np.float32) * (1 - overlay_alpha) + color.astype(np.float32) * overlay_alpha).astype(np.uint8)
+        save_image(out / "labels" / f"{name}.png", label)
+        save_image(out / "color" / f"{name}.png", color)
+        save_image(out / "overlay" / f"{name}.jpg", blend)
+        written.append(out / "labels" / f"{name}.png")
+    log.info("wrote %d predictions to %s", len(written), out)
+    return written

@@ -1,0 +1,1 @@
+"""Models: Rein, the frozen backbone wrapper, heads, and the segmentor builder."""

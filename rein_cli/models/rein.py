@@ -1,0 +1,99 @@
+"""Rein: learnable tokens that refine a frozen backbone's features after every block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class Reins(nn.Module):
+    """Full-rank Rein tokens, one set per backbone layer, with shared MLPs and one scalar scale.
+
+    For the features ``f`` of layer ``i`` and its tokens ``t`` (T, C)::
+
+        a = softmax(f @ t.T / sqrt(C))[:, 1:]           # token 0 is an attention sink, dropped
+        delta = mlp_delta_f(a @ mlp_token2feat(t[1:]) + f)
+        f_out = f + scale * delta
+
+    Parameter names and initialisation follow the official implementation, so its
+    ``backbone.reins.*`` state dict (prefix stripped) loads with ``strict=True``.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        embed_dim: int,
+        patch_size: int,
+        *,
+        token_length: int = 100,
+        query_dim: int = 256,
+        scale_init: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.depth = depth
+        self.embed_dim = embed_dim
+        self.token_length = token_length
+        self.query_dim = query_dim
+        self.scale = nn.Parameter(torch.tensor(scale_init))  # 0-dim, shared by all layers
+        self.mlp_token2feat = nn.Linear(embed_dim, embed_dim)
+        self.mlp_delta_f = nn.Linear(embed_dim, embed_dim)
+        self.transform = nn.Linear(embed_dim, query_dim)
+        self.merge = nn.Linear(3 * query_dim, query_dim)
+        self._create_tokens(patch_size)
+
+    def _create_tokens(self, patch_size: int) -> None:
+        bound = math.sqrt(6.0 / (3 * patch_size * patch_size + self.embed_dim))
+        self.learnable_tokens = nn.Parameter(torch.empty(self.depth, self.token_length, self.embed_dim))
+        nn.init.uniform_(self.learnable_tokens, -bound, bound)
+
+    def tokens(self, layer: int | None = None) -> Tensor:
+        """Tokens of one layer (T, C), or of all layers (L, T, C) when ``layer`` is None."""
+        return self.learnable_tokens if layer is None else self.learnable_tokens[layer]
+
+    def forward(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
+        """Refine the block output ``x`` (B, P+N, C); the P prefix tokens pass through untouched."""
+        prefix, feats = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]  # (B, P, C), (B, N, C)
+        tokens = self.tokens(layer)  # (T, C)
+        attn = torch.einsum("bnc,tc->bnt", feats, tokens) * self.embed_dim**-0.5
+        attn = attn.softmax(dim=-1)[:, :, 1:]  # softmax over all T tokens, then drop token 0: (B, N, T-1)
+        delta = torch.einsum("bnt,tc->bnc", attn, self.mlp_token2feat(tokens[1:]))  # (B, N, C)
+        delta = self.mlp_delta_f(delta + feats) * self.scale
+        return torch.cat([prefix, feats + delta], dim=1)
+
+    def queries(self) -> Tensor:
+        """Mask2Former queries (T, Q) from the tokens of all layers: max, mean and last over layers."""
+        tokens = self.transform(self.tokens()).permute(1, 2, 0)  # (L, T, C) -> (L, T, Q) -> (T, Q, L)
+        summary = torch.stack([tokens.amax(dim=-1), tokens.mean(dim=-1), tokens[..., -1]], dim=-1)  # (T, Q, 3)
+        return self.merge(summary.flatten(1))  # interleaved per channel: (T, 3Q) -> (T, Q)
+
+
+class LoRAReins(Reins):
+    """Rein with low-rank tokens: the tokens of layer ``i`` are ``A[i] @ B[i]`` (the paper's default)."""
+
+    def __init__(
+        self,
+        depth: int,
+        embed_dim: int,
+        patch_size: int,
+        *,
+        token_length: int = 100,
+        rank: int = 16,
+        query_dim: int = 256,
+        scale_init: float = 1e-3,
+    ) -> None:
+        self.rank = rank
+        super().__init__(depth, embed_dim, patch_size, token_length=token_length, query_dim=query_dim, scale_init=scale_init)
+
+    def _create_tokens(self, patch_size: int) -> None:
+        bound = math.sqrt(6.0 / (3 * patch_size * patch_size + math.sqrt(self.embed_dim * self.rank)))
+        self.learnable_tokens_a = nn.Parameter(torch.empty(self.depth, self.token_length, self.rank))
+        self.learnable_tokens_b = nn.Parameter(torch.empty(self.depth, self.rank, self.embed_dim))
+        nn.init.uniform_(self.learnable_tokens_a, -bound, bound)
+        nn.init.uniform_(self.learnable_tokens_b, -bound, bound)
+
+    def tokens(self, layer: int | None = None) -> Tensor:
+        if layer is None:
+            return self.learnable_tokens_a @ self.learnable_tokens_b  # (L, T, r) @ (L, r, C) -> (L, T, C)
+        return self.learnable_tokens_a[layer] @ self.learnable_tokens_b[layer]  # (T, C)

@@ -1,0 +1,54 @@
+"""`rein demo` end to end on a few scenes and iterations: outputs, reruns, refusals."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from rein_cli.demo import run_demo
+from rein_cli.errors import ReinError
+
+from .test_cli import rein
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = run_demo(out, iters=2, num_train=8, num_val=2, device="cpu", progress=False)
+    return out, result
+
+
+def test_demo_writes_results_chart_and_overlays(demo_out):
+    out, result = demo_out
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["datasets"]) == ["synthetic", "synthetic-fog", "synthetic-night", "synthetic-rain", "synthetic-snow"]
+    assert all(0 <= d["mIoU"] <= 100 and d["images"] == 2 for d in results["datasets"].values())
+    assert Image.open(out / "miou.png").size[0] > 300
+    overlays = sorted((out / "predictions").glob("*.jpg"))
+    assert len(overlays) == 2 and Image.open(overlays[0]).size == (3 * 512, 5 * 256)  # image | prediction | truth, 5 conditions
+    assert any("RANDOM weights" in note for note in result["notes"])
+    marker = json.loads((out / "demo.json").read_text())
+    assert marker["config"]["model"]["backbone"] == "vit-tiny" and marker["seconds"] > 0
+    assert (out / "run" / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_demo_reruns_over_its_own_output_but_not_over_other_files(demo_out, tmp_path, capsys):
+    out, _ = demo_out
+    run_demo(out, iters=1, num_train=8, num_val=1, device="cpu", progress=False)
+    assert json.loads((out / "results.json").read_text())["datasets"]["synthetic"]["images"] == 1
+    (tmp_path / "notes.txt").write_text("mine")
+    assert rein("demo", "--out", tmp_path, "--iters", "1") == 1
+    assert "not empty and is not an earlier demo output" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_named_backbone_needs_weights_on_disk_unless_asked(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ReinError, match=r"pretrained weights for dinov2-s .* not on disk.*--random-weights"):
+        run_demo(tmp_path / "out", backbone="dinov2-s", iters=1, num_train=8, num_val=1, progress=False)
+    assert not (tmp_path / "out").exists()
+    result = run_demo(tmp_path / "out", backbone="dinov2-s", random_weights=True, iters=1, num_train=8, num_val=1,
+                      device="cpu", progress=False)  # fmt: skip
+    assert any("dinov2-s with RANDOM weights" in note for note in result["notes"])

@@ -1,0 +1,37 @@
+"""Finding backbone weights in a local Hugging Face cache, and the offline error. No network."""
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rein_cli.errors import ReinError
+from rein_cli.hub import cached_file, download_file
+from rein_cli.models.segmentor import pretrained_weights_path
+
+
+def fake_cache(root, repo_id: str, tensors: dict) -> None:
+    """The Hub cache layout: models--org--name/{refs/main, snapshots/<rev>/model.safetensors}."""
+    folder = root / f"models--{repo_id.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    save_file(tensors, str(folder / "snapshots" / revision / "model.safetensors"))
+
+
+def test_cached_weights_are_found_without_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert cached_file("timm/vit_small_patch14_dinov2.lvd142m") is None
+    fake_cache(tmp_path, "timm/vit_small_patch14_dinov2.lvd142m", {"w": torch.zeros(2)})
+    found = cached_file("timm/vit_small_patch14_dinov2.lvd142m")
+    assert found is not None and found.name == "model.safetensors" and found.is_file()
+    assert pretrained_weights_path("dinov2-s", download=False) == str(found)
+    assert pretrained_weights_path("dinov2-s", download=True) == str(found)  # the cache is used before any download
+
+
+def test_download_failure_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ReinError, match=r"could not get model.safetensors of timm/x.*hf download timm/x"):
+        download_file("timm/x", cache_dir=tmp_path)
