@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -56,8 +57,21 @@ def run(argv: list[str] | None = None) -> None:
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")]
-Mode = Annotated[str, typer.Option("--mode", help="Inference: slide (windows of the crop size) or whole.")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+class InferenceMode(StrEnum):
+    slide = "slide"
+    whole = "whole"
+
+
+Mode = Annotated[InferenceMode, typer.Option("--mode", help="slide: crop-sized windows, averaged; whole: the image at once.")]
+Progress = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="Progress bars (default: when stderr is a terminal).")
+]
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
 
 
 @app.command()
@@ -71,13 +85,15 @@ def demo(
     ] = False,
     iters: Annotated[int | None, typer.Option("--iters", help="Training iterations (recipe: 200).")] = None,
     device: Device = "auto",
-    progress: Progress = True,
+    progress: Progress = None,
 ) -> None:
     """Generate synthetic street scenes, train Rein on clear weather, evaluate on fog/night/rain/snow."""
     from rein_cli.demo import run_demo
     from rein_cli.engine.evaluate import format_table
 
-    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=progress)
+    result = run_demo(
+        out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=_progress(progress)
+    )
     typer.echo(format_table(result))
     for note in result["notes"]:
         typer.echo(note)
@@ -94,7 +110,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     out: Out = None,
-    progress: Progress = True,
+    progress: Progress = None,
 ) -> None:
     """Train a segmentor; writes a run directory with config, metrics, checkpoint and evaluation."""
     from rein_cli.config import load_config
@@ -107,7 +123,7 @@ def train(
         "data.batch_size": batch_size,
         "train.device": device,
     }
-    run = train_(load_config(recipe, sets, **flags), out, progress=progress)
+    run = train_(load_config(recipe, sets, **flags), out, progress=_progress(progress))
     typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
 
 
@@ -116,13 +132,13 @@ def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (config.json + model.safetensors).")],
     data: Annotated[list[str], typer.Option("--data", "-d", help="Dataset name or prepared folder (repeatable).")],
     out: Out = None,
-    mode: Mode = "slide",
+    mode: Mode = InferenceMode.slide,
     stride: Annotated[int | None, typer.Option("--stride", help="Slide stride (default: 2/3 of the crop).")] = None,
     data_root: Annotated[
         Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")
     ] = None,
     device: Device = "auto",
-    progress: Progress = True,
+    progress: Progress = None,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU and mIoU per dataset; writes results.json."""
     from rein_cli.config import DataConfig
@@ -130,8 +146,8 @@ def eval_(
     from rein_cli.engine.evaluate import evaluate, format_table
 
     out = out or default_eval_dir(checkpoint)
-    results = evaluate(checkpoint, data, out=out, data_dir=data_root or default_root(DataConfig()), mode=mode,
-                       stride=stride, device=device, progress=progress)  # fmt: skip
+    results = evaluate(checkpoint, data, out=out, data_dir=data_root or default_root(DataConfig()), mode=mode.value,
+                       stride=stride, device=device, progress=_progress(progress))  # fmt: skip
     typer.echo(format_table(results))
     typer.echo(f"results: {out / 'results.json'}")
 
@@ -141,15 +157,17 @@ def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("predictions"),
-    mode: Mode = "slide",
+    mode: Mode = InferenceMode.slide,
     size: Annotated[str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")] = None,
     device: Device = "auto",
-    progress: Progress = True,
+    progress: Progress = None,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays."""
     from rein_cli.engine.predict import predict as predict_
 
-    written = predict_(checkpoint, inputs, out, mode=mode, size=_parse_size(size), device=device, progress=progress)
+    written = predict_(
+        checkpoint, inputs, out, mode=mode.value, size=_parse_size(size), device=device, progress=_progress(progress)
+    )
     typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from rein_cli.errors import ReinError, did_you_mean, unknown_name
 
 
-
 def recipes_dir() -> Path | None:
     """The shipped recipes: ``rein_cli/recipes`` in an installed wheel, ``recipes/`` in a source checkout."""
     here = Path(__file__).resolve().parent
@@ -200,6 +199,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def check_config(cfg: Config) -> Config:
+    """Reject values no run can use, naming the key."""
+    rules = [
+        (
+            "model.crop_size",
+            cfg.model.crop_size,
+            cfg.model.crop_size >= 32 and cfg.model.crop_size % 16 == 0,
+            "a multiple of 16, >= 32",
+        ),
+        ("model.num_classes", cfg.model.num_classes, cfg.model.num_classes >= 1, ">= 1"),
+        ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, ">= 1"),
+        ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, ">= 0"),
+        ("optim.lr", cfg.optim.lr, cfg.optim.lr > 0, "> 0"),
+        ("train.max_iters", cfg.train.max_iters, cfg.train.max_iters >= 0, ">= 0"),
+        ("train.log_interval", cfg.train.log_interval, cfg.train.log_interval >= 1, ">= 1"),
+        ("train.checkpoint_interval", cfg.train.checkpoint_interval, cfg.train.checkpoint_interval >= 1, ">= 1"),
+        ("eval.mode", cfg.eval.mode, cfg.eval.mode in ("slide", "whole"), "slide or whole"),
+    ]
+    for key, value, ok, expected in rules:
+        if not ok:
+            raise ReinError(f"{key} = {value!r} is invalid; it must be {expected}")
+    return cfg
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None, **flags: Any) -> Config:
     """Defaults, then the recipe, then ``--set`` overrides, then explicit flags (dotted keys; None = not set)."""
     import yaml
@@ -221,4 +244,4 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         for k in reversed(keys[:-1]):
             nested = {k: nested}
         _merge(cfg, nested, "")
-    return cfg
+    return check_config(cfg)

@@ -66,8 +66,9 @@ def run_demo(out: Path, *, backbone: str | None = None, random_weights: bool = F
              device: str = "auto", num_train: int = 300, num_val: int = 40, progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run the demo into ``out``; returns the evaluation results plus ``notes`` and ``seconds``."""
     from rein_cli.data.synthetic import generate_synthetic
+    from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import evaluate
-    from rein_cli.engine.train import train
+    from rein_cli.engine.train import resolve_device, train
 
     out = Path(out)
     cfg, notes = demo_config(backbone, random_weights, iters, device)  # check names and weights before writing
@@ -79,11 +80,11 @@ def run_demo(out: Path, *, backbone: str | None = None, random_weights: bool = F
     generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
     cfg.data.root = str(data)
     run = train(cfg, out / "run", progress=progress, evaluate_after=False)
+    model = load_segmentor(run / "checkpoints" / "last", resolve_device(device))  # evaluate what was saved
     names = ["synthetic" if c == "clear" else f"synthetic-{c}" for c in CONDITIONS]
-    results = evaluate(run / "checkpoints" / "last", names, out=out, data_dir=data, mode=cfg.eval.mode,
-                       device=device, progress=progress)  # fmt: skip
+    results = evaluate(model, names, out=out, data_dir=data, mode=cfg.eval.mode, progress=progress)
     plot_miou(results, out / "miou.png")
-    write_overlays(run / "checkpoints" / "last", data, out / "predictions", device=device)
+    write_overlays(model, data, out / "predictions")
     seconds = time.perf_counter() - start
     write_json(out / MARKER, {"seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()})
     return {**results, "notes": notes, "seconds": seconds, "out": str(out)}
@@ -111,27 +112,25 @@ def plot_miou(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_overlays(checkpoint: Path, data: Path, out: Path, *, device: str, scenes: int = 3) -> list[Path]:
+def write_overlays(model, data: Path, out: Path, *, scenes: int = 3) -> list[Path]:
     """For a few validation scenes: one row per condition of image | prediction | ground truth."""
     from rein_cli.data.dataset import SegmentationDataset
     from rein_cli.data.labels import colorize
     from rein_cli.data.transforms import TestTransform
-    from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.inference import infer
-    from rein_cli.engine.train import resolve_device
+    from rein_cli.models.segmentor import model_device
 
-    model = load_segmentor(checkpoint, resolve_device(device))
     palette = model.checkpoint_config["palette"]
     transform = TestTransform(model.mean, model.std)
-    sets = {c: SegmentationDataset(data / ("synthetic" if c == "clear" else f"synthetic-{c}"), "val") for c in CONDITIONS}
+    sets = [SegmentationDataset(data / ("synthetic" if c == "clear" else f"synthetic-{c}"), "val") for c in CONDITIONS]
     written = []
-    for index in range(min(scenes, len(sets["clear"]))):
+    for index in range(min(scenes, len(sets[0]))):
         rows = []
-        for dataset in sets.values():
+        for dataset in sets:
             item = dataset[index]
             rgb, label = item["image"].numpy(), item["label"].numpy()
             image, _ = transform(item["image"], None)
-            scores = infer(model, image[None].to(next(model.parameters()).device), mode="whole", crop=model.crop_size)
+            scores = infer(model, image[None].to(model_device(model)), mode="whole", crop=model.crop_size)
             pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
             rows.append(np.concatenate([rgb, colorize(pred, palette), colorize(label, palette)], axis=1))
         path = out / f"scene_{index:02d}.jpg"

@@ -42,6 +42,9 @@ def test_set_parses_literals_and_strings():
         ("model=3", "model is a section"),
         ("data.eval=synthetic", "data.eval must be a list"),
         ("optim.lr", "must look like key=value"),
+        ("data.batch_size=0", "data.batch_size = 0 is invalid; it must be >= 1"),
+        ("model.crop_size=500", "model.crop_size = 500 is invalid"),
+        ("eval.mode=tiles", "eval.mode = 'tiles' is invalid; it must be slide or whole"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -19,7 +19,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from rein_cli.data.scenes import BUILDING, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION, Scene
+from rein_cli.data.scenes import Scene
+from rein_cli.data.street import BUILDING, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION
 
 CONDITIONS = ("clear", "fog", "night", "rain", "snow")
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.registry import ALIASES, DATASETS, resolve_dataset
 from rein_cli.data.transforms import TestTransform
-from rein_cli.engine.inference import default_stride, infer
+from rein_cli.engine.inference import check_mode, default_stride, infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
@@ -37,8 +37,7 @@ def evaluate(model: nn.Module | str | Path, datasets: list[str], *, out: Path | 
     Per dataset the confusion matrix is summed over all images (the official protocol); the overall
     mean is the plain average of the per-dataset mIoUs rounded to two decimals.
     """
-    if mode not in ("slide", "whole"):
-        raise ReinError(f'unknown inference mode "{mode}"; use slide or whole')
+    check_mode(mode)
     if not datasets:
         raise ReinError("no datasets to evaluate on; name at least one with --data")
     if not isinstance(model, nn.Module):

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from rein_cli.data.labels import CITYSCAPES_PALETTE, colorize
 from rein_cli.data.transforms import TestTransform
-from rein_cli.engine.inference import infer
+from rein_cli.engine.inference import check_mode, infer
 from rein_cli.errors import ReinError
 from rein_cli.io import IMAGE_SUFFIXES, list_images, read_image, save_image
 from rein_cli.models.segmentor import model_device
@@ -59,6 +59,7 @@ def predict(model: nn.Module | str | Path, inputs: list[Path], out: Path, *, mod
     ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512) for
     Cityscapes-like inputs); predictions are resized back to the input's resolution.
     """
+    check_mode(mode)
     items = collect_inputs(inputs)
     if not isinstance(model, nn.Module):
         from rein_cli.engine.checkpoint import load_segmentor

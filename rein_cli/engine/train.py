@@ -13,7 +13,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from rein_cli.config import Config, data_root
+from rein_cli.config import Config, check_config, data_root
 from rein_cli.data.dataset import SegmentationDataset, infinite_loader
 from rein_cli.data.registry import check_dataset, resolve_dataset
 from rein_cli.data.transforms import TrainTransform
@@ -71,6 +71,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
     The run directory gets ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per log step),
     ``checkpoints/last`` (a checkpoint directory) and, when ``cfg.data.eval`` names datasets, ``eval/``.
     """
+    check_config(cfg)
     run = choose_run_dir(out)
     device = resolve_device(cfg.train.device)
     for name in [cfg.data.train, *cfg.data.eval]:  # unknown names fail now, not after training
