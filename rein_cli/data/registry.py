@@ -41,20 +41,25 @@ DATASETS: dict[str, DatasetSpec] = {
 ALIASES = {alias: spec.name for spec in DATASETS.values() for alias in spec.aliases}
 
 
+def lookup(name: str) -> DatasetSpec | None:
+    """The spec for a dataset name or alias, or None."""
+    key = str(name).lower()
+    return DATASETS.get(ALIASES.get(key, key))
+
+
 def find_spec(name: str) -> DatasetSpec:
     """The spec for a dataset name or alias; an error with a "did you mean" otherwise."""
-    key = name.lower()
-    key = ALIASES.get(key, key)
-    if key not in DATASETS:
+    spec = lookup(name)
+    if spec is None:
         raise unknown_name("dataset", name, [*DATASETS, *ALIASES], "or give the path of a prepared folder (with manifest.json)")
-    return DATASETS[key]
+    return spec
 
 
 def _manifest_path(dataset: str | Path) -> Path | None:
     """The manifest for a dataset given as a path (an error if it has none); None for a name."""
     text = str(dataset)
     looks_like_path = "/" in text or "\\" in text or text.endswith(".json")
-    if not looks_like_path and not (Path(text).exists() and text.lower() not in DATASETS and text.lower() not in ALIASES):
+    if not looks_like_path and not (Path(text).exists() and lookup(text) is None):
         return None
     path = Path(text)
     manifest = path / MANIFEST if path.is_dir() else path

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rein_cli.data.dataset import SegmentationDataset
-from rein_cli.data.registry import ALIASES, DATASETS, resolve_dataset
+from rein_cli.data.registry import lookup, resolve_dataset
 from rein_cli.data.transforms import TestTransform
 from rein_cli.engine.inference import check_mode, default_stride, infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
@@ -22,11 +22,6 @@ from rein_cli.io import write_json
 from rein_cli.models.segmentor import model_device
 
 log = logging.getLogger(__name__)
-
-
-def _test_size(dataset: str) -> tuple[int, int] | None:
-    name = ALIASES.get(str(dataset).lower(), str(dataset).lower())
-    return DATASETS[name].test_size if name in DATASETS else None
 
 
 def evaluate(model: nn.Module | str | Path, datasets: list[str], *, out: Path | None = None, data_dir: Path,
@@ -53,7 +48,9 @@ def evaluate(model: nn.Module | str | Path, datasets: list[str], *, out: Path | 
     results: dict[str, Any] = {"mode": mode, "crop": crop, "stride": stride if mode == "slide" else None, "datasets": {}}
     manifests = [resolve_dataset(name, data_dir, progress=progress) for name in datasets]  # fail early on bad names
     for name, manifest in zip(datasets, manifests, strict=True):
-        data = SegmentationDataset(manifest, split, TestTransform(model.mean, model.std, _test_size(name)))
+        data = SegmentationDataset(
+            manifest, split, TestTransform(model.mean, model.std, getattr(lookup(name), "test_size", None))
+        )
         classes = data.manifest.classes
         if len(classes) != model.num_classes:
             raise ReinError(f"dataset {data.manifest.dataset} has {len(classes)} classes, the model {model.num_classes}")
