@@ -47,11 +47,19 @@ def run(argv: list[str] | None = None) -> None:
     except ReinError as err:
         if STATE["debug"]:
             raise
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {_one_line(err)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def _one_line(err: ReinError) -> str:
+    """The error's own message; a data-loader worker wraps it in a traceback, of which the last line is kept."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(err):
+        return lines[-1].split("ReinError: ", 1)[-1]
+    return str(err)
 
 
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]

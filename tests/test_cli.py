@@ -134,3 +134,17 @@ def test_debug_shows_the_traceback(tmp_path):
     assert out.returncode != 0 and "Traceback" in out.stderr
     out = subprocess.run(cmd[:3] + cmd[4:], capture_output=True, text=True)
     assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.startswith("error:")
+
+
+def test_a_corrupt_training_image_in_a_worker_is_one_line(synthetic_root, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "synthetic", data / "synthetic")
+    bad = data / "synthetic" / "images" / "train" / "000003.jpg"
+    bad.write_bytes(b"not a jpeg")
+    args = sets(f"data.root={data}", "data.num_workers=1", "data.eval=[]", "data.batch_size=8")
+    assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 1
+    last = errors(capsys).splitlines()[-1]  # after the log lines: the error, on one line
+    assert last.startswith("error: cannot read image") and str(bad) in last and "Traceback" not in last
+    assert not (tmp_path / "run" / "checkpoints").exists()
