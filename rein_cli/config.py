@@ -37,9 +37,9 @@ class ReinConfig:
 class ModelConfig:
     backbone: str = "dinov2-l"
     pretrained: bool = True  # False: random initialisation (tests, the offline demo)
-    method: str = "rein"
-    head: str = "fpn"
-    head_channels: int = 256
+    method: str = "rein"  # rein, frozen (the backbone alone) or full (every backbone weight trained)
+    head: str = "mask2former"  # mask2former (the paper's) or fpn (light)
+    head_channels: int = 256  # width of the fpn head
     num_classes: int = 19
     crop_size: int = 512
     feature_indices: list[int] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
@@ -68,6 +68,7 @@ class OptimConfig:
     eps: float = 1e-8
     power: float = 0.9  # poly decay exponent
     warmup_iters: int = 0
+    backbone_lr_mult: float = 0.1  # learning-rate factor of the pretrained backbone (method "full")
 
 
 @dataclass

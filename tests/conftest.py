@@ -10,12 +10,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-TINY = dict(backbone="vit-tiny", crop_size=64, feature_indices=[0, 1, 2, 3], head_channels=16,
+TINY = dict(backbone="vit-tiny", crop_size=64, feature_indices=[0, 1, 2, 3], head="fpn", head_channels=16,
             backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2})  # fmt: skip
 TINY_SETS = [
     "model.backbone=vit-tiny",
     "model.pretrained=false",
     "model.crop_size=64",
+    "model.head=fpn",
     "model.head_channels=16",
     "model.feature_indices=[0,1,2,3]",
     "model.backbone_kwargs={'depth':4,'embed_dim':32,'num_heads':2}",

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from rein_cli.errors import ReinError
 from rein_cli.models.backbone import BACKBONES, feature_pyramid
 from rein_cli.models.segmentor import build_segmentor, count_parameters
-from rein_cli.models.weights import load_vit_weights, resize_patch_embed, resize_pos_embed
+from rein_cli.models.weights import load_backbone_weights, resize_patch_embed, resize_pos_embed
 
 from .conftest import TINY
 
@@ -131,4 +131,4 @@ def test_pretrained_weights_load_with_the_official_conversion(tmp_path):
     with pytest.raises(ReinError, match="lack"):
         (tmp_path / "partial.safetensors").write_bytes(b"")
         save_file({"cls_token": state["cls_token"]}, str(tmp_path / "partial.safetensors"))
-        load_vit_weights(vit, tmp_path / "partial.safetensors")
+        load_backbone_weights(vit, tmp_path / "partial.safetensors")

@@ -5,25 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NO_DECAY_KEYS = ("learnable_tokens", "reins.scale", "level_embed", "norm")  # substrings, rein-facts §5.2
+# Substrings of parameter names that get no weight decay (rein-facts §5.2), besides every norm layer.
+NO_DECAY_KEYS = ("learnable_tokens", "reins.scale", "level_embed", "query_embed", "query_feat", "norm")
+BACKBONE_PREFIX = "backbone.vit."  # the pretrained model: trained only with method "full", at lr x backbone_lr_mult
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: without weight decay (Rein tokens and scale, norm layers,
-    level embeddings) and with it (everything else). Frozen parameters are left out."""
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float = 0.1) -> list[dict]:
+    """Trainable parameters in groups by (learning-rate multiplier, weight decay): no decay for Rein tokens
+    and scale, norm layers, level and query embeddings; the pretrained backbone, when trained, at
+    ``backbone_lr_mult``. Frozen parameters are left out."""
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
     norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
-    decay, no_decay = [], []
+    groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = id(p) in norm_params or any(key in name for key in NO_DECAY_KEYS)
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = 0.0 if id(p) in norm_params or any(key in name for key in NO_DECAY_KEYS) else weight_decay
+        mult = backbone_lr_mult if name.startswith(BACKBONE_PREFIX) else 1.0
+        groups.setdefault((mult, decay), []).append(p)
+    return [{"params": ps, "lr_mult": mult, "weight_decay": decay} for (mult, decay), ps in sorted(groups.items(), reverse=True)]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: list[float], eps: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: list[float], eps: float,
+                    backbone_lr_mult: float = 0.1) -> torch.optim.AdamW:  # fmt: skip
+    """AdamW over ``param_groups``; set each group's lr to ``lr_at(step) * group["lr_mult"]``."""
+    return torch.optim.AdamW(param_groups(model, weight_decay, backbone_lr_mult), lr=lr, betas=tuple(betas), eps=eps)
 
 
 def lr_at(step: int, *, base_lr: float, max_iters: int, power: float = 0.9, warmup_iters: int = 0, min_lr: float = 0.0) -> float:

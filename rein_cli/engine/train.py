@@ -89,9 +89,8 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
         raise ReinError(f"dataset {dataset.manifest.dataset} has {len(classes)} classes but model.num_classes is "
                         f"{cfg.model.num_classes}; set --set model.num_classes={len(classes)}")  # fmt: skip
     loader = infinite_loader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.train.seed)
-    optimizer = build_optimizer(
-        model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, eps=cfg.optim.eps
-    )
+    optimizer = build_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
+                                eps=cfg.optim.eps, backbone_lr_mult=cfg.optim.backbone_lr_mult)  # fmt: skip
     make_dir(run)  # only once the model and the data are known to be fine
     write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("model: %s backbone, %s trainable / %s frozen parameters; %d training images from %s",
@@ -113,7 +112,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
                 step, base_lr=cfg.optim.lr, max_iters=max_iters, power=cfg.optim.power, warmup_iters=cfg.optim.warmup_iters
             )
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_mult"]
             images, labels = next(loader)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             losses = model.training_loss(images, labels)

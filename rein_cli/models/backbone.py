@@ -1,9 +1,10 @@
-"""The frozen backbone: a timm ViT with Rein after every block, giving a 4-level feature pyramid and queries."""
+"""Frozen timm backbones with Rein after every block, giving a 4-level feature pyramid and the Rein queries."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,31 +13,41 @@ from rein_cli.errors import ReinError, unknown_name
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One named backbone: its timm architecture and pretrained tag, and the blocks the head reads."""
+    """One named backbone: its timm architecture and pretrained tag, the blocks the head reads, and how
+    its pretrained weights are adapted (position grid resampling)."""
 
+    family: str  # "vit" (DINOv2, CLIP, MAE), "eva", "sam" or "convnext"
     arch: str
     tag: str
     feature_indices: tuple[int, int, int, int]
     description: str
+    pos_mode: str = "bicubic"  # how the pretrained position grid is resized to the crop's grid
+    timm_kwargs: dict = field(default_factory=dict)
 
     @property
     def hub_repo(self) -> str:
         return f"timm/{self.arch}.{self.tag}"
 
 
+L_INDICES = (7, 11, 15, 23)
 BACKBONES: dict[str, BackboneSpec] = {
-    "dinov2-s": BackboneSpec("vit_small_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-S/14, 12 x 384"),
-    "dinov2-b": BackboneSpec("vit_base_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-B/14, 12 x 768"),
-    "dinov2-l": BackboneSpec("vit_large_patch14_dinov2", "lvd142m", (7, 11, 15, 23), "DINOv2 ViT-L/14, 24 x 1024"),
-    "dinov2-g": BackboneSpec("vit_giant_patch14_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2 ViT-g/14, 40 x 1536"),
-    "dinov2-s-reg4": BackboneSpec("vit_small_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-S/14 + 4 registers"),
-    "dinov2-b-reg4": BackboneSpec("vit_base_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-B/14 + 4 registers"),
-    "dinov2-l-reg4": BackboneSpec("vit_large_patch14_reg4_dinov2", "lvd142m", (7, 11, 15, 23), "DINOv2 ViT-L/14 + 4 registers"),
-    "dinov2-g-reg4": BackboneSpec("vit_giant_patch14_reg4_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2 ViT-g/14 + 4 registers"),
-    "vit-tiny": BackboneSpec("vit_tiny_patch16_224", "augreg_in21k_ft_in1k", (2, 5, 8, 11), "ViT-Ti/16, 12 x 192 (the demo's)"),
+    "dinov2-s": BackboneSpec("vit", "vit_small_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-S/14, 12 x 384"),
+    "dinov2-b": BackboneSpec("vit", "vit_base_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-B/14, 12 x 768"),
+    "dinov2-l": BackboneSpec("vit", "vit_large_patch14_dinov2", "lvd142m", L_INDICES, "DINOv2 ViT-L/14, 24 x 1024"),
+    "dinov2-g": BackboneSpec("vit", "vit_giant_patch14_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2 ViT-g/14, 40 x 1536"),
+    "dinov2-s-reg4": BackboneSpec("vit", "vit_small_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2-S + 4 registers"),
+    "dinov2-b-reg4": BackboneSpec("vit", "vit_base_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2-B + 4 registers"),
+    "dinov2-l-reg4": BackboneSpec("vit", "vit_large_patch14_reg4_dinov2", "lvd142m", L_INDICES, "DINOv2-L + 4 registers"),
+    "dinov2-g-reg4": BackboneSpec("vit", "vit_giant_patch14_reg4_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2-g + 4 registers"),
+    "eva02-l": BackboneSpec("eva", "eva02_large_patch14_224", "mim_m38m", L_INDICES, "EVA02-L/14, MIM on Merged-38M"),
+    "clip-l": BackboneSpec("vit", "vit_large_patch14_clip_quickgelu_224", "openai", L_INDICES, "CLIP ViT-L/14", "bilinear"),
+    "sam-h": BackboneSpec("sam", "samvit_huge_patch16", "sa1b", (7, 15, 23, 31), "SAM ViT-H/16 image encoder, 32 x 1280"),
+    "mae-l": BackboneSpec("vit", "vit_large_patch16_224", "mae", L_INDICES, "MAE ViT-L/16, 24 x 1024"),
+    "convnext-l": BackboneSpec("convnext", "convnext_large", "fb_in22k", (0, 1, 2, 3), "ConvNeXt-L, ImageNet-22k"),
+    "vit-tiny": BackboneSpec("vit", "vit_tiny_patch16_224", "augreg_in21k_ft_in1k", (2, 5, 8, 11), "ViT-Ti/16, the demo's"),
 }  # fmt: skip
 
-PATCH_SIZE = 16  # every ViT runs at patch 16, as in the official implementation (14 -> 16 for DINOv2)
+PATCH_SIZE = 16  # every ViT runs at patch 16, as in the official implementation (14 -> 16 for DINOv2, EVA02, CLIP)
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -45,14 +56,18 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def create_vit(name: str, crop_size: int, **kwargs) -> nn.Module:
-    """The timm model of a named backbone at patch 16 and ``crop_size``, randomly initialised, no classifier."""
+def create_timm_model(name: str, crop_size: int, **kwargs) -> nn.Module:
+    """The timm model of a named backbone, randomly initialised, without classifier; ViTs at patch 16 and ``crop_size``."""
     import timm
 
     spec = backbone_spec(name)
-    options = dict(img_size=crop_size, patch_size=PATCH_SIZE, num_classes=0, dynamic_img_size=True) | kwargs
+    options = {"num_classes": 0, **spec.timm_kwargs}
+    if spec.family in ("vit", "eva"):
+        options |= {"img_size": crop_size, "patch_size": PATCH_SIZE, "dynamic_img_size": True}
+    elif spec.family == "sam":
+        options |= {"img_size": crop_size}
     try:
-        return timm.create_model(spec.arch, pretrained=False, **options)
+        return timm.create_model(spec.arch, pretrained=False, **(options | kwargs))
     except TypeError as err:
         raise ReinError(f"backbone {name} ({spec.arch}) does not accept {kwargs}: {err}") from err
 
@@ -66,52 +81,143 @@ def feature_pyramid(maps: list[Tensor]) -> list[Tensor]:
     ]
 
 
-class ReinViT(nn.Module):
-    """A frozen timm VisionTransformer with ``reins`` applied after every block.
+class NoAdapter(nn.Module):
+    """Stands in for Rein in the baselines (frozen or fully fine-tuned backbone): changes nothing, no queries."""
 
-    ``forward(images)`` takes normalised (B, 3, H, W) images, H and W multiples of the patch size, and
-    returns the pyramid [(B, C, H/4, W/4), (B, C, H/8, W/8), (B, C, H/16, W/16), (B, C, H/32, W/32)]
-    of the post-Rein block outputs (no final norm, prefix tokens dropped) and the Rein queries (T, Q).
-    The ViT stays in eval mode and never requires grad; gradients still flow through it to earlier Reins.
-    """
+    def forward(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
+        return x
 
-    def __init__(self, vit: nn.Module, reins: nn.Module, feature_indices: tuple[int, ...] | list[int]) -> None:
+    def queries(self) -> None:
+        return None
+
+
+class FrozenBackbone(nn.Module):
+    """Common ground: the timm model never trains unless fully fine-tuned, and the pass needs no autograd
+    when nothing in it requires grad (the frozen baseline)."""
+
+    def __init__(self, model: nn.Module, crop_size: int, *, trainable: bool = False) -> None:
         super().__init__()
-        depth = len(vit.blocks)
-        if (
-            len(feature_indices) != 4
-            or list(feature_indices) != sorted(set(feature_indices))
-            or not all(0 <= i < depth for i in feature_indices)
-        ):
-            raise ReinError(
-                f"feature_indices must be 4 increasing block indices in [0, {depth - 1}], got {list(feature_indices)}"
-            )
-        self.vit = vit
-        self.reins = reins
-        self.feature_indices = tuple(feature_indices)
-        self.num_prefix_tokens = vit.num_prefix_tokens
-        self.embed_dim = vit.embed_dim
-        self.patch_size = vit.patch_embed.patch_size[0]
-        self.crop_size = vit.patch_embed.img_size[0]  # training crop and slide window
-        self.mean = tuple(vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
-        self.vit.requires_grad_(False)
+        self.vit = model
+        self.crop_size = crop_size  # training crop and slide window
+        self.vit.requires_grad_(trainable)
         self.vit.eval()
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 
-    def train(self, mode: bool = True) -> ReinViT:
+    def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
-        self.vit.eval()  # the frozen ViT always runs in eval mode
+        self.vit.eval()  # the pretrained model always runs in eval mode (no drop-path, fixed behaviour)
         return self
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+    def forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        with torch.set_grad_enabled(needs_grad):
+            return self._forward(images)
+
+
+class ReinViT(FrozenBackbone):
+    """A timm VisionTransformer (DINOv2, CLIP, MAE) with ``reins`` applied after every block.
+
+    ``forward(images)`` takes normalised (B, 3, H, W) images, H and W multiples of the patch size, and
+    returns the pyramid [(B, C, H/4, W/4), (B, C, H/8, W/8), (B, C, H/16, W/16), (B, C, H/32, W/32)] of
+    the post-Rein block outputs (no final norm, prefix tokens dropped) and the Rein queries (T, Q).
+    """
+
+    def __init__(self, vit: nn.Module, reins: nn.Module, feature_indices, crop_size: int, *, trainable: bool = False) -> None:
+        super().__init__(vit, crop_size, trainable=trainable)
+        depth = len(vit.blocks)
+        indices = list(feature_indices)
+        if len(indices) != 4 or indices != sorted(set(indices)) or not all(0 <= i < depth for i in indices):
+            raise ReinError(f"feature_indices must be 4 increasing block indices in [0, {depth - 1}], got {indices}")
+        self.reins = reins
+        self.feature_indices = tuple(indices)
+        self.num_prefix_tokens = getattr(vit, "num_prefix_tokens", 0)
+        self.embed_dim = vit.embed_dim
+        self.patch_size = PATCH_SIZE
+        self.out_channels = [vit.embed_dim] * 4
+
+    def _embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int], dict]:
+        """Patch embedding and positions: tokens in the blocks' layout, the patch grid, extra block arguments."""
         vit = self.vit
         x = vit.patch_embed(images)  # (B, Hp, Wp, C) with dynamic_img_size
-        B, Hp, Wp, C = x.shape
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))  # (B, P+N, C)
+        grid = x.shape[1:3]
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(x))), grid, {}
+
+    def _tokens(self, x: Tensor) -> Tensor:
+        return x  # (B, P+N, C) already
+
+    def _untokens(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        return tokens
+
+    def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        x, (Hp, Wp), kwargs = self._embed(images)
         maps = []
-        for i, block in enumerate(vit.blocks):
-            x = self.reins(block(x), i, num_prefix_tokens=self.num_prefix_tokens)
+        for i, block in enumerate(self.vit.blocks):
+            tokens = self.reins(self._tokens(block(x, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+            x = self._untokens(tokens, (Hp, Wp))
             if i in self.feature_indices:
-                feats = x[:, self.num_prefix_tokens :]  # (B, N, C)
-                maps.append(feats.transpose(1, 2).reshape(B, C, Hp, Wp))
+                feats = tokens[:, self.num_prefix_tokens :]  # (B, N, C)
+                maps.append(feats.transpose(1, 2).reshape(feats.shape[0], -1, Hp, Wp))
         return feature_pyramid(maps), self.reins.queries()
+
+
+class ReinEVA(ReinViT):
+    """EVA02: the blocks also take the rotary position embedding of the patch grid."""
+
+    def _embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int], dict]:
+        vit = self.vit
+        x = vit.patch_embed(images)
+        grid = x.shape[1:3]
+        x, rope = vit._pos_embed(x)
+        return vit.norm_pre(x), grid, {"rope": rope}
+
+
+class ReinSAM(ReinViT):
+    """SAM's image encoder: blocks work on (B, Hp, Wp, C) maps (windowed attention), no prefix tokens."""
+
+    def _embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int], dict]:
+        from timm.layers import resample_abs_pos_embed_nhwc
+
+        vit = self.vit
+        x = vit.patch_embed(images)  # (B, Hp, Wp, C)
+        x = x + resample_abs_pos_embed_nhwc(vit.pos_embed, x.shape[1:3])
+        return vit.norm_pre(vit.patch_drop(vit.pos_drop(x))), x.shape[1:3], {}
+
+    def _tokens(self, x: Tensor) -> Tensor:
+        return x.flatten(1, 2)  # (B, Hp, Wp, C) -> (B, N, C)
+
+    def _untokens(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        return tokens.view(tokens.shape[0], *grid, tokens.shape[-1])
+
+
+class ReinConvNeXt(FrozenBackbone):
+    """ConvNeXt with one Rein per stage, applied after every block of the stage (no prefix tokens).
+
+    The four stage outputs are the pyramid (strides 4, 8, 16, 32); the queries are the sum of the
+    stages' queries.
+    """
+
+    def __init__(self, model: nn.Module, reins: nn.ModuleList, crop_size: int, *, trainable: bool = False) -> None:
+        super().__init__(model, crop_size, trainable=trainable)
+        self.reins = reins
+        self.patch_size = 32  # inputs must divide by the total stride
+        self.out_channels = [stage.blocks[0].conv_dw.out_channels for stage in model.stages]
+        self.feature_indices = (0, 1, 2, 3)
+
+    def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        x = self.vit.stem(images)
+        maps = []
+        for stage, reins in zip(self.vit.stages, self.reins, strict=True):
+            x = stage.downsample(x)
+            for j, block in enumerate(stage.blocks):
+                x = block(x)
+                B, C, H, W = x.shape
+                tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, HW, C)
+                x = tokens.transpose(1, 2).reshape(B, C, H, W)
+            maps.append(x)
+        queries = [r.queries() for r in self.reins]
+        return maps, None if queries[0] is None else torch.stack(queries).sum(0)
+
+
+FAMILIES = {"vit": ReinViT, "eva": ReinEVA, "sam": ReinSAM}

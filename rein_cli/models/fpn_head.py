@@ -21,11 +21,9 @@ class FPNHead(nn.Module):
     ``forward(features, queries)``, ``semantic_scores(outputs, size)`` and ``loss(outputs, labels)``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, num_levels: int = 4) -> None:
+    def __init__(self, in_channels: list[int], num_classes: int, channels: int = 256) -> None:
         super().__init__()
-        self.laterals = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), _norm(channels)) for _ in range(num_levels)
-        )
+        self.laterals = nn.ModuleList(nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), _norm(channels)) for c in in_channels)
         self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(inplace=True))
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

@@ -8,12 +8,21 @@ from torch import Tensor, nn
 
 from rein_cli.config import ModelConfig
 from rein_cli.errors import ReinError, unknown_name
-from rein_cli.models.backbone import PATCH_SIZE, ReinViT, backbone_spec, create_vit
+from rein_cli.models.backbone import (
+    FAMILIES,
+    PATCH_SIZE,
+    FrozenBackbone,
+    NoAdapter,
+    ReinConvNeXt,
+    backbone_spec,
+    create_timm_model,
+)
 from rein_cli.models.fpn_head import FPNHead
+from rein_cli.models.mask2former import Mask2FormerHead
 from rein_cli.models.rein import LoRAReins, Reins
 
-METHODS = ("rein",)
-HEADS = ("fpn",)
+METHODS = ("rein", "frozen", "full")  # Rein; the frozen backbone alone; full fine-tuning (backbone lr x 0.1)
+HEADS = ("mask2former", "fpn")
 
 
 class Segmentor(nn.Module):
@@ -23,7 +32,7 @@ class Segmentor(nn.Module):
     patch size and returns (B, K, H, W) per-class scores; ``training_loss`` returns named loss terms.
     """
 
-    def __init__(self, backbone: ReinViT, head: nn.Module, *, num_classes: int) -> None:
+    def __init__(self, backbone: FrozenBackbone, head: nn.Module, *, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -57,7 +66,7 @@ def build_segmentor(
     backbone: str = "dinov2-l",
     *,
     method: str = "rein",
-    head: str = "fpn",
+    head: str = "mask2former",
     num_classes: int = 19,
     crop_size: int = 512,
     pretrained: bool = False,
@@ -72,28 +81,49 @@ def build_segmentor(
 ) -> Segmentor:
     """Compose a segmentor. Nothing is downloaded: with ``pretrained`` the backbone weights come from
     ``weights`` (a safetensors file) or the local Hugging Face cache, else it is randomly initialised.
+
+    ``method``: "rein" (frozen backbone + Rein, queries from the Rein tokens), "frozen" (no Rein, learned
+    queries) or "full" (no Rein, every backbone weight trained). ``head``: "mask2former" (the paper's)
+    or "fpn" (a light per-pixel head).
     """
     if method not in METHODS:
         raise unknown_name("method", method, METHODS)
     if head not in HEADS:
         raise unknown_name("head", head, HEADS)
-    if crop_size % PATCH_SIZE or crop_size < 2 * PATCH_SIZE:
-        raise ReinError(f"crop_size {crop_size} must be a multiple of {PATCH_SIZE} and at least {2 * PATCH_SIZE}")
     spec = backbone_spec(backbone)
-    vit = create_vit(backbone, crop_size, **(backbone_kwargs or {}))
+    stride = 32 if spec.family == "convnext" else PATCH_SIZE
+    if crop_size % stride or crop_size < 2 * stride:
+        raise ReinError(f"crop_size {crop_size} must be a multiple of {stride} and at least {2 * stride} for {backbone}")
+    model = create_timm_model(backbone, crop_size, **(backbone_kwargs or {}))
     if pretrained:
-        from rein_cli.models.weights import load_vit_weights
+        from rein_cli.models.weights import load_backbone_weights
 
-        load_vit_weights(vit, weights or pretrained_weights_path(backbone, download=False))
-    depth, dim = len(vit.blocks), vit.embed_dim
+        load_backbone_weights(model, weights or pretrained_weights_path(backbone, download=False), spec)
     rein_args = dict(token_length=token_length, query_dim=query_dim, scale_init=scale_init)
-    reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rank, **rein_args) if rank else Reins(depth, dim, PATCH_SIZE, **rein_args)
-    indices = tuple(feature_indices) if feature_indices is not None else spec.feature_indices
-    return Segmentor(
-        ReinViT(vit, reins, indices),
-        FPNHead(dim, num_classes, channels=head_channels),
-        num_classes=num_classes,
-    )
+
+    def adapter(depth: int, dim: int) -> nn.Module:
+        if method != "rein":
+            return NoAdapter()
+        reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rank, **rein_args) if rank else Reins(depth, dim, PATCH_SIZE, **rein_args)
+        if spec.family == "eva":  # the official EVA02 backbone re-initialises every Linear, Rein's included
+            for m in reins.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+        return reins
+
+    trainable = method == "full"
+    if spec.family == "convnext":
+        stages = [(len(stage.blocks), stage.blocks[0].conv_dw.out_channels) for stage in model.stages]
+        body = ReinConvNeXt(model, nn.ModuleList(adapter(d, c) for d, c in stages), crop_size, trainable=trainable)
+    else:
+        indices = tuple(feature_indices) if feature_indices is not None else spec.feature_indices
+        body = FAMILIES[spec.family](model, adapter(len(model.blocks), model.embed_dim), indices, crop_size, trainable=trainable)
+    if head == "mask2former":
+        decode = Mask2FormerHead(body.out_channels, num_classes, num_queries=token_length, learned_queries=method != "rein")
+    else:
+        decode = FPNHead(body.out_channels, num_classes, channels=head_channels)
+    return Segmentor(body, decode, num_classes=num_classes)
 
 
 def segmentor_from_config(cfg: ModelConfig, *, download: bool = False) -> Segmentor:

@@ -1,0 +1,113 @@
+"""The Mask2Former training losses, as in mmdet: matching, then class CE, point-sampled mask BCE and dice."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rein_cli.models.mask2former.matcher import hungarian_match, match_cost, point_sample
+
+EPS = torch.finfo(torch.float32).eps  # mmdet adds it to every avg_factor
+
+
+def semantic_targets(label: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """One binary mask per class present in an (H, W) label map, ``ignore_index`` excluded: (G,), (G, H, W)."""
+    classes = torch.unique(label)
+    classes = classes[classes != ignore_index]
+    return classes.long(), label[None] == classes[:, None, None]
+
+
+def uncertain_points(mask_logits: Tensor, num_points: int, oversample: float = 3.0, importance: float = 0.75) -> Tensor:
+    """PointRend's training points for (N, 1, h, w) logits: of ``oversample`` x ``num_points`` random
+    candidates keep the ``importance`` share closest to the decision boundary, fill up with uniform ones."""
+    N = mask_logits.shape[0]
+    candidates = torch.rand(N, int(num_points * oversample), 2, device=mask_logits.device)
+    uncertainty = -point_sample(mask_logits, candidates)[:, 0].abs()  # (N, candidates)
+    k = int(importance * num_points)
+    idx = uncertainty.topk(k, dim=1).indices
+    chosen = torch.gather(candidates, 1, idx[..., None].expand(-1, -1, 2))
+    return torch.cat([chosen, torch.rand(N, num_points - k, 2, device=mask_logits.device)], dim=1)
+
+
+def dice_loss(logits: Tensor, targets: Tensor, avg_factor: float) -> Tensor:
+    """Sum over masks of 1 - (2 sum(p t) + 1) / (sum p + sum t + 1), p = sigmoid; divided by ``avg_factor``."""
+    p = logits.sigmoid().flatten(1)
+    t = targets.flatten(1).float()
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).sum() / (avg_factor + EPS)
+
+
+def mean_across_processes(value: Tensor) -> Tensor:
+    """The average over distributed processes (the value itself when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value.div_(dist.get_world_size()))
+    return value
+
+
+def _single_prediction_losses(
+    cls_logits: Tensor,
+    mask_logits: Tensor,
+    targets: list[tuple[Tensor, Tensor]],
+    *,
+    num_classes: int,
+    num_points: int,
+    no_object_weight: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """loss_cls, loss_mask, loss_dice (unweighted) of one prediction (B, Q, K+1), (B, Q, h, w)."""
+    B, Q = cls_logits.shape[:2]
+    labels = torch.full((B, Q), num_classes, dtype=torch.long, device=cls_logits.device)  # unmatched: no object
+    matched_masks, matched_targets = [], []
+    for b, (gt_labels, gt_masks) in enumerate(targets):
+        if len(gt_labels) == 0:
+            continue
+        points = torch.rand(1, num_points, 2, device=cls_logits.device)  # shared by predictions and targets
+        with torch.no_grad():
+            pred_points = point_sample(mask_logits[b][:, None], points.expand(Q, -1, -1))[:, 0]  # (Q, P)
+            gt_points = point_sample(gt_masks[:, None].float(), points.expand(len(gt_labels), -1, -1))[:, 0]
+            rows, cols = hungarian_match(match_cost(cls_logits[b], pred_points, gt_labels, gt_points))
+        labels[b, rows] = gt_labels[cols]
+        matched_masks.append(mask_logits[b, rows])
+        matched_targets.append(gt_masks[cols])
+
+    class_weight = torch.ones(num_classes + 1, device=cls_logits.device)
+    class_weight[-1] = no_object_weight
+    flat = labels.flatten()
+    ce = F.cross_entropy(cls_logits.flatten(0, 1), flat, weight=class_weight, reduction="sum")
+    loss_cls = ce / (class_weight[flat].sum() + EPS)
+
+    num_masks = sum(len(m) for m in matched_masks)
+    num_masks = max(float(mean_across_processes(cls_logits.new_tensor(float(num_masks)))), 1.0)
+    if not matched_masks:  # no labeled pixel in the batch: zero mask losses that keep the graph
+        zero = mask_logits.sum() * 0.0
+        return loss_cls, zero, zero
+    preds = torch.cat(matched_masks)[:, None]  # (M, 1, h, w)
+    gts = torch.cat(matched_targets)[:, None].float()  # (M, 1, H, W)
+    with torch.no_grad():
+        points = uncertain_points(preds, num_points)
+        point_targets = point_sample(gts, points)[:, 0]
+    point_logits = point_sample(preds, points)[:, 0]  # (M, P)
+    loss_dice = dice_loss(point_logits, point_targets, num_masks)
+    bce = F.binary_cross_entropy_with_logits(point_logits, point_targets, reduction="sum")
+    loss_mask = bce / (num_masks * num_points + EPS)
+    return loss_cls, loss_mask, loss_dice
+
+
+def mask2former_losses(all_cls: list[Tensor], all_masks: list[Tensor], labels: Tensor, *, num_classes: int,
+                       ignore_index: int = 255, num_points: int = 12544, no_object_weight: float = 0.1,
+                       weights: tuple[float, float, float] = (2.0, 5.0, 5.0)) -> dict[str, Tensor]:  # fmt: skip
+    """Weighted losses of every prediction: ``loss_*`` for the last, ``d{i}.loss_*`` for the others.
+
+    labels (B, H, W) are train ids at the input resolution; each prediction is matched independently.
+    """
+    targets = [semantic_targets(label, ignore_index) for label in labels]
+    losses: dict[str, Tensor] = {}
+    for i, (cls, masks) in enumerate(zip(all_cls, all_masks, strict=True)):
+        terms = _single_prediction_losses(cls, masks, targets, num_classes=num_classes, num_points=num_points,
+                                          no_object_weight=no_object_weight)  # fmt: skip
+        prefix = "" if i == len(all_cls) - 1 else f"d{i}."
+        for name, value, weight in zip(("loss_cls", "loss_mask", "loss_dice"), terms, weights, strict=True):
+            losses[prefix + name] = value * weight
+    return dict(sorted(losses.items(), key=lambda kv: (kv[0].startswith("d"), kv[0])))
