@@ -179,6 +179,22 @@ def predict(
     typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
 
 
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="An official Rein checkpoint (.pth) or Meta's dinov2_vit*14_pretrain.pth.")],
+    backbone: Annotated[str, typer.Option("--backbone", help="The backbone the file was made for, e.g. dinov2-l.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Checkpoint directory, or for DINOv2 weights a .safetensors file or folder.")
+    ],
+    crop: Annotated[int, typer.Option("--crop", help="Training crop the weights are for: 512 or 1024.")] = 512,
+) -> None:
+    """Convert an official checkpoint (Rein + Mask2Former head, optionally the backbone) or DINOv2 release weights."""
+    from rein_cli.models.convert import convert as convert_
+
+    written = convert_(source, backbone, out, crop_size=crop)
+    typer.echo(f"wrote {written}")
+
+
 def default_eval_dir(checkpoint: Path) -> Path:
     """run/eval for a checkpoint inside a run (run/checkpoints/NAME), else eval/ beside the checkpoint."""
     parent = Path(checkpoint).resolve().parent

@@ -37,6 +37,7 @@ class ReinConfig:
 class ModelConfig:
     backbone: str = "dinov2-l"
     pretrained: bool = True  # False: random initialisation (tests, the offline demo)
+    weights: str | None = None  # a local safetensors of backbone weights (e.g. from `rein convert`) instead of the Hub's
     method: str = "rein"  # rein, frozen (the backbone alone) or full (every backbone weight trained)
     head: str = "mask2former"  # mask2former (the paper's) or fpn (light)
     head_channels: int = 256  # width of the fpn head

@@ -148,3 +148,14 @@ def test_a_corrupt_training_image_in_a_worker_is_one_line(synthetic_root, tmp_pa
     last = errors(capsys).splitlines()[-1]  # after the log lines: the error, on one line
     assert last.startswith("error: cannot read image") and str(bad) in last and "Traceback" not in last
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_and_eval_with_the_mask2former_head(synthetic_root, tmp_path):
+    args = sets(
+        f"data.root={synthetic_root}", "model.head=mask2former", "model.rein.token_length=20", "data.eval=['synthetic-snow']"
+    )
+    assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 0
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "d8.loss_dice" in lines[-1] and np.isfinite(lines[-1]["loss"])
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert 0 <= results["datasets"]["synthetic-snow"]["mIoU"] <= 100

@@ -34,7 +34,8 @@ def save_checkpoint(model: nn.Module, path: Path, *, model_config: ModelConfig, 
     from rein_cli.config import Config
     from rein_cli.models.segmentor import trainable_state_dict
 
-    backbone_saved = not model_config.pretrained
+    # the backbone is stored when it cannot be re-created from the Hub: random, fine-tuned or from a local file
+    backbone_saved = not model_config.pretrained or model_config.method == "full" or bool(model_config.weights)
     state = model.state_dict() if backbone_saved else trainable_state_dict(model)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     config = {
@@ -48,6 +49,8 @@ def save_checkpoint(model: nn.Module, path: Path, *, model_config: ModelConfig, 
         **(info or {}),
     }
     path = Path(path)
+    if path.exists() and not (path / CONFIG_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
+        raise ReinError(f"{path} exists and is not a rein checkpoint; choose a new or empty folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -91,7 +94,7 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
     config = read_checkpoint_config(path)
     model_cfg = config_from_dict({"model": config["model"]}).model
     if config.get("backbone_in_checkpoint"):
-        model_cfg.pretrained = False  # the weights below replace the random initialisation
+        model_cfg.pretrained, model_cfg.weights = False, None  # the weights below replace the random initialisation
     model = segmentor_from_config(model_cfg, download=download)
     try:
         state = load_file(str(path / WEIGHTS_FILE))

@@ -128,14 +128,14 @@ def build_segmentor(
 
 def segmentor_from_config(cfg: ModelConfig, *, download: bool = False) -> Segmentor:
     """Build the model a `ModelConfig` describes; pretrained weights may be downloaded when ``download``."""
-    weights = pretrained_weights_path(cfg.backbone, download=download) if cfg.pretrained else None
+    weights = cfg.weights or (pretrained_weights_path(cfg.backbone, download=download) if cfg.pretrained else None)
     return build_segmentor(
         cfg.backbone,
         method=cfg.method,
         head=cfg.head,
         num_classes=cfg.num_classes,
         crop_size=cfg.crop_size,
-        pretrained=cfg.pretrained,
+        pretrained=weights is not None,
         weights=weights,
         feature_indices=cfg.feature_indices,
         backbone_kwargs=cfg.backbone_kwargs,

@@ -11,6 +11,11 @@ from rein_cli.models.mask2former.pixel_decoder import PixelDecoder, sine_positio
 from rein_cli.models.mask2former.transformer_decoder import TransformerDecoder
 
 
+def unmask_full_rows(attn_mask: Tensor) -> Tensor:
+    """A query whose mask blocks every key attends everywhere instead (True = blocked)."""
+    return attn_mask & (attn_mask.sum(-1, keepdim=True) != attn_mask.shape[-1])
+
+
 class Mask2FormerHead(nn.Module):
     """Pixel decoder + 9-layer masked-attention decoder; class and mask predictions per query.
 
@@ -75,7 +80,7 @@ class Mask2FormerHead(nn.Module):
         all_cls, all_masks = [cls], [masks]
         for i, layer in enumerate(self.transformer_decoder.layers):
             level = i % self.num_levels
-            attn = attn & (attn.sum(-1, keepdim=True) != attn.shape[-1])  # a fully masked row attends everywhere
+            attn = unmask_full_rows(attn)
             query = layer(query, query_pos, keys[level], key_pos[level], attn)
             cls, masks, attn = self._predict(query, mask_features, memories[(i + 1) % self.num_levels].shape[-2:])
             all_cls.append(cls)

@@ -1,0 +1,220 @@
+"""Official checkpoints -> ours: Rein release files (mmseg naming) and Meta's original DINOv2 weights.
+
+The official state dict names a parameter by its mmseg/mmdet path (``decode_head.transformer_decoder.
+layers.0.norms.1.weight``); ours by our modules (``head.transformer_decoder.layers.0.norm2.weight``).
+`to_official` and `from_official` translate one name with two explicit rule lists, so a checkpoint
+converts whatever the naming of our modules, and any key left over is reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rein_cli.errors import ReinError
+
+# (ours, official) regular expressions, applied in order. Inverse rules are listed explicitly below.
+_TO_OFFICIAL = [
+    (r"^head\.", "decode_head."),
+    (r"^backbone\.vit\.", "backbone."),
+    (r"\.ffn\.fc1\.", ".ffn.layers.0.0."),
+    (r"\.ffn\.fc2\.", ".ffn.layers.1."),
+    (r"(encoder\.layers\.\d+)\.norm([12])\.", lambda m: f"{m[1]}.norms.{int(m[2]) - 1}."),
+    (r"(transformer_decoder\.layers\.\d+)\.norm([123])\.", lambda m: f"{m[1]}.norms.{int(m[2]) - 1}."),
+    (r"(transformer_decoder\.layers\.\d+\.(?:self|cross)_attn)\.", r"\1.attn."),
+    (r"pixel_decoder\.lateral_conv\.", "pixel_decoder.lateral_convs.0."),
+    (r"pixel_decoder\.output_conv\.", "pixel_decoder.output_convs.0."),
+]
+_FROM_OFFICIAL = [
+    (r"^decode_head\.", "head."),
+    (r"^backbone\.(?!reins\.)", "backbone.vit."),
+    (r"\.ffn\.layers\.0\.0\.", ".ffn.fc1."),
+    (r"\.ffn\.layers\.1\.", ".ffn.fc2."),
+    (r"(encoder\.layers\.\d+)\.norms\.([01])\.", lambda m: f"{m[1]}.norm{int(m[2]) + 1}."),
+    (r"(transformer_decoder\.layers\.\d+)\.norms\.([012])\.", lambda m: f"{m[1]}.norm{int(m[2]) + 1}."),
+    (r"(transformer_decoder\.layers\.\d+\.(?:self|cross)_attn)\.attn\.", r"\1."),
+    (r"pixel_decoder\.lateral_convs\.0\.", "pixel_decoder.lateral_conv."),
+    (r"pixel_decoder\.output_convs\.0\.", "pixel_decoder.output_conv."),
+    (r"^backbone\.vit\.register_tokens$", "backbone.vit.reg_token"),  # Meta's name for DINOv2 registers
+]
+# Official backbone tensors that timm's model does not have and the forward never uses.
+UNUSED_OFFICIAL = {"backbone.mask_token"}
+
+
+def _apply(rules, key: str) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def to_official(key: str) -> str:
+    return _apply(_TO_OFFICIAL, key)
+
+
+def from_official(key: str) -> str:
+    return _apply(_FROM_OFFICIAL, key)
+
+
+def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
+    """A state dict from ``.pth``/``.pt`` (``weights_only=True``: nothing arbitrary is unpickled) or
+    ``.safetensors``; a ``state_dict`` or ``model`` wrapper is unwrapped and a ``module.`` prefix removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReinError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            data = load_file(str(path))
+        except Exception as err:
+            raise ReinError(f"cannot read {path}: {err}") from err
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ReinError(
+                f"{path} holds objects that only full unpickling could load, and rein does not unpickle arbitrary "
+                "code; if you trust the file, re-save its tensors: python -c \"import torch; c = torch.load('IN', "
+                "weights_only=False); torch.save(c.get('state_dict', c), 'OUT')\""
+            ) from err
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            raise ReinError(f"cannot read {path}: {err}") from err
+    if isinstance(data, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(data.get(wrapper), dict):
+                data = data[wrapper]
+                break
+    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
+        raise ReinError(f"{path} is not a state dict (a mapping of names to tensors, possibly under 'state_dict')")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def official_model_args(state: dict[str, Tensor]) -> dict:
+    """What the official file tells about the model: classes, Rein tokens, whether the backbone is included."""
+    if "decode_head.cls_embed.weight" not in state:
+        raise ReinError("not an official Rein checkpoint: no decode_head.cls_embed.weight (is it a backbone file?)")
+    args = {"num_classes": state["decode_head.cls_embed.weight"].shape[0] - 1}
+    tokens = {
+        m[1]: v for k, v in state.items() if (m := re.fullmatch(r"backbone\.reins\.(?:\d+\.)?(learnable_tokens(?:_a)?)", k))
+    }
+    if "learnable_tokens_a" in tokens:  # per layer (L, T, r); ConvNeXt has one set per stage, backbone.reins.<stage>.*
+        _, args["token_length"], args["rank"] = tokens["learnable_tokens_a"].shape
+    elif "learnable_tokens" in tokens:
+        args["token_length"], args["rank"] = tokens["learnable_tokens"].shape[1], 0
+    else:
+        raise ReinError("not an official Rein checkpoint: no backbone.reins tokens")
+    args["with_backbone"] = any(k.startswith("backbone.") and not k.startswith("backbone.reins.") for k in state)
+    return args
+
+
+def load_official_into(model: torch.nn.Module, state: dict[str, Tensor], *, with_backbone: bool) -> None:
+    """Copy an official state dict into ``model``; every official key must be used and every trained
+    parameter of ours (and, ``with_backbone``, every backbone weight) filled, with matching shapes."""
+    own = model.state_dict()
+    mapped, leftovers, wrong = {}, [], []
+    for key, value in state.items():
+        if key in UNUSED_OFFICIAL:
+            continue
+        ours = from_official(key)
+        if ours not in own:
+            leftovers.append(key)
+        elif own[ours].shape != value.shape:
+            wrong.append(f"{key} {tuple(value.shape)} (expected {tuple(own[ours].shape)})")
+        else:
+            mapped[ours] = value
+    needed = {n for n, p in model.named_parameters() if p.requires_grad}
+    if with_backbone:
+        needed |= {k for k in own if k.startswith("backbone.vit.")}
+    missing = sorted(needed - set(mapped))
+    problems = []
+    if leftovers:
+        problems.append(f"{len(leftovers)} official keys have no place in the model: {', '.join(leftovers[:6])}")
+    if wrong:
+        problems.append(f"{len(wrong)} tensors have the wrong shape for this backbone: {', '.join(wrong[:4])}")
+    if missing:
+        problems.append(f"{len(missing)} parameters are not in the file: {', '.join(to_official(k) for k in missing[:6])}")
+    if problems:
+        raise ReinError("the checkpoint does not match the named backbone: " + "; ".join(problems))
+    model.load_state_dict(mapped, strict=False)
+
+
+def convert_official_checkpoint(state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512,
+                                source: str = "") -> Path:  # fmt: skip
+    """An official Rein release state dict -> a rein checkpoint directory at ``out``."""
+    from rein_cli.config import ModelConfig, ReinConfig
+    from rein_cli.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from rein_cli.engine.checkpoint import save_checkpoint
+    from rein_cli.models.segmentor import segmentor_from_config
+
+    args = official_model_args(state)
+    rein = ReinConfig(token_length=args["token_length"], rank=args["rank"])
+    # With the backbone in the file, build it randomly and fill it from the file; else it comes from the Hub later.
+    cfg = ModelConfig(backbone=backbone, pretrained=False, head="mask2former", num_classes=args["num_classes"],
+                      crop_size=crop_size, rein=rein)  # fmt: skip
+    model = segmentor_from_config(cfg)
+    load_official_into(model, state, with_backbone=args["with_backbone"])
+    cfg.pretrained = not args["with_backbone"]
+    k = args["num_classes"]
+    classes = CITYSCAPES_CLASSES if k == 19 else [f"class_{i}" for i in range(k)]
+    palette = CITYSCAPES_PALETTE if k == 19 else [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(k)]
+    info = {"converted_from": source}
+    return save_checkpoint(
+        model, Path(out), model_config=cfg, classes=classes, palette=palette, mean=model.mean, std=model.std, info=info
+    )
+
+
+def convert_dinov2_release(state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512,
+                           source: str = "") -> Path:  # fmt: skip
+    """Meta's ``dinov2_vit*14_pretrain.pth`` -> safetensors with the patch-16 kernel and the crop's position grid,
+    exactly as the official converter computes them (plain bicubic, ``align_corners=False``); Meta's key names."""
+    from safetensors.torch import save_file
+
+    from rein_cli.io import atomic_path
+    from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
+    from rein_cli.models.weights import resize_patch_embed, resize_pos_embed
+
+    if backbone not in ("dinov2-s", "dinov2-b", "dinov2-l", "dinov2-g"):
+        raise ReinError(f"original-release conversion is for dinov2-s|b|l|g (Meta's *_pretrain.pth); not {backbone}")
+    if crop_size % PATCH_SIZE:
+        raise ReinError(f"--crop {crop_size} must be a multiple of {PATCH_SIZE} (512 or 1024 in the paper)")
+    if "pos_embed" not in state or "patch_embed.proj.weight" not in state:
+        raise ReinError(f"{source} is neither an official Rein checkpoint nor a DINOv2 release file")
+    grid = (crop_size // PATCH_SIZE, crop_size // PATCH_SIZE)
+    num_prefix = 1  # Meta's files keep one class-token position; registers have none
+    converted = dict(state)
+    converted["patch_embed.proj.weight"] = resize_patch_embed(state["patch_embed.proj.weight"].float(), PATCH_SIZE)
+    converted["pos_embed"] = resize_pos_embed(state["pos_embed"].float(), grid, num_prefix)
+    with torch.device("meta"):
+        model = create_timm_model(backbone, crop_size)
+    own = model.state_dict()
+    renamed = {from_official("backbone." + k).removeprefix("backbone.vit."): k for k in converted}
+    leftovers = sorted(v for k, v in renamed.items() if k not in own and "backbone." + v not in UNUSED_OFFICIAL)
+    missing = sorted(set(own) - set(renamed))
+    wrong = sorted(v for k, v in renamed.items() if k in own and own[k].shape != converted[v].shape)
+    if leftovers or missing or wrong:
+        raise ReinError(f"{source} does not match {backbone} ({backbone_spec(backbone).arch}): unexpected {leftovers[:4]}, "
+                        f"missing {missing[:4]}, wrong shapes {wrong[:4]}")  # fmt: skip
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out / f"{backbone}_{crop_size}.safetensors"
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in converted.items()}, str(tmp), metadata={"converted_from": source})
+    return out
+
+
+def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int = 512) -> Path:
+    """Either kind of official file, told apart by its keys."""
+    from rein_cli.models.backbone import backbone_spec
+
+    backbone_spec(backbone)  # an unknown name fails before the file is read
+    state = load_state_dict_file(src)
+    kind = (
+        convert_official_checkpoint
+        if any(k.startswith(("decode_head.", "backbone.reins.")) for k in state)
+        else convert_dinov2_release
+    )
+    return kind(state, backbone, out, crop_size=crop_size, source=Path(src).name)
