@@ -67,6 +67,17 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")]
 
 
+class Method(StrEnum):
+    rein = "rein"
+    frozen = "frozen"
+    full = "full"
+
+
+class Head(StrEnum):
+    mask2former = "mask2former"
+    fpn = "fpn"
+
+
 class InferenceMode(StrEnum):
     slide = "slide"
     whole = "whole"
@@ -113,6 +124,8 @@ def train(
     recipe: Annotated[str | None, typer.Argument(help="Recipe file or shipped recipe name (e.g. demo).")] = None,
     sets: Sets = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name, e.g. dinov2-l.")] = None,
+    method: Annotated[Method | None, typer.Option("--method", help="rein, or the baselines frozen / full.")] = None,
+    head: Annotated[Head | None, typer.Option("--head", help="mask2former (the paper's) or fpn (light).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Training dataset name or prepared folder.")] = None,
     iters: Annotated[int | None, typer.Option("--iters", help="Training iterations.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
@@ -126,6 +139,8 @@ def train(
 
     flags = {
         "model.backbone": backbone,
+        "model.method": method and method.value,
+        "model.head": head and head.value,
         "data.train": data,
         "train.max_iters": iters,
         "data.batch_size": batch_size,

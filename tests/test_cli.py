@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from rein_cli.cli import run
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
@@ -159,3 +160,16 @@ def test_train_and_eval_with_the_mask2former_head(synthetic_root, tmp_path):
     assert "d8.loss_dice" in lines[-1] and np.isfinite(lines[-1]["loss"])
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert 0 <= results["datasets"]["synthetic-snow"]["mIoU"] <= 100
+
+
+@pytest.mark.parametrize("method", ["frozen", "full"])
+def test_train_the_baselines(synthetic_root, tmp_path, method):
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]")
+    assert (
+        rein("train", *args, "--method", method, "--head", "fpn", "--iters", 1, "--out", tmp_path / "run", "--no-progress") == 0
+    )
+    ckpt = tmp_path / "run" / "checkpoints" / "last"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model"]["method"] == method and config["backbone_in_checkpoint"] is True
+    keys = set(load_file(str(ckpt / "model.safetensors")))
+    assert not any(k.startswith("backbone.reins") for k in keys)

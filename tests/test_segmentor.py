@@ -132,3 +132,15 @@ def test_pretrained_weights_load_with_the_official_conversion(tmp_path):
         (tmp_path / "partial.safetensors").write_bytes(b"")
         save_file({"cls_token": state["cls_token"]}, str(tmp_path / "partial.safetensors"))
         load_backbone_weights(vit, tmp_path / "partial.safetensors")
+
+
+def test_bicubic_resizing_by_hand():
+    # Keys' cubic kernel (a = -0.75), align_corners False, border taps clamped: a 2-wide ramp [0, 1] sampled
+    # at input positions -0.25, 0.25, 0.75, 1.25 gives W(1.25), W(0.75) + W(1.75), and the mirror images.
+    ramp = [-0.10546875, 0.2265625, 0.7734375, 1.10546875]
+    pos = torch.tensor([[9.0], [0.0], [1.0], [0.0], [1.0]]).view(1, 5, 1)  # a prefix token, then the 2x2 grid
+    out = resize_pos_embed(pos, (4, 4), num_prefix=1)
+    assert out[0, 0, 0] == 9.0
+    torch.testing.assert_close(out[0, 1:, 0].view(4, 4), torch.tensor([ramp] * 4))
+    kernel = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    torch.testing.assert_close(resize_patch_embed(kernel, 4)[0, 0], torch.tensor([ramp] * 4))
