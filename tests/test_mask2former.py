@@ -217,8 +217,9 @@ def test_optimizer_groups_of_the_full_model():
 
 
 @pytest.mark.parametrize("method", ["frozen", "full"])
-def test_baselines(method):
-    model = tiny("dinov2-s", method=method)
+@pytest.mark.parametrize("backbone", list(FAMILIES))
+def test_baselines_for_every_family(backbone, method):
+    model = tiny(backbone, method=method)
     vit_trains = {p.requires_grad for p in model.backbone.vit.parameters()}
     assert vit_trains == {method == "full"}
     assert hasattr(model.head, "query_embed") and not hasattr(model.head, "querys2feat")
