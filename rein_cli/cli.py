@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from enum import StrEnum
@@ -208,6 +209,114 @@ def convert(
 
     written = convert_(source, backbone, out, crop_size=crop)
     typer.echo(f"wrote {written}")
+
+
+data_app = typer.Typer(help="Datasets: list, describe, download, prepare and verify.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
+
+
+def _data_root(path: Path | None) -> Path:
+    from rein_cli.config import DataConfig, data_root
+
+    return path or data_root(DataConfig())
+
+
+@data_app.command("list")
+def data_list(data_root: DataRoot = None) -> None:
+    """Known datasets and what is prepared."""
+    from rein_cli.data.catalog import list_datasets
+
+    for row in list_datasets(_data_root(data_root)):
+        state = ", ".join(f"{k} {v}" for k, v in row["prepared"].items()) if row["prepared"] else "-"
+        aliases = f" ({row['aliases']})" if row["aliases"] else ""
+        typer.echo(f"{row['name'] + aliases:<26} {state:<22} {row['description']}")
+
+
+@data_app.command("info")
+def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRoot = None) -> None:
+    """Where to get a dataset, its layout, labels and test protocol, and whether it is prepared."""
+    from rein_cli.data.catalog import dataset_info
+
+    typer.echo(dataset_info(name, _data_root(data_root)))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="A dataset name (see `rein data list`), or custom.")],
+    sources: Annotated[
+        list[str], typer.Option("--from", help="Official archives or extracted folders (repeatable); hf://org/name for custom.")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Prepared folder (default DATA_ROOT/NAME).")] = None,
+    custom_name: Annotated[str | None, typer.Option("--name", help="For custom: the name to prepare it as.")] = None,
+    data_root: DataRoot = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: all cores).")] = None,
+    allow_unknown: Annotated[
+        bool, typer.Option("--allow-unknown", help="Map label values outside the dataset's ids to 255.")
+    ] = False,
+    progress: Progress = None,
+) -> None:
+    """Archives or folders -> a prepared folder: checked pairs, train-id labels, manifest.json (written last)."""
+    from rein_cli.data.custom import prepare_custom
+    from rein_cli.data.prepare import prepare
+    from rein_cli.data.registry import find_spec
+
+    root = _data_root(data_root)
+    if name == "custom":
+        if not custom_name or len(sources) != 1:
+            raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
+        manifest = prepare_custom(Path(sources[0]) if not sources[0].startswith("hf://") else sources[0], custom_name,
+                                  out or root / custom_name, progress=_progress(progress))  # fmt: skip
+    else:
+        spec = find_spec(name)
+        target = out or root / (spec.parent or spec.name)
+        manifest = prepare(name, [Path(s) for s in sources], target, workers=workers, allow_unknown=allow_unknown,
+                           progress=_progress(progress))  # fmt: skip
+    counts = json.loads(manifest.read_text())["counts"]
+    typer.echo(f"prepared {', '.join(f'{k}: {v}' for k, v in counts.items())} -> {manifest}")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    dest: Annotated[Path | None, typer.Option("--dest", help="Where the archives go (default DATA_ROOT/downloads/NAME).")] = None,
+    save: Annotated[bool, typer.Option("--save-credentials", help="Store the login (mode 600) under $REIN_HOME.")] = False,
+    data_root: DataRoot = None,
+    progress: Progress = None,
+) -> None:
+    """Download where the source allows it (Cityscapes, with its login), then prepare; otherwise say what to fetch."""
+    from rein_cli.config import rein_home
+    from rein_cli.data import download as dl
+    from rein_cli.data.prepare import prepare
+    from rein_cli.data.registry import find_spec
+
+    spec, root = find_spec(name), _data_root(data_root)
+    if spec.download != "cityscapes":
+        typer.echo(dl.manual_instructions(spec, root))
+        return
+    store = rein_home() / "credentials" / "cityscapes.json"
+    user, password = dl.credentials(store)
+    user = user or typer.prompt("Cityscapes username or email")
+    password = password or typer.prompt("Cityscapes password", hide_input=True)
+    archives = dl.download_cityscapes(dest or root / "downloads" / spec.name, user, password, progress=_progress(progress))
+    if save:
+        dl.save_credentials(store, user, password)
+    manifest = prepare(spec.name, archives, root / spec.name, progress=_progress(progress))
+    typer.echo(f"downloaded and prepared {spec.name} -> {manifest}")
+
+
+@data_app.command("verify")
+def data_verify(name: Annotated[str, typer.Argument(help="Dataset name or prepared folder.")], data_root: DataRoot = None,
+                progress: Progress = None) -> None:  # fmt: skip
+    """Re-check a prepared copy against its manifest (counts, files, label sizes)."""
+    from rein_cli.data.catalog import verify
+
+    manifest, problems = verify(name, _data_root(data_root), progress=_progress(progress))
+    for problem in problems[:20]:
+        typer.echo(f"  {problem}", err=True)
+    if problems:
+        raise ReinError(f"{len(problems)} problems in {manifest}")
+    typer.echo(f"{manifest}: ok")
 
 
 def default_eval_dir(checkpoint: Path) -> Path:

@@ -116,12 +116,12 @@ def write_overlays(model, data: Path, out: Path, *, scenes: int = 3) -> list[Pat
     """For a few validation scenes: one row per condition of image | prediction | ground truth."""
     from rein_cli.data.dataset import SegmentationDataset
     from rein_cli.data.labels import colorize
-    from rein_cli.data.transforms import TestTransform
+    from rein_cli.data.transforms import EvalTransform
     from rein_cli.engine.inference import infer
     from rein_cli.models.segmentor import model_device
 
     palette = model.checkpoint_config["palette"]
-    transform = TestTransform(model.mean, model.std)
+    transform = EvalTransform(model.mean, model.std)
     sets = [SegmentationDataset(data / ("synthetic" if c == "clear" else f"synthetic-{c}"), "val") for c in CONDITIONS]
     written = []
     for index in range(min(scenes, len(sets[0]))):

@@ -30,3 +30,44 @@ def palette_lut(palette: tuple[tuple[int, int, int], ...] | list[list[int]]) -> 
 def colorize(label: np.ndarray, palette: tuple[tuple[int, int, int], ...] | list[list[int]]) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) RGB."""
     return palette_lut(palette)[label]
+
+
+# Cityscapes label ids (0-33) -> train ids; GTA5 labels use the same ids. Everything else is ignored.
+CITYSCAPES_ID_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                          26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+
+# SYNTHIA class ids -> Cityscapes train ids (16 classes: no terrain, truck or train).
+SYNTHIA_TO_TRAIN = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13, 19: 15,
+                    12: 17, 11: 18}  # fmt: skip
+
+# Mapillary Vistas v1.2 ids (0-65) -> train ids, by the official converter's rules applied to the v1.2 names.
+MAPILLARY_V12_TO_TRAIN = (
+    255, 255, 1, 4, 255, 255, 3, 0, 0, 1, 0, 1, 255, 0, 0, 1, 255, 2, 255, 11, 12, 12, 12, 0, 0, 255, 255, 10, 255, 9, 8,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 5, 5, 7, 5, 6, 7, 7, 255, 18, 255, 15, 13, 255, 17,
+    16, 255, 255, 14, 255, 255, 255, 255,
+)  # fmt: skip
+
+
+def lut(mapping: dict[int, int] | tuple[int, ...], size: int = 256) -> np.ndarray:
+    """A lookup table: every id not in ``mapping`` maps to 255 (ignore)."""
+    table = np.full(size, IGNORE_INDEX, dtype=np.uint8)
+    items = mapping.items() if isinstance(mapping, dict) else enumerate(mapping)
+    for source, target in items:
+        table[source] = target
+    return table
+
+
+def mapillary_train_id(readable_name: str) -> int:
+    """The official converter's rule for one Mapillary class name (e.g. "Lane Marking - Crosswalk" -> road)."""
+    name = readable_name.lower().replace(" ", "").replace("-", "")
+    if name in {c.replace(" ", "") for c in CITYSCAPES_CLASSES}:
+        return next(i for i, c in enumerate(CITYSCAPES_CLASSES) if c.replace(" ", "") == name)
+    rules = [
+        (("trafficsign", "front", "back"), "traffic sign"), (("onrail",), "train"), (("cyclist", "rider"), "rider"),
+        (("pole", "streetlight"), "pole"), (("curb", "pedestrianarea"), "sidewalk"),
+        (("crosswalkplain", "parking", "bikelane", "servicelane", "lanemarking"), "road"),
+    ]  # fmt: skip
+    for keys, target in rules:
+        if any(key in name for key in keys):
+            return TRAIN_ID[target]
+    return IGNORE_INDEX

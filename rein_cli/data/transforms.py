@@ -136,7 +136,7 @@ class TrainTransform:
         return image.contiguous(), label.long().contiguous()
 
 
-class TestTransform:
+class EvalTransform:
     """Test-time: optional keep-ratio resize of the image (the label keeps its resolution), normalisation."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int] | None = None) -> None:

@@ -13,8 +13,9 @@ from torch import nn
 from tqdm import tqdm
 
 from rein_cli.data.dataset import SegmentationDataset
+from rein_cli.data.manifest import read_manifest
 from rein_cli.data.registry import lookup, resolve_dataset
-from rein_cli.data.transforms import TestTransform
+from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.inference import check_mode, default_stride, infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.errors import ReinError
@@ -47,10 +48,10 @@ def evaluate(model: nn.Module | str | Path, datasets: list[str], *, out: Path | 
     stride = stride or default_stride(crop)
     results: dict[str, Any] = {"mode": mode, "crop": crop, "stride": stride if mode == "slide" else None, "datasets": {}}
     manifests = [resolve_dataset(name, data_dir, progress=progress) for name in datasets]  # fail early on bad names
-    for name, manifest in zip(datasets, manifests, strict=True):
-        data = SegmentationDataset(
-            manifest, split, TestTransform(model.mean, model.std, getattr(lookup(name), "test_size", None))
-        )
+    for manifest in manifests:
+        info = read_manifest(manifest)
+        spec = lookup(info.dataset)  # the dataset's test protocol, whether named or given as a folder
+        data = SegmentationDataset(info, split, EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None))
         classes = data.manifest.classes
         if len(classes) != model.num_classes:
             raise ReinError(f"dataset {data.manifest.dataset} has {len(classes)} classes, the model {model.num_classes}")

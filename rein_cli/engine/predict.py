@@ -12,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rein_cli.data.labels import CITYSCAPES_PALETTE, colorize
-from rein_cli.data.transforms import TestTransform
+from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.inference import check_mode, infer
 from rein_cli.errors import ReinError
 from rein_cli.io import IMAGE_SUFFIXES, list_images, read_image, save_image
@@ -67,7 +67,7 @@ def predict(model: nn.Module | str | Path, inputs: list[Path], out: Path, *, mod
 
         model = load_segmentor(model, resolve_device(device))
     palette = getattr(model, "checkpoint_config", {}).get("palette", CITYSCAPES_PALETTE)
-    transform = TestTransform(model.mean, model.std, size)
+    transform = EvalTransform(model.mean, model.std, size)
     device_ = model_device(model)
     model.eval()
     written = []

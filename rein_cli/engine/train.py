@@ -75,7 +75,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
     run = choose_run_dir(out)
     device = resolve_device(cfg.train.device)
     for name in [cfg.data.train, *cfg.data.eval]:  # unknown names fail now, not after training
-        check_dataset(name)
+        check_dataset(name, data_root(cfg.data))
     seed_everything(cfg.train.seed)
     model = segmentor_from_config(cfg.model, download=True).to(device)
     manifest = resolve_dataset(cfg.data.train, data_root(cfg.data), progress=progress)

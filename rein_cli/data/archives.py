@@ -1,0 +1,187 @@
+"""Archives: safe extraction of zip (also split .z01/.zip), tar; checksums; free-space checks; resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rein_cli.errors import ReinError
+from rein_cli.io import write_json
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".z01")
+
+
+def is_archive(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and (name.endswith(ARCHIVE_SUFFIXES) or (len(name) > 4 and name[-4:-2] == ".z" and name[-2:].isdigit()))
+
+
+def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Concatenated(io.RawIOBase):
+    """Several files read as one (the parts of a split zip: name.z01, name.z02, ..., name.zip)."""
+
+    def __init__(self, parts: list[Path]) -> None:
+        self.files = [open(p, "rb") for p in parts]  # noqa: SIM115  closed in close()
+        self.sizes = [p.stat().st_size for p in parts]
+        self.starts = [sum(self.sizes[:i]) for i in range(len(parts))]
+        self.total, self.pos = sum(self.sizes), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.total + offset}[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        view, done = memoryview(buffer), 0
+        while done < len(view) and self.pos < self.total:
+            i = max(j for j, s in enumerate(self.starts) if s <= self.pos)
+            f = self.files[i]
+            f.seek(self.pos - self.starts[i])
+            n = f.readinto(view[done : done + min(len(view) - done, self.starts[i] + self.sizes[i] - self.pos)])
+            if not n:
+                break
+            done += n
+            self.pos += n
+        return done
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        super().close()
+
+
+def _split_parts(path: Path) -> list[Path]:
+    """name.z01, name.z02, ... then name.zip for a split zip; [path] otherwise."""
+    stem = path.with_suffix("")
+    parts = sorted(stem.parent.glob(stem.name + ".z[0-9][0-9]"))
+    return [*parts, stem.with_suffix(".zip")] if parts else [path]
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    parts = _split_parts(path)
+    if len(parts) == 1:
+        return zipfile.ZipFile(path)
+    if not parts[-1].is_file():
+        raise ReinError(f"split archive {parts[0].name} needs its last part {parts[-1].name}; download every part")
+    stream = _Concatenated(parts)
+    archive = zipfile.ZipFile(stream)
+    # Offsets in a split zip are relative to the part (disk) each entry starts on; zipfile added the start of
+    # the part holding the central directory to all of them.
+    cd_disk = zipfile._EndRecData(stream)[zipfile._ECD_DISK_START]
+    for info in archive.infolist():
+        info.header_offset += stream.starts[info.volume] - stream.starts[cd_disk]
+    return archive
+
+
+def _members(archive_path: Path) -> list[tuple[str, int, str | None, bool]]:
+    """(name, size, link target or None, is_dir) of every member; errors for unreadable archives."""
+    try:
+        if archive_path.name.lower().endswith(".zip") or archive_path.suffix.lower().startswith(".z"):
+            with _open_zip(archive_path) as z:
+                out = []
+                for info in z.infolist():
+                    mode = info.external_attr >> 16
+                    link = "(zip symlink)" if stat.S_ISLNK(mode) else None
+                    out.append((info.filename, info.file_size, link, info.is_dir()))
+                return out
+        with tarfile.open(archive_path) as t:
+            return [(m.name, m.size, m.linkname if (m.issym() or m.islnk()) else None, m.isdir()) for m in t.getmembers()
+                    if m.isfile() or m.isdir() or m.issym() or m.islnk()]  # fmt: skip
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise ReinError(f"cannot read archive {archive_path} ({err}); is it complete? download it again") from err
+
+
+def _check_member(archive: Path, name: str, link: str | None) -> None:
+    """Refuse absolute paths, '..' components and links that point outside the extraction folder."""
+    norm = posixpath.normpath(name.replace("\\", "/"))
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":") or norm == ".." or norm.startswith("../"):
+        raise ReinError(f"archive {archive} contains the unsafe path {name!r}; refusing to extract anything from it")
+    if link is not None:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(norm), link.replace("\\", "/")))
+        if link == "(zip symlink)" or link.startswith("/") or target == ".." or target.startswith("../"):
+            raise ReinError(f"archive {archive} contains the link {name!r} -> {link!r} pointing outside; refusing to extract")
+
+
+def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
+    """Extract ``archive_path`` into ``dest`` after checking every member and the free space.
+
+    A marker in ``dest/.extracted/`` records a finished extraction, so a rerun skips it; an interrupted
+    one is redone. Nothing is extracted from an archive with an unsafe member.
+    """
+    archive_path, dest = Path(archive_path), Path(dest)
+    marker = dest / ".extracted" / f"{archive_path.name}.json"
+    signature = {"size": archive_path.stat().st_size, "mtime": int(archive_path.stat().st_mtime)}
+    if marker.is_file() and json.loads(marker.read_text()) == signature:
+        return dest
+    members = _members(archive_path)
+    for name, _, link, _ in members:
+        _check_member(archive_path, name, link)
+    need = sum(size for _, size, _, _ in members)
+    dest.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest).free
+    if need > free:
+        raise ReinError(f"extracting {archive_path.name} needs {need / 1e9:.1f} GB but {dest} has {free / 1e9:.1f} GB free")
+    bar = tqdm(total=need, unit="B", unit_scale=True, desc=f"extracting {archive_path.name}", disable=not progress, leave=False)
+    try:
+        if archive_path.name.lower().endswith(".zip") or archive_path.suffix.lower().startswith(".z"):
+            with _open_zip(archive_path) as z:
+                for info in z.infolist():
+                    target = dest / posixpath.normpath(info.filename.replace("\\", "/"))
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    bar.update(info.file_size)
+        else:
+            with tarfile.open(archive_path) as t:
+                for member in t:
+                    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+                        continue
+                    t.extract(member, dest, filter="data")
+                    bar.update(member.size)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise ReinError(f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again") from err
+    finally:
+        bar.close()
+    write_json(marker, signature)
+    return dest
+
+
+def archive_entry(path: Path, checksum: bool) -> dict:
+    """Name, size and (optionally) MD5 of a source archive, for the manifest."""
+    entry = {"name": path.name, "bytes": path.stat().st_size}
+    if checksum:
+        entry["md5"] = md5sum(path)
+    return entry
+
+
+def remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else os.unlink(path)

@@ -1,0 +1,132 @@
+"""`rein data download`: Cityscapes through its official login (resumable, MD5-checked); instructions for the rest."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rein_cli.data.archives import md5sum
+from rein_cli.data.registry import DatasetSpec, find_spec
+from rein_cli.errors import ReinError
+
+log = logging.getLogger(__name__)
+
+CITYSCAPES_URL = "https://www.cityscapes-dataset.com"
+CITYSCAPES_PACKAGES = {"gtFine_trainvaltest.zip": 1, "leftImg8bit_trainvaltest.zip": 3}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a 302 after the login form is the success signal; do not follow it
+
+
+def cityscapes_session(username: str, password: str, base_url: str = CITYSCAPES_URL) -> urllib.request.OpenerDirector:
+    """Log in; returns an opener carrying the session cookie."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect())
+    data = urllib.parse.urlencode({"username": username, "password": password, "submit": "Login"}).encode()
+    try:
+        response = opener.open(f"{base_url}/login/", data=data, timeout=60)
+        status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except urllib.error.URLError as err:
+        raise ReinError(f"cannot reach {base_url} ({err.reason}); check the connection") from err
+    if status != 302:
+        raise ReinError("the Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD (or the prompt's answers)")
+    return opener
+
+
+def _download(opener, url: str, target: Path, expected_md5: str, progress: bool) -> Path:
+    """Resume ``target.part`` with an HTTP Range request; the MD5 is checked before the file takes its name."""
+    if target.is_file() and md5sum(target) == expected_md5:
+        return target
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = opener.open(request, timeout=60)
+    except urllib.error.HTTPError as err:
+        if err.code == 416:  # the part is already complete
+            response = None
+        else:
+            raise ReinError(f"downloading {target.name} failed: HTTP {err.code}") from err
+    except urllib.error.URLError as err:
+        raise ReinError(f"downloading {target.name} failed ({err.reason}); rerun to resume") from err
+    if response is not None:
+        if have and response.status != 206:
+            have = 0  # the server ignored the range: start again
+        total = int(response.headers.get("Content-Length") or 0) + have
+        with open(part, "ab" if have else "wb") as f, tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
+                                                            desc=target.name, disable=not progress) as bar:  # fmt: skip
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    actual = md5sum(part)
+    if actual != expected_md5:
+        part.unlink()
+        raise ReinError(f"{target.name} has MD5 {actual}, the server says {expected_md5}; the partial file was removed, rerun")
+    os.replace(part, target)
+    return target
+
+
+def credentials(store: Path | None = None) -> tuple[str | None, str | None]:
+    """Username and password from CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD, else from a saved file."""
+    user, password = os.environ.get("CITYSCAPES_USERNAME"), os.environ.get("CITYSCAPES_PASSWORD")
+    if (not user or not password) and store is not None and store.is_file():
+        saved = json.loads(store.read_text())
+        user, password = user or saved.get("username"), password or saved.get("password")
+    return user, password
+
+
+def save_credentials(store: Path, username: str, password: str) -> None:
+    store.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"username": username, "password": password}, f)
+
+
+def download_cityscapes(dest: Path, username: str, password: str, *, packages=tuple(CITYSCAPES_PACKAGES),
+                        base_url: str | None = None, progress: bool = True) -> list[Path]:  # fmt: skip
+    """Download Cityscapes packages into ``dest`` (resumable, MD5-checked); returns the archive paths."""
+    base_url = base_url or os.environ.get("REIN_CITYSCAPES_URL", CITYSCAPES_URL)
+    opener = cityscapes_session(username, password, base_url)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in packages:
+        package = CITYSCAPES_PACKAGES[name]
+        try:
+            md5 = opener.open(f"{base_url}/md5-sum/?packageID={package}", timeout=60).read().decode().split()[0]
+        except (urllib.error.URLError, IndexError) as err:
+            raise ReinError(f"cannot get the MD5 of {name} from {base_url}: {err}") from err
+        if len(md5) != 32 or not all(c in "0123456789abcdef" for c in md5.lower()):
+            raise ReinError(f"{base_url} did not return an MD5 for {name} (session expired?); rerun")
+        paths.append(_download(opener, f"{base_url}/file-handling/?packageID={package}", dest / name, md5.lower(), progress))
+    return paths
+
+
+def manual_instructions(spec: DatasetSpec, data_root: Path) -> str:
+    """What to fetch for a dataset without an automatic download, and the prepare command that follows."""
+    sources = " ".join(f"--from {a}" for a in spec.archives) or "--from EXTRACTED_FOLDER"
+    return (f"{spec.name} must be downloaded by hand ({spec.licence}).\n{spec.instructions}\n"
+            f"Then: rein data prepare {spec.name} {sources}\n"
+            f"(or --from the extracted folder); it is prepared into {data_root / (spec.parent or spec.name)}.")  # fmt: skip
+
+
+def download(name: str, dest: Path, *, username: str | None = None, password: str | None = None,
+             progress: bool = True) -> list[Path]:  # fmt: skip
+    """Download a dataset that allows it (Cityscapes); others raise with the manual instructions."""
+    spec = find_spec(name)
+    if spec.download != "cityscapes":
+        raise ReinError(f"{spec.name} has no automatic download; `rein data download {spec.name}` shows what to fetch")
+    if not username or not password:
+        raise ReinError("Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD")
+    return download_cityscapes(dest, username, password, progress=progress)

@@ -1,0 +1,287 @@
+"""`rein data prepare`: official archives or folders -> a prepared folder with train-id labels and a manifest.
+
+Images stay where they are (inside the folder the archives were extracted to, or the folder given);
+labels that are not train ids already are converted by a table lookup into ``labels/``; Mapillary's
+validation split gets the half-resolution copy of the official protocol. The manifest is written last,
+so a folder is complete exactly when it has one; a rerun skips finished extractions and label files.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import multiprocessing
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from rein_cli.data.archives import archive_entry, extract, is_archive
+from rein_cli.data.labels import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_ID_TO_TRAIN,
+    CITYSCAPES_PALETTE,
+    IGNORE_INDEX,
+    MAPILLARY_V12_TO_TRAIN,
+    SYNTHIA_TO_TRAIN,
+    lut,
+)
+from rein_cli.data.manifest import MANIFEST, write_manifest
+from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
+from rein_cli.errors import ReinError
+from rein_cli.io import save_image
+
+log = logging.getLogger(__name__)
+
+# label format -> (table from source ids, the source ids that exist); train-ids are checked, not converted
+TABLES = {
+    "cityscapes-ids": (lut(CITYSCAPES_ID_TO_TRAIN), set(range(34))),
+    "mapillary-v1.2": (lut(MAPILLARY_V12_TO_TRAIN), set(range(66))),
+    "synthia": (lut(SYNTHIA_TO_TRAIN, 1 << 16), set(range(23))),
+    "train-ids": (None, set(range(19))),
+}
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """'a/{x,y}/b' -> ['a/x/b', 'a/y/b'] (glob has no braces)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    return [
+        p for option in match[1].split(",") for p in expand_braces(pattern[: match.start()] + option + pattern[match.end() :])
+    ]
+
+
+def find_root(folders: list[Path], marker: str) -> Path:
+    """The folder (searched three levels deep) that holds ``marker``, the dataset's top-level entry."""
+    for folder in folders:
+        for depth in range(4):
+            for candidate in [folder, *folder.glob("/".join(["*"] * depth))] if depth else [folder]:
+                if candidate.is_dir() and (candidate / marker).exists():
+                    return candidate
+    raise ReinError(f"cannot find the dataset inside {', '.join(map(str, folders))} (looked for {marker}/); "
+                    "give the extracted folder or the official archives")  # fmt: skip
+
+
+def _read_label(path: Path, label_format: str) -> np.ndarray:
+    if label_format == "synthia":  # 16-bit RGB PNGs: Pillow cannot read them, OpenCV can
+        try:
+            import cv2
+        except ImportError as err:
+            raise ReinError("SYNTHIA labels are 16-bit PNGs that need OpenCV: pip install 'rein-cli[synthia]'") from err
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ReinError(f"cannot read label {path}; replace the file")
+        return array[:, :, -1] if array.ndim == 3 else array  # the class id is in the channel OpenCV returns last
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P"):
+            raise ReinError(f"label {path} has mode {image.mode}; expected a single-channel or palette PNG")
+        return np.asarray(image)
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    """(width, height) after checking the file decodes (PNG: every chunk's CRC; JPEG: a reduced-size decode)."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                image.load()
+            else:
+                image.verify()
+        return size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ReinError(f"cannot decode image {path} ({err}); replace it or remove the pair") from None
+
+
+def convert_pair(task: tuple) -> dict:
+    """Check one image/label pair and write its train-id label (unless it is one already). Returns a report."""
+    image_path, label_path, out_path, label_format, resize_to_image, half_out, allow_unknown = task
+    report: dict = {"image": str(image_path)}
+    size = _check_image(image_path)
+    done = half_out is not None and all(Path(p).is_file() for p in half_out)
+    if done or (out_path is not None and Path(out_path).is_file()):  # written by an earlier run (atomically)
+        if resize_to_image and label_format != "synthia":
+            with Image.open(label_path) as label:
+                if label.size != size:
+                    report["resized"] = f"{Path(label_path).name}: {label.size[0]}x{label.size[1]}"
+        return report
+    label = _read_label(label_path, label_format)
+    if (label.shape[1], label.shape[0]) != size:
+        if not resize_to_image:
+            raise ReinError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} is "
+                            f"{size[0]}x{size[1]}; replace the pair")  # fmt: skip
+        report["resized"] = f"{Path(label_path).name}: {label.shape[1]}x{label.shape[0]}"
+        label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST)).astype(label.dtype)
+    table, known = TABLES[label_format]
+    unknown = sorted(int(v) for v in np.unique(label) if int(v) not in known and int(v) != IGNORE_INDEX)
+    if unknown:
+        report["unknown"] = unknown
+        if not allow_unknown:
+            return report  # nothing written: the run fails and a rerun will look at this file again
+    train = table[label] if table is not None else label
+    if half_out is not None:  # Mapillary validation: the official half-resolution copy
+        half = (size[0] // 2, size[1] // 2)
+        with Image.open(image_path) as image:
+            save_image(Path(half_out[0]), np.asarray(image.convert("RGB").resize(half, Image.BICUBIC)))
+        train = np.asarray(Image.fromarray(train).resize(half, Image.NEAREST))
+        out_path = half_out[1]
+    if out_path is not None:
+        save_image(Path(out_path), train.astype(np.uint8), compress_level=1)
+    return report
+
+
+def _label_for(image_rel: str, rule: SplitRule, roots: list[Path]) -> Path | None:
+    for pattern, replacement in rule.labels:
+        if re.match(pattern, image_rel):
+            candidate = re.sub(pattern, replacement, image_rel)
+            for root in roots:
+                if (root / candidate).is_file():
+                    return root / candidate
+    return None
+
+
+def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress: bool) -> tuple[list[Path], list[dict]]:
+    """Extract archives into ``out/source``; returns the folders to search and the archive records."""
+    folders, records, seen = [], [], set()
+    for source in map(Path, sources):
+        if not source.exists():
+            raise ReinError(f"--from {source} does not exist")
+        if source.is_dir():
+            folders.append(source)
+            continue
+        if not is_archive(source):
+            raise ReinError(f"--from {source} is neither a folder nor an archive (.zip, .tar, .tar.gz, split .z01)")
+        if re.search(r"\.z\d\d$", source.name.lower()):
+            source = source.with_suffix(".zip")  # a part of a split zip: the whole archive is read from its .zip
+        if source in seen:
+            continue
+        seen.add(source)
+        expected = spec.md5.get(source.name)
+        record = archive_entry(source, checksum=expected is not None)
+        if expected is not None and record["md5"] != expected:
+            raise ReinError(f"{source} has MD5 {record['md5']}, the published one is {expected}; download it again")
+        records.append(record)
+        extract(source, out / "source", progress=progress)
+        if out / "source" not in folders:
+            folders.append(out / "source")
+    if not folders:
+        raise ReinError("no --from given; pass the official archives or the extracted folder")
+    return folders, records
+
+
+def _map(fn, tasks: list, workers: int, progress: bool, desc: str) -> list:
+    bar = tqdm(total=len(tasks), desc=desc, unit="file", disable=not progress, leave=False)
+    results = []
+    if workers > 1 and len(tasks) > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            for result in pool.map(fn, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
+                results.append(result)
+                bar.update()
+    else:
+        for task in tasks:
+            results.append(fn(task))
+            bar.update()
+    bar.close()
+    return results
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).resolve())
+
+
+def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = None, allow_unknown: bool = False,
+            progress: bool = True) -> Path:  # fmt: skip
+    """Prepare the registry dataset ``name`` from ``sources`` into ``out``; returns the manifest path.
+
+    ``allow_unknown``: label values outside the dataset's id set become 255 (reported) instead of an error.
+    """
+    spec = find_spec(name)
+    if spec.synthetic is not None:
+        raise ReinError(f"{spec.name} is generated, not prepared: it appears on first use (or use generate_synthetic)")
+    if spec.parent:  # acdc-fog: prepare acdc, which writes the per-condition manifests too
+        spec = DATASETS[spec.parent]
+    out = Path(out)
+    start = time.perf_counter()
+    (out / MANIFEST).unlink(missing_ok=True)  # the folder is not complete until the new manifest is written
+    folders, records = _gather_sources(sources, out, spec, progress)
+    root = find_root(folders, spec.root_marker)
+    roots = [root, *[f for f in folders if f != root]]
+    table, _ = TABLES[spec.label_format]
+    splits, tasks, warnings = {}, [], []
+    for split, rule in spec.splits.items():
+        images = sorted({Path(p) for pattern in expand_braces(rule.images) for p in glob.glob(str(root / pattern))})
+        if not images:
+            raise ReinError(f"no {split} images of {spec.name} under {root} (expected {rule.images}); is the archive complete?")
+        if rule.count and len(images) != rule.count:
+            warnings.append(f"{split}: {len(images)} images, the published count is {rule.count}")
+        items, missing = [], []
+        for image in images:
+            rel = image.relative_to(root).as_posix()
+            label = _label_for(rel, rule, roots)
+            if label is None:
+                missing.append(rel)
+                continue
+            half = None
+            if split in spec.half_resolution:
+                stem = Path(rel).stem
+                half = (out / "half" / split / "images" / f"{stem}.jpg", out / "half" / split / "labels" / f"{stem}.png")
+                items.append({"image": _relative(half[0], out), "label": _relative(half[1], out)})
+                tasks.append((image, label, None, spec.label_format, spec.resize_labels_to_images, half, allow_unknown))
+                continue
+            rewrite = table is not None or spec.resize_labels_to_images
+            target = out / "labels" / split / Path(rel).with_suffix(".png").name if rewrite else None
+            items.append({"image": _relative(image, out), "label": _relative(target if rewrite else label, out)})
+            tasks.append((image, label, target, spec.label_format, spec.resize_labels_to_images, None, allow_unknown))
+        if missing:
+            raise ReinError(f"{len(missing)} {split} images of {spec.name} have no label, e.g. {missing[0]} "
+                            f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder")  # fmt: skip
+        splits[split] = items
+    reports = _map(convert_pair, tasks, workers or os.cpu_count() or 1, progress, f"checking {spec.name}")
+    unknown = {Path(r["image"]).name: r["unknown"] for r in reports if "unknown" in r}
+    if unknown and not allow_unknown:
+        first = next(iter(unknown.items()))
+        raise ReinError(f"{len(unknown)} labels hold values that are not {spec.label_format} ids, e.g. {first[0]}: "
+                        f"{first[1]}; check the files, or pass --allow-unknown to map them to 255")  # fmt: skip
+    resized = [r["resized"] for r in reports if "resized" in r]
+    if resized:
+        warnings.append(f"{len(resized)} label maps differ in size from their image and were resized (nearest) to it")
+    for warning in warnings:
+        log.warning("%s: %s", spec.name, warning)
+    converted = {
+        "cityscapes-ids": "Cityscapes label ids -> train ids",
+        "mapillary-v1.2": "Mapillary v1.2 ids -> train ids",
+        "synthia": "SYNTHIA ids (16-bit) -> train ids",
+        "train-ids": "none: already train ids (values checked)",
+    }
+    extra = {
+        "version": "1",
+        "source": {"archives": records, "folders": [str(f) for f in folders if f != out / "source"], "root": str(root)},
+        "converted": converted[spec.label_format] + ("; val at half resolution" if spec.half_resolution else ""),
+        "warnings": warnings, "resized_labels": resized, "unknown_label_values": unknown,
+        "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    manifest = write_manifest(
+        out, dataset=spec.name, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits=splits, **extra
+    )
+    if spec.name == "acdc":  # one manifest per condition beside it, pointing at the same files
+        for condition in ("fog", "night", "rain", "snow"):
+            folder = out.parent / f"acdc-{condition}"
+
+            def moved(path: str) -> str:
+                return _relative(Path(os.path.normpath(out / path)), folder)  # noqa: B023
+
+            sub = {s: [{"image": moved(i["image"]), "label": moved(i["label"])} for i in items if f"/{condition}/" in i["image"]]
+                   for s, items in splits.items()}  # fmt: skip
+            write_manifest(folder, dataset=f"acdc-{condition}", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
+                           splits=sub, version="1", source={"subset_of": _relative(manifest, folder)})  # fmt: skip
+    return manifest

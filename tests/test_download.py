@@ -1,0 +1,105 @@
+"""The Cityscapes download against a small local server speaking the site's protocol (no network)."""
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from rein_cli.data.download import download_cityscapes
+from rein_cli.errors import ReinError
+
+from . import fake_datasets as fake
+from .test_cli import rein
+
+
+class FakeCityscapes(BaseHTTPRequestHandler):
+    packages: ClassVar[dict] = {}  # packageID -> bytes
+    ranges: ClassVar[list] = []
+    corrupt = False
+
+    def log_message(self, *args):
+        pass
+
+    def _logged_in(self) -> bool:
+        return "sessionid=ok" in (self.headers.get("Cookie") or "")
+
+    def do_POST(self):
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        if form.get("username") == ["user"] and form.get("password") == ["secret"]:
+            self.send_response(302)
+            self.send_header("Set-Cookie", "sessionid=ok; Path=/")
+            self.send_header("Location", "/")
+        else:
+            self.send_response(200)  # the login page again
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        package = int(parse_qs(url.query).get("packageID", ["0"])[0])
+        if not self._logged_in() or package not in self.packages:
+            self.send_response(302)
+            self.send_header("Location", "/login/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = self.packages[package]
+        if url.path == "/md5-sum/":
+            body = f"{hashlib.md5(data).hexdigest()}  package{package}.zip\n".encode()
+            self.send_response(200)
+        else:
+            start = 0
+            if self.headers.get("Range"):
+                start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                self.ranges.append(start)
+            body = data[start:] if not self.corrupt else b"x" * len(data[start:])
+            self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tmp_path):
+    sources, _ = fake.cityscapes(tmp_path / "src")
+    FakeCityscapes.packages = {1: sources[1].read_bytes(), 3: sources[0].read_bytes()}  # gtFine 1, leftImg8bit 3
+    FakeCityscapes.ranges, FakeCityscapes.corrupt = [], False
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeCityscapes)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_login_resume_and_md5(server, tmp_path):
+    with pytest.raises(ReinError, match="login failed"):
+        download_cityscapes(tmp_path / "dl", "user", "wrong", base_url=server, progress=False)
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    whole = FakeCityscapes.packages[3]
+    (dest / "leftImg8bit_trainvaltest.zip.part").write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    paths = download_cityscapes(dest, "user", "secret", base_url=server, progress=False)
+    assert [p.name for p in paths] == ["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"]
+    assert paths[1].read_bytes() == whole and FakeCityscapes.ranges == [len(whole) // 2]
+    assert not list(dest.glob("*.part"))
+
+
+def test_a_corrupt_download_is_not_kept(server, tmp_path):
+    FakeCityscapes.corrupt = True
+    with pytest.raises(ReinError, match=r"gtFine_trainvaltest.zip has MD5 .* the partial file was removed"):
+        download_cityscapes(tmp_path, "user", "secret", base_url=server, progress=False)
+    assert not list(tmp_path.glob("*.zip*"))
+
+
+def test_download_then_prepare_from_the_command_line(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("REIN_CITYSCAPES_URL", server)
+    monkeypatch.setenv("CITYSCAPES_USERNAME", "user")
+    monkeypatch.setenv("CITYSCAPES_PASSWORD", "secret")
+    monkeypatch.setenv("REIN_HOME", str(tmp_path / "home"))
+    assert rein("data", "download", "cityscapes", "--data-root", tmp_path / "root", "--no-progress") == 0
+    manifest = json.loads((tmp_path / "root" / "cityscapes" / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": 4, "val": 2}
+    assert not (tmp_path / "home" / "credentials").exists()  # never stored unless asked

@@ -1,0 +1,78 @@
+"""The training and test transforms keep image and label aligned, and follow the official rules."""
+
+import numpy as np
+import torch
+
+from rein_cli.data.transforms import EvalTransform, TrainTransform, keep_ratio_size, random_crop, short_edge_size
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def pair(h: int, w: int, block: int = 8):
+    """A label of block-constant random classes, and an image whose red channel is 10 x the label."""
+    rng = np.random.default_rng(0)
+    label = np.kron(rng.integers(0, 19, (h // block, w // block)), np.ones((block, block), dtype=np.int64)).astype(np.uint8)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = label * 10
+    image[..., 1] = 128
+    return torch.from_numpy(image), torch.from_numpy(label)
+
+
+def red_class(image: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation; the label each pixel's red channel encodes."""
+    return torch.round((image[0] * STD[0] + MEAN[0]) * 255 / 10).long()
+
+
+def test_crop_and_flip_keep_the_label_on_its_pixels():
+    image, label = pair(96, 160)
+    transform = TrainTransform(64, MEAN, STD, resize_ratios=[96 / 64], photometric=False)  # short edge stays 96
+    for seed in range(8):
+        torch.manual_seed(seed)
+        x, y = transform(image, label)
+        assert x.shape == (3, 64, 64) and y.shape == (64, 64)
+        assert torch.equal(red_class(x), y)
+
+
+def test_resize_keeps_alignment_away_from_block_edges():
+    image, label = pair(96, 160, block=16)
+    transform = TrainTransform(128, MEAN, STD, resize_ratios=[2 * 96 / 128], photometric=False)  # x2 upscaling
+    torch.manual_seed(0)
+    x, y = transform(image, label)
+    near_edge = torch.zeros_like(y, dtype=torch.bool)  # within 2 pixels of a class boundary
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near_edge |= torch.roll(y, (dy, dx), (0, 1)) != y
+    interior = ~near_edge
+    assert interior.float().mean() > 0.7
+    assert torch.equal(red_class(x)[interior], y[interior])  # bilinear image, nearest label: the same classes
+
+
+def test_padding_uses_zero_and_ignore():
+    image, label = pair(32, 48)
+    transform = TrainTransform(64, MEAN, STD, resize_ratios=[32 / 64], photometric=False)
+    x, y = transform(image, label)
+    assert (y[32:] == 255).all() and (y[:, 48:] == 255).all() and (y[:32, :48] != 255).all()
+    assert (x[:, 32:] == 0).all() and (x[:, :, 48:] == 0).all()
+
+
+def test_cat_max_ratio_redraws_crops_dominated_by_one_class():
+    label = torch.zeros(64, 256, dtype=torch.uint8)
+    label[:, 192:] = torch.arange(64, dtype=torch.uint8)[:, None] % 19  # only the right quarter is varied
+    torch.manual_seed(0)
+    hits = 0
+    for _ in range(20):
+        _, crop = random_crop(torch.zeros(3, 64, 256), label, 64, cat_max_ratio=0.75)
+        counts = torch.bincount(crop.flatten().long(), minlength=256)[:255]
+        hits += int(counts.max() / counts.sum() < 0.75)
+    assert hits >= 15  # up to 10 draws find the varied part most of the time (1 in 4 per draw)
+
+
+def test_resize_rules():
+    assert short_edge_size(1052, 1914, 512, 2048) == (512, 932)  # GTA frame, short edge 512
+    assert short_edge_size(1024, 2048, 1024, 2048) == (1024, 2048)
+    assert short_edge_size(1024, 4096, 1024, 2048) == (512, 2048)  # capped by the long edge
+    assert keep_ratio_size(1024, 2048, 1024, 512) == (512, 1024)  # Cityscapes for evaluation
+    assert keep_ratio_size(1512, 2016, 1024, 512) == (512, 683)  # a halved 4032x3024 Mapillary image
+    image, label = pair(64, 128)
+    x, y = EvalTransform(MEAN, STD, (64, 32))(image, label)
+    assert x.shape == (3, 32, 64) and y.shape == (64, 128)  # the label keeps its resolution
