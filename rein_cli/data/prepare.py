@@ -276,12 +276,17 @@ def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = 
     if spec.name == "acdc":  # one manifest per condition beside it, pointing at the same files
         for condition in ("fog", "night", "rain", "snow"):
             folder = out.parent / f"acdc-{condition}"
-
-            def moved(path: str) -> str:
-                return _relative(Path(os.path.normpath(out / path)), folder)  # noqa: B023
-
-            sub = {s: [{"image": moved(i["image"]), "label": moved(i["label"])} for i in items if f"/{condition}/" in i["image"]]
-                   for s, items in splits.items()}  # fmt: skip
+            sub = {
+                split: [
+                    {k: _rebase(v, out, folder) for k, v in item.items()} for item in items if f"/{condition}/" in item["image"]
+                ]
+                for split, items in splits.items()
+            }
             write_manifest(folder, dataset=f"acdc-{condition}", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
                            splits=sub, version="1", source={"subset_of": _relative(manifest, folder)})  # fmt: skip
     return manifest
+
+
+def _rebase(path: str, old: Path, new: Path) -> str:
+    """A manifest path relative to folder ``old`` -> relative to folder ``new``."""
+    return _relative(Path(os.path.normpath(old / path)), new)
