@@ -95,3 +95,11 @@ def list_images(directory: Path) -> list[Path]:
     if not files:
         raise ReinError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {directory}; point to a folder of images")
     return files
+
+
+def relative_path(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` in POSIX form (as manifests store it); absolute across drives."""
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).resolve())

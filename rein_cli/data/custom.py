@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 
+from rein_cli.data.labels import default_palette
 from rein_cli.data.manifest import MANIFEST, write_manifest
 from rein_cli.errors import ReinError
-from rein_cli.io import IMAGE_SUFFIXES, save_image
+from rein_cli.io import IMAGE_SUFFIXES, relative_path, save_image
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
             bad = sorted(int(v) for v in np.unique(label) if v >= len(names) and v != ignore)
             if bad:
                 raise ReinError(f"mask {mask} holds values {bad[:8]}, but there are {len(names)} classes (ignore {ignore})")
-            entries.append({"image": _rel(image, out), "label": _rel(target, out)})
+            entries.append({"image": relative_path(image, out), "label": relative_path(target, out)})
         splits[split] = entries
-    palette = colors or [[(37 * i) % 256, (91 * i + 40) % 256, (53 * i + 80) % 256] for i in range(len(names))]
+    palette = colors or default_palette(len(names))
     return write_manifest(out, dataset=name, classes=names, palette=palette, splits=splits, ignore_index=ignore,
                           version="1", source={"folder": str(source.resolve())}, converted="custom masks")  # fmt: skip
 
@@ -116,10 +116,6 @@ def _colors_to_indices(rgb: np.ndarray, colors: list[list[int]], path: Path) -> 
         unknown = sorted({tuple(int(c) for c in rgb[i]) for i in zip(*np.nonzero(~found), strict=True)})[:5]
         raise ReinError(f"mask {path} has colours that are no class in classes.yaml: {unknown}")
     return order[pos].astype(np.uint8)
-
-
-def _rel(path: Path, folder: Path) -> str:
-    return Path(os.path.relpath(path, folder)).as_posix()
 
 
 def prepare_hf(repo: str, name: str, out: Path, *, progress: bool = True) -> Path:
@@ -148,7 +144,7 @@ def prepare_hf(repo: str, name: str, out: Path, *, progress: bool = True) -> Pat
             entries.append({"image": f"images/{split}/{i:06d}.png", "label": f"labels/{split}/{i:06d}.png"})
         splits["val" if split == "validation" else split] = entries
     names = [f"class_{i}" for i in range(max_id + 1)]
-    palette = [[(37 * i) % 256, (91 * i + 40) % 256, (53 * i + 80) % 256] for i in range(len(names))]
+    palette = default_palette(len(names))
     log.info("%s: %d classes found; name them by editing %s", repo, len(names), out / MANIFEST)
     return write_manifest(out, dataset=name, classes=names, palette=palette, splits=splits, version="1",
                           source={"hub": repo}, converted="Hugging Face dataset -> files")  # fmt: skip

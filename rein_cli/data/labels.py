@@ -20,6 +20,13 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 TRAIN_ID = {name: i for i, name in enumerate(CITYSCAPES_CLASSES)}
 
 
+def default_palette(num_classes: int) -> list[list[int]]:
+    """Distinct colours for a class list that brings none (the Cityscapes palette for the 19 train ids)."""
+    if num_classes == len(CITYSCAPES_PALETTE):
+        return [list(c) for c in CITYSCAPES_PALETTE]
+    return [[(37 * i) % 256, (91 * i + 40) % 256, (53 * i + 80) % 256] for i in range(num_classes)]
+
+
 def palette_lut(palette: tuple[tuple[int, int, int], ...] | list[list[int]]) -> np.ndarray:
     """A (256, 3) uint8 lookup table: class id -> colour; ids without a colour (and 255) are black."""
     lut = np.zeros((256, 3), dtype=np.uint8)

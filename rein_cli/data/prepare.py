@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import glob
 import logging
-import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
 from rein_cli.data.labels import (
@@ -34,7 +31,8 @@ from rein_cli.data.labels import (
 from rein_cli.data.manifest import MANIFEST, write_manifest
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.io import save_image
+from rein_cli.io import relative_path, save_image
+from rein_cli.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -175,30 +173,6 @@ def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress:
     return folders, records
 
 
-def _map(fn, tasks: list, workers: int, progress: bool, desc: str) -> list:
-    bar = tqdm(total=len(tasks), desc=desc, unit="file", disable=not progress, leave=False)
-    results = []
-    if workers > 1 and len(tasks) > 1:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-            for result in pool.map(fn, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
-                results.append(result)
-                bar.update()
-    else:
-        for task in tasks:
-            results.append(fn(task))
-            bar.update()
-    bar.close()
-    return results
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return Path(os.path.relpath(path, folder)).as_posix()
-    except ValueError:  # another drive (Windows)
-        return str(Path(path).resolve())
-
-
 def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = None, allow_unknown: bool = False,
             progress: bool = True) -> Path:  # fmt: skip
     """Prepare the registry dataset ``name`` from ``sources`` into ``out``; returns the manifest path.
@@ -235,18 +209,18 @@ def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = 
             if split in spec.half_resolution:
                 stem = Path(rel).stem
                 half = (out / "half" / split / "images" / f"{stem}.jpg", out / "half" / split / "labels" / f"{stem}.png")
-                items.append({"image": _relative(half[0], out), "label": _relative(half[1], out)})
+                items.append({"image": relative_path(half[0], out), "label": relative_path(half[1], out)})
                 tasks.append((image, label, None, spec.label_format, spec.resize_labels_to_images, half, allow_unknown))
                 continue
             rewrite = table is not None or spec.resize_labels_to_images
             target = out / "labels" / split / Path(rel).with_suffix(".png").name if rewrite else None
-            items.append({"image": _relative(image, out), "label": _relative(target if rewrite else label, out)})
+            items.append({"image": relative_path(image, out), "label": relative_path(target if rewrite else label, out)})
             tasks.append((image, label, target, spec.label_format, spec.resize_labels_to_images, None, allow_unknown))
         if missing:
             raise ReinError(f"{len(missing)} {split} images of {spec.name} have no label, e.g. {missing[0]} "
                             f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder")  # fmt: skip
         splits[split] = items
-    reports = _map(convert_pair, tasks, workers or os.cpu_count() or 1, progress, f"checking {spec.name}")
+    reports = parallel_map(convert_pair, tasks, workers=workers, progress=progress, desc=f"checking {spec.name}")
     unknown = {Path(r["image"]).name: r["unknown"] for r in reports if "unknown" in r}
     if unknown and not allow_unknown:
         first = next(iter(unknown.items()))
@@ -283,10 +257,10 @@ def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = 
                 for split, items in splits.items()
             }
             write_manifest(folder, dataset=f"acdc-{condition}", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
-                           splits=sub, version="1", source={"subset_of": _relative(manifest, folder)})  # fmt: skip
+                           splits=sub, version="1", source={"subset_of": relative_path(manifest, folder)})  # fmt: skip
     return manifest
 
 
 def _rebase(path: str, old: Path, new: Path) -> str:
     """A manifest path relative to folder ``old`` -> relative to folder ``new``."""
-    return _relative(Path(os.path.normpath(old / path)), new)
+    return relative_path(Path(os.path.normpath(old / path)), new)

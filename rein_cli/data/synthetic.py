@@ -14,16 +14,13 @@ same bytes, whatever the number of worker processes.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from rein_cli.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from rein_cli.data.manifest import write_manifest
@@ -31,6 +28,7 @@ from rein_cli.data.scenes import make_scene
 from rein_cli.data.weather import CONDITIONS, render
 from rein_cli.errors import ReinError
 from rein_cli.io import save_image
+from rein_cli.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +93,7 @@ def generate_synthetic(
     try:
         tasks = [(tmp, seed, 0, i, width, height, conditions) for i in range(num_train)]
         tasks += [(tmp, seed, 1, i, width, height, conditions) for i in range(num_val)]
-        workers = min(workers or os.cpu_count() or 1, len(tasks))
-        bar = tqdm(total=len(tasks), desc="generating scenes", unit="scene", disable=not progress, leave=False)
-        if workers > 1:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-                for _ in pool.map(_render_task, tasks, chunksize=8):
-                    bar.update()
-        else:
-            for task in tasks:
-                _render_task(task)
-                bar.update()
-        bar.close()
+        parallel_map(_render_task, tasks, workers=workers, progress=progress, desc="generating scenes", unit="scene")
         manifests = {}
         for condition in conditions:
             name = dataset_name(condition)

@@ -146,7 +146,7 @@ def convert_official_checkpoint(state: dict[str, Tensor], backbone: str, out: Pa
                                 source: str = "") -> Path:  # fmt: skip
     """An official Rein release state dict -> a rein checkpoint directory at ``out``."""
     from rein_cli.config import ModelConfig, ReinConfig
-    from rein_cli.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from rein_cli.data.labels import CITYSCAPES_CLASSES, default_palette
     from rein_cli.engine.checkpoint import save_checkpoint
     from rein_cli.models.segmentor import segmentor_from_config
 
@@ -160,7 +160,7 @@ def convert_official_checkpoint(state: dict[str, Tensor], backbone: str, out: Pa
     cfg.pretrained = not args["with_backbone"]
     k = args["num_classes"]
     classes = CITYSCAPES_CLASSES if k == 19 else [f"class_{i}" for i in range(k)]
-    palette = CITYSCAPES_PALETTE if k == 19 else [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(k)]
+    palette = default_palette(k)
     info = {"converted_from": source}
     return save_checkpoint(
         model, Path(out), model_config=cfg, classes=classes, palette=palette, mean=model.mean, std=model.std, info=info
