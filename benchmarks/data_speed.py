@@ -58,8 +58,12 @@ def main() -> None:
         start = time.perf_counter()
         manifest = prepare("cityscapes", [source], Path(tmp) / "prepared", workers=args.workers, progress=False)
         seconds = time.perf_counter() - start
-        results["prepare_cityscapes_2048x1024"] = {"pairs": args.pairs, "workers": args.workers, "seconds": round(seconds, 2),
-                                                   "pairs_per_s": round(args.pairs / seconds, 1)}  # fmt: skip
+        results["prepare_cityscapes_2048x1024"] = {
+            "pairs": args.pairs,
+            "workers": args.workers,
+            "seconds": round(seconds, 2),
+            "pairs_per_s": round(args.pairs / seconds, 1),
+        }
         transform = TrainTransform(
             512, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize_ratios=[k / 10 for k in range(5, 21)]
         )
@@ -70,12 +74,20 @@ def main() -> None:
         for i in range(args.samples):
             data[i % len(data)]
         seconds = time.perf_counter() - start
-        results["loader_512_crops_from_2048x1024"] = {"samples": args.samples, "seconds": round(seconds, 2),
-                                                      "samples_per_s_per_worker": round(args.samples / seconds, 1)}  # fmt: skip
+        results["loader_512_crops_from_2048x1024"] = {
+            "samples": args.samples,
+            "seconds": round(seconds, 2),
+            "samples_per_s_per_worker": round(args.samples / seconds, 1),
+        }
     for key, value in results.items():
         print(key, value)
-    data = {"benchmark": "data_speed", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "results": results}  # fmt: skip
+    data = {
+        "benchmark": "data_speed",
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"saved {args.out}")

@@ -44,8 +44,9 @@ def main() -> None:
             "full_benchmark": dict(num_train=args.train, num_val=args.val),
         }.items():
             start = time.perf_counter()
-            manifests = generate_synthetic(Path(tmp) / name, width=args.width, height=args.height, workers=args.workers,
-                                           progress=False, **kwargs)  # fmt: skip
+            manifests = generate_synthetic(
+                Path(tmp) / name, width=args.width, height=args.height, workers=args.workers, progress=False, **kwargs
+            )
             seconds = time.perf_counter() - start
             images = sum(sum(json.loads(m.read_text())["counts"].values()) for m in manifests.values())
             runs[name] = {"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 1)}

@@ -1,58 +1,46 @@
-"""The `rein` command line: parses options, calls the library, prints. Heavy imports happen inside commands."""
+"""The `rein` command line: parses options, calls one library function per command, prints. Heavy imports happen
+inside commands."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from rein_cli import __version__
+from rein_cli import __version__, config
 from rein_cli.errors import ReinError
 
-app = typer.Typer(
-    name="rein",
-    help="Domain-generalized semantic segmentation with frozen Vision Foundation Models and Rein.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 log = logging.getLogger("rein_cli")
-STATE = {"debug": False}
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"rein {__version__}")
-        raise typer.Exit()
+@dataclass(frozen=True)
+class Options:
+    """The global options, handed to every command through typer's context object."""
+
+    debug: bool = False
 
 
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and results.")] = False,
-) -> None:
-    STATE["debug"] = debug
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+class ReinGroup(TyperGroup):
+    """Runs a command; a `ReinError` becomes one line on stderr and exit code 1 (a traceback with --debug)."""
 
-
-def run(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1 (tracebacks with --debug)."""
-    try:
-        app(args=argv)
-    except ReinError as err:
-        if STATE["debug"]:
-            raise
-        typer.echo(f"error: {_one_line(err)}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReinError as err:
+            if isinstance(ctx.obj, Options) and ctx.obj.debug:
+                raise
+            typer.echo(f"error: {_one_line(err)}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            ctx.exit(130)
 
 
 def _one_line(err: ReinError) -> str:
@@ -63,43 +51,84 @@ def _one_line(err: ReinError) -> str:
     return str(err)
 
 
+app = typer.Typer(
+    name="rein",
+    cls=ReinGroup,
+    help="Domain-generalized semantic segmentation with frozen Vision Foundation Models and Rein.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rein {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and results.")] = False,
+) -> None:
+    ctx.obj = Options(debug=debug)
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    app(args=argv, prog_name="rein")
+
+
+def _choices(name: str, closed: Any) -> type[StrEnum]:
+    """A typer choice type from one of the config's ``Literal`` choices."""
+    return StrEnum(name, {value: value for value in config.choices(closed)})
+
+
+Method = _choices("Method", config.Method)
+Head = _choices("Head", config.Head)
+InferenceMode = _choices("InferenceMode", config.InferenceMode)
+
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")]
-
-
-class Method(StrEnum):
-    rein = "rein"
-    frozen = "frozen"
-    full = "full"
-
-
-class Head(StrEnum):
-    mask2former = "mask2former"
-    fpn = "fpn"
-
-
-class InferenceMode(StrEnum):
-    slide = "slide"
-    whole = "whole"
-
-
-Mode = Annotated[InferenceMode, typer.Option("--mode", help="slide: crop-sized windows, averaged; whole: the image at once.")]
-Progress = Annotated[
-    bool | None, typer.Option("--progress/--no-progress", help="Progress bars (default: when stderr is a terminal).")
+Sets = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")
 ]
+Mode = Annotated[
+    InferenceMode, typer.Option("--mode", help="slide: crop-sized windows, averaged; whole: the image at once.")
+]
+Progress = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Progress bars; without them, a plain line every 30 s (default: bars when stderr is a terminal).",
+    ),
+]
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
 
 
 def _progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
 
 
+def _data_root(path: Path | None) -> Path:
+    return path or config.data_root(config.DataConfig())
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (new, empty, or an earlier demo's).")] = Path(
-        "rein-demo"
-    ),
-    backbone: Annotated[str | None, typer.Option("--backbone", help="Use this backbone's pretrained weights if on disk.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (new, empty, or an earlier demo's).")
+    ] = Path("rein-demo"),
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Use this backbone's pretrained weights if on disk.")
+    ] = None,
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="With --backbone: fall back to random weights.")
     ] = False,
@@ -109,11 +138,10 @@ def demo(
 ) -> None:
     """Generate synthetic street scenes, train Rein on clear weather, evaluate on fog/night/rain/snow."""
     from rein_cli.demo import run_demo
-    from rein_cli.engine.evaluate import format_table
+    from rein_cli.engine.report import format_table
 
-    result = run_demo(
-        out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=_progress(progress)
-    )
+    bars = _progress(progress)
+    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=bars)
     typer.echo(format_table(result))
     for note in result["notes"]:
         typer.echo(note)
@@ -135,7 +163,6 @@ def train(
     progress: Progress = None,
 ) -> None:
     """Train a segmentor; writes a run directory with config, metrics, checkpoint and evaluation."""
-    from rein_cli.config import load_config
     from rein_cli.engine.train import train as train_
 
     flags = {
@@ -147,7 +174,7 @@ def train(
         "data.batch_size": batch_size,
         "train.device": device,
     }
-    run = train_(load_config(recipe, sets, **flags), out, progress=_progress(progress))
+    run = train_(config.load_config(recipe, sets, **flags), out, progress=_progress(progress))
     typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
 
 
@@ -158,20 +185,25 @@ def eval_(
     out: Out = None,
     mode: Mode = InferenceMode.slide,
     stride: Annotated[int | None, typer.Option("--stride", help="Slide stride (default: 2/3 of the crop).")] = None,
-    data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")
-    ] = None,
+    data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU and mIoU per dataset; writes results.json."""
-    from rein_cli.config import DataConfig
-    from rein_cli.config import data_root as default_root
-    from rein_cli.engine.evaluate import evaluate, format_table
+    from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.report import format_table
 
     out = out or default_eval_dir(checkpoint)
-    results = evaluate(checkpoint, data, out=out, data_dir=data_root or default_root(DataConfig()), mode=mode.value,
-                       stride=stride, device=device, progress=_progress(progress))  # fmt: skip
+    results = evaluate(
+        checkpoint,
+        data,
+        out=out,
+        data_dir=_data_root(data_root),
+        mode=mode.value,
+        stride=stride,
+        device=device,
+        progress=_progress(progress),
+    )
     typer.echo(format_table(results))
     typer.echo(f"results: {out / 'results.json'}")
 
@@ -182,30 +214,34 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("predictions"),
     mode: Mode = InferenceMode.slide,
-    size: Annotated[str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")
+    ] = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays."""
     from rein_cli.engine.predict import predict as predict_
 
-    written = predict_(
-        checkpoint, inputs, out, mode=mode.value, size=_parse_size(size), device=device, progress=_progress(progress)
-    )
+    bars = _progress(progress)
+    written = predict_(checkpoint, inputs, out, mode=mode.value, size=_parse_size(size), device=device, progress=bars)
     typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
 
 
 @app.command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="An official Rein checkpoint (.pth) or Meta's dinov2_vit*14_pretrain.pth.")],
+    source: Annotated[
+        Path, typer.Argument(help="An official Rein checkpoint (.pth) or Meta's dinov2_vit*14_pretrain.pth.")
+    ],
     backbone: Annotated[str, typer.Option("--backbone", help="The backbone the file was made for, e.g. dinov2-l.")],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Checkpoint directory, or for DINOv2 weights a .safetensors file or folder.")
+        Path,
+        typer.Option("--out", "-o", help="Checkpoint directory, or for DINOv2 weights a .safetensors file or folder."),
     ],
     crop: Annotated[int, typer.Option("--crop", help="Training crop the weights are for: 512 or 1024.")] = 512,
 ) -> None:
     """Convert an official checkpoint (Rein + Mask2Former head, optionally the backbone) or DINOv2 release weights."""
-    from rein_cli.models.convert import convert as convert_
+    from rein_cli.engine.convert import convert as convert_
 
     written = convert_(source, backbone, out, crop_size=crop)
     typer.echo(f"wrote {written}")
@@ -213,13 +249,6 @@ def convert(
 
 data_app = typer.Typer(help="Datasets: list, describe, download, prepare and verify.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
-
-
-def _data_root(path: Path | None) -> Path:
-    from rein_cli.config import DataConfig, data_root
-
-    return path or data_root(DataConfig())
 
 
 @data_app.command("list")
@@ -245,7 +274,8 @@ def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], data_r
 def data_prepare(
     name: Annotated[str, typer.Argument(help="A dataset name (see `rein data list`), or custom.")],
     sources: Annotated[
-        list[str], typer.Option("--from", help="Official archives or extracted folders (repeatable); hf://org/name for custom.")
+        list[str],
+        typer.Option("--from", help="Official archives or extracted folders (repeatable); hf://org/name for custom."),
     ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Prepared folder (default DATA_ROOT/NAME).")] = None,
     custom_name: Annotated[str | None, typer.Option("--name", help="For custom: the name to prepare it as.")] = None,
@@ -257,66 +287,65 @@ def data_prepare(
     progress: Progress = None,
 ) -> None:
     """Archives or folders -> a prepared folder: checked pairs, train-id labels, manifest.json (written last)."""
-    from rein_cli.data.custom import prepare_custom
-    from rein_cli.data.prepare import prepare
-    from rein_cli.data.registry import find_spec
+    from rein_cli.data.prepare import prepare_dataset
 
-    root = _data_root(data_root)
-    if name == "custom":
-        if not custom_name or len(sources) != 1:
-            raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
-        manifest = prepare_custom(Path(sources[0]) if not sources[0].startswith("hf://") else sources[0], custom_name,
-                                  out or root / custom_name, progress=_progress(progress))  # fmt: skip
-    else:
-        spec = find_spec(name)
-        target = out or root / (spec.parent or spec.name)
-        manifest = prepare(name, [Path(s) for s in sources], target, workers=workers, allow_unknown=allow_unknown,
-                           progress=_progress(progress))  # fmt: skip
-    counts = json.loads(manifest.read_text())["counts"]
-    typer.echo(f"prepared {', '.join(f'{k}: {v}' for k, v in counts.items())} -> {manifest}")
+    manifest = prepare_dataset(
+        name,
+        sources,
+        _data_root(data_root),
+        out=out,
+        custom_name=custom_name,
+        workers=workers,
+        allow_unknown=allow_unknown,
+        progress=_progress(progress),
+    )
+    typer.echo(f"prepared {', '.join(f'{k}: {v}' for k, v in manifest.counts.items())} -> {manifest.path}")
 
 
 @data_app.command("download")
 def data_download(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    dest: Annotated[Path | None, typer.Option("--dest", help="Where the archives go (default DATA_ROOT/downloads/NAME).")] = None,
-    save: Annotated[bool, typer.Option("--save-credentials", help="Store the login (mode 600) under $REIN_HOME.")] = False,
+    dest: Annotated[
+        Path | None, typer.Option("--dest", help="Where the archives go (default DATA_ROOT/downloads/NAME).")
+    ] = None,
+    save: Annotated[
+        bool, typer.Option("--save-credentials", help="Store the login (mode 600) under $REIN_HOME.")
+    ] = False,
     data_root: DataRoot = None,
     progress: Progress = None,
 ) -> None:
     """Download where the source allows it (Cityscapes, with its login), then prepare; otherwise say what to fetch."""
-    from rein_cli.config import rein_home
-    from rein_cli.data import download as dl
-    from rein_cli.data.prepare import prepare
-    from rein_cli.data.registry import find_spec
+    from rein_cli.data.download import download
 
-    spec, root = find_spec(name), _data_root(data_root)
-    if spec.download != "cityscapes":
-        typer.echo(dl.manual_instructions(spec, root))
-        return
-    store = rein_home() / "credentials" / "cityscapes.json"
-    user, password = dl.credentials(store)
-    user = user or typer.prompt("Cityscapes username or email")
-    password = password or typer.prompt("Cityscapes password", hide_input=True)
-    archives = dl.download_cityscapes(dest or root / "downloads" / spec.name, user, password, progress=_progress(progress))
-    if save:
-        dl.save_credentials(store, user, password)
-    manifest = prepare(spec.name, archives, root / spec.name, progress=_progress(progress))
-    typer.echo(f"downloaded and prepared {spec.name} -> {manifest}")
+    prompt = _prompt if sys.stdin.isatty() else None
+    result = download(
+        name, _data_root(data_root), dest=dest, save_credentials=save, prompt=prompt, progress=_progress(progress)
+    )
+    if result.manifest is None:
+        typer.echo(result.instructions)
+    else:
+        typer.echo(f"downloaded and prepared {result.manifest.dataset} -> {result.manifest.path}")
+
+
+def _prompt(question: str, secret: bool) -> str:
+    return typer.prompt(question, hide_input=secret)
 
 
 @data_app.command("verify")
-def data_verify(name: Annotated[str, typer.Argument(help="Dataset name or prepared folder.")], data_root: DataRoot = None,
-                progress: Progress = None) -> None:  # fmt: skip
+def data_verify(
+    name: Annotated[str, typer.Argument(help="Dataset name or prepared folder.")],
+    data_root: DataRoot = None,
+    progress: Progress = None,
+) -> None:
     """Re-check a prepared copy against its manifest (counts, files, label sizes)."""
-    from rein_cli.data.catalog import verify
+    from rein_cli.data.verify import verify
 
     manifest, problems = verify(name, _data_root(data_root), progress=_progress(progress))
     for problem in problems[:20]:
         typer.echo(f"  {problem}", err=True)
     if problems:
-        raise ReinError(f"{len(problems)} problems in {manifest}")
-    typer.echo(f"{manifest}: ok")
+        raise ReinError(f"{len(problems)} problems in {manifest.path}")
+    typer.echo(f"{manifest.path}: ok")
 
 
 def default_eval_dir(checkpoint: Path) -> Path:

@@ -12,11 +12,31 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rein_cli.errors import ReinError, did_you_mean, unknown_name
+
+# The closed choices; the command line's options and the builders' checks derive from these.
+Method = Literal["rein", "frozen", "full"]  # Rein; the frozen backbone alone; every backbone weight trained
+Head = Literal["mask2former", "fpn"]  # the paper's head; a light per-pixel head
+InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
+
+
+def choices(closed: Any) -> tuple[str, ...]:
+    """The values of a ``Literal`` choice, e.g. ``choices(Method) == ("rein", "frozen", "full")``."""
+    return typing.get_args(closed)
+
+
+def check_choice(kind: str, value: str, closed: Any) -> str:
+    """``value`` if it is one of the ``closed`` choices, else an error naming the choices."""
+    options = choices(closed)
+    if value not in options:
+        expected = f"{', '.join(options[:-1])} or {options[-1]}"
+        raise ReinError(f"{kind} = {value!r} is invalid; it must be {expected}{did_you_mean(str(value), options)}")
+    return value
 
 
 def recipes_dir() -> Path | None:
@@ -25,7 +45,10 @@ def recipes_dir() -> Path | None:
     return next((d for d in (here / "recipes", here.parent / "recipes") if d.is_dir()), None)
 
 
-@dataclass
+# Every section is frozen: variants are made with ``dataclasses.replace``.
+
+
+@dataclass(frozen=True)
 class ReinConfig:
     token_length: int = 100
     rank: int = 16  # low-rank tokens A @ B (LoRAReins); 0 means full-rank tokens (Reins)
@@ -33,46 +56,48 @@ class ReinConfig:
     scale_init: float = 0.001
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "dinov2-l"
     pretrained: bool = True  # False: random initialisation (tests, the offline demo)
-    weights: str | None = None  # a local safetensors of backbone weights (e.g. from `rein convert`) instead of the Hub's
-    method: str = "rein"  # rein, frozen (the backbone alone) or full (every backbone weight trained)
-    head: str = "mask2former"  # mask2former (the paper's) or fpn (light)
+    weights: str | None = (
+        None  # a local safetensors of backbone weights (e.g. from `rein convert`) instead of the Hub's
+    )
+    method: Method = "rein"
+    head: Head = "mask2former"
     head_channels: int = 256  # width of the fpn head
     num_classes: int = 19
     crop_size: int = 512
-    feature_indices: list[int] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"depth": 2}
+    feature_indices: tuple[int, ...] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
+    backbone_kwargs: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))  # e.g. depth=2
     rein: ReinConfig = field(default_factory=ReinConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     train: str = "synthetic"
-    eval: list[str] = field(default_factory=lambda: ["synthetic"])
+    eval: tuple[str, ...] = ("synthetic",)
     root: str | None = None  # prepared datasets; None: $REIN_HOME/datasets
     batch_size: int = 4
     num_workers: int = 4
-    resize_ratios: list[float] = field(default_factory=lambda: [k / 10 for k in range(5, 21)])  # short edge / crop
+    resize_ratios: tuple[float, ...] = tuple(k / 10 for k in range(5, 21))  # short edge / crop
     max_size_ratio: float = 4.0  # long edge at most this times the crop (2048 for 512 crops)
     cat_max_ratio: float = 0.75
     photometric: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     power: float = 0.9  # poly decay exponent
     warmup_iters: int = 0
     backbone_lr_mult: float = 0.1  # learning-rate factor of the pretrained backbone (method "full")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     max_iters: int = 40000
     log_interval: int = 50
@@ -81,13 +106,13 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
-    mode: str = "slide"  # slide or whole
+    mode: InferenceMode = "slide"
     stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,7 +121,18 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
+
+
+def to_dict(value: Any) -> Any:
+    """A config (or any section of one) as plain YAML/JSON data: dicts, lists, numbers, strings."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: to_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_dict(v) for v in value]
+    return value
 
 
 def rein_home() -> Path:
@@ -112,7 +148,7 @@ def data_root(cfg: DataConfig) -> Path:
 
 
 def _check_value(value: Any, annotation: Any, key: str) -> Any:
-    """Return ``value`` converted to ``annotation`` (int -> float, str -> bool), or raise naming ``key``."""
+    """``value`` converted to ``annotation`` (int -> float, str -> bool, list -> tuple), or an error naming ``key``."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -127,17 +163,21 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
             except ReinError as err:
                 errors.append(str(err))
         raise ReinError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
+    if origin is Literal:
+        return check_choice(key, value, annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
             raise ReinError(f"{key} must be a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
+        items = typing.get_args(annotation)
+        if items[-1] is Ellipsis:
+            items = (items[0],) * len(value)
+        elif len(value) != len(items):
+            raise ReinError(f"{key} must be a list of {len(items)} values, got {value!r}")
+        return tuple(_check_value(v, item, f"{key}[{i}]") for i, (v, item) in enumerate(zip(value, items, strict=True)))
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
             raise ReinError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
+        return types.MappingProxyType(dict(value))  # read-only, like the rest of the config
     if annotation is Any:
         return value
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -154,26 +194,28 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
     raise ReinError(f"{key} must be {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
-def _merge(obj: Any, data: dict[str, Any], where: str) -> None:
-    """Set the fields of dataclass ``obj`` from ``data`` (recursively); unknown keys are errors."""
+def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with the fields in ``data`` set (recursively); unknown keys are errors."""
     hints = typing.get_type_hints(type(obj))
+    changes = {}
     for key, value in data.items():
         full = f"{where}{key}"
         if key not in hints:
             raise unknown_name("config key", full, [f"{where}{k}" for k in hints])
-        current = getattr(obj, key)
+        current = changes.get(key, getattr(obj, key))
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ReinError(f"{full} is a section; give its keys ({', '.join(typing.get_type_hints(type(current)))})")
-            _merge(current, value, f"{full}.")
+                raise ReinError(
+                    f"{full} is a section; give its keys ({', '.join(typing.get_type_hints(type(current)))})"
+                )
+            changes[key] = _merge(current, value, f"{full}.")
         else:
-            setattr(obj, key, _check_value(value, hints[key], full))
+            changes[key] = _check_value(value, hints[key], full)
+    return dataclasses.replace(obj, **changes)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = Config()
-    _merge(cfg, data or {}, "")
-    return cfg
+    return _merge(Config(), data or {}, "")
 
 
 def recipe_path(recipe: str | Path) -> Path:
@@ -185,8 +227,10 @@ def recipe_path(recipe: str | Path) -> Path:
     shipped = {p.stem: p for p in folder.glob("*.yaml")} if folder else {}
     if str(recipe) in shipped:
         return shipped[str(recipe)]
-    raise ReinError(f'recipe "{recipe}" is neither a file nor a shipped recipe{did_you_mean(str(recipe), shipped)}; '
-                    f"shipped: {', '.join(sorted(shipped)) or 'none'}")  # fmt: skip
+    raise ReinError(
+        f'recipe "{recipe}" is neither a file nor a shipped recipe{did_you_mean(str(recipe), shipped)}; '
+        f"shipped: {', '.join(sorted(shipped)) or 'none'}"
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -217,7 +261,6 @@ def check_config(cfg: Config) -> Config:
         ("train.max_iters", cfg.train.max_iters, cfg.train.max_iters >= 0, ">= 0"),
         ("train.log_interval", cfg.train.log_interval, cfg.train.log_interval >= 1, ">= 1"),
         ("train.checkpoint_interval", cfg.train.checkpoint_interval, cfg.train.checkpoint_interval >= 1, ">= 1"),
-        ("eval.mode", cfg.eval.mode, cfg.eval.mode in ("slide", "whole"), "slide or whole"),
     ]
     for key, value, ok, expected in rules:
         if not ok:
@@ -245,5 +288,5 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         nested: dict[str, Any] = {keys[-1]: value}
         for k in reversed(keys[:-1]):
             nested = {k: nested}
-        _merge(cfg, nested, "")
+        cfg = _merge(cfg, nested, "")
     return check_config(cfg)

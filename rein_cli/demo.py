@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rein_cli.config import Config, load_config
+from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path, save_image, write_json
+
+if TYPE_CHECKING:
+    from rein_cli.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
 
 MARKER = "demo.json"
 OUTPUTS = ("data", "run", "predictions", "results.json", "miou.png", MARKER)  # what a demo writes, and may replace
-CONDITIONS = ("clear", "fog", "night", "rain", "snow")
 
 
 def prepare_out(out: Path) -> None:
@@ -39,36 +44,50 @@ def prepare_out(out: Path) -> None:
         raise ReinError(f"cannot create {out}: {err.strerror}; choose a writable --out") from err
 
 
-def demo_config(backbone: str | None, random_weights: bool, iters: int | None, device: str):
+def demo_config(backbone: str | None, random_weights: bool, iters: int | None, device: str) -> tuple[Config, list[str]]:
     """The demo recipe, with a named backbone's real weights when they are already on disk."""
-    from rein_cli.config import load_config
     from rein_cli.hub import cached_file
     from rein_cli.models.backbone import backbone_spec
 
     flags: dict[str, Any] = {"train.max_iters": iters, "train.device": device}
     notes = []
     if backbone is None:
-        notes.append("backbone: vit-tiny with RANDOM weights (offline default); "
-                     "run with --backbone NAME to use pretrained weights already on disk")  # fmt: skip
+        notes.append(
+            "backbone: vit-tiny with RANDOM weights (offline default); "
+            "run with --backbone NAME to use pretrained weights already on disk"
+        )
     else:
         repo = backbone_spec(backbone).hub_repo
         cached = cached_file(repo)
         if cached is None and not random_weights:
-            raise ReinError(f"pretrained weights for {backbone} ({repo}) are not on disk; fetch them with "
-                            f"`hf download {repo} model.safetensors`, or add --random-weights to run without them")  # fmt: skip
+            raise ReinError(
+                f"pretrained weights for {backbone} ({repo}) are not on disk; fetch them with "
+                f"`hf download {repo} model.safetensors`, or add --random-weights to run without them"
+            )
         flags.update({"model.backbone": backbone, "model.pretrained": cached is not None, "model.backbone_kwargs": {}})
-        notes.append(f"backbone: {backbone} with pretrained weights from {cached}" if cached is not None
-                     else f"backbone: {backbone} with RANDOM weights (--random-weights; {repo} is not on disk)")  # fmt: skip
+        if cached is not None:
+            notes.append(f"backbone: {backbone} with pretrained weights from {cached}")
+        else:
+            notes.append(f"backbone: {backbone} with RANDOM weights (--random-weights; {repo} is not on disk)")
     return load_config("demo", **flags), notes
 
 
-def run_demo(out: Path, *, backbone: str | None = None, random_weights: bool = False, iters: int | None = None,
-             device: str = "auto", num_train: int = 300, num_val: int = 40, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def run_demo(
+    out: Path,
+    *,
+    backbone: str | None = None,
+    random_weights: bool = False,
+    iters: int | None = None,
+    device: str = "auto",
+    num_train: int = 300,
+    num_val: int = 40,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation results plus ``notes`` and ``seconds``."""
     from rein_cli.data.synthetic import generate_synthetic
     from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import evaluate
-    from rein_cli.engine.train import resolve_device, train
+    from rein_cli.engine.train import train
 
     out = Path(out)
     cfg, notes = demo_config(backbone, random_weights, iters, device)  # check names and weights before writing
@@ -78,10 +97,10 @@ def run_demo(out: Path, *, backbone: str | None = None, random_weights: bool = F
         log.info(note)
     data = out / "data"
     generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
-    cfg.data.root = str(data)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
     run = train(cfg, out / "run", progress=progress, evaluate_after=False)
-    model = load_segmentor(run / "checkpoints" / "last", resolve_device(device))  # evaluate what was saved
-    names = ["synthetic" if c == "clear" else f"synthetic-{c}" for c in CONDITIONS]
+    model = load_segmentor(run / "checkpoints" / "last", device)  # evaluate what was saved
+    names = [synthetic_name(c) for c in SYNTHETIC_CONDITIONS]
     results = evaluate(model, names, out=out, data_dir=data, mode=cfg.eval.mode, progress=progress)
     plot_miou(results, out / "miou.png")
     write_overlays(model, data, out / "predictions")
@@ -99,7 +118,7 @@ def plot_miou(results: dict[str, Any], path: Path) -> None:
 
     names = list(results["datasets"])
     values = [results["datasets"][n]["mIoU"] for n in names]
-    labels = [n.removeprefix("synthetic-") if n != "synthetic" else "clear (source)" for n in names]
+    labels = [n.removeprefix("synthetic-") if n != synthetic_name("clear") else "clear (source)" for n in names]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     bars = ax.bar(labels, values, color=["#4c72b0"] + ["#dd8452"] * (len(values) - 1))
     ax.bar_label(bars, fmt="%.1f")
@@ -112,17 +131,16 @@ def plot_miou(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_overlays(model, data: Path, out: Path, *, scenes: int = 3) -> list[Path]:
+def write_overlays(model: Segmentor, data: Path, out: Path, *, scenes: int = 3) -> list[Path]:
     """For a few validation scenes: one row per condition of image | prediction | ground truth."""
     from rein_cli.data.dataset import SegmentationDataset
-    from rein_cli.data.labels import colorize
     from rein_cli.data.transforms import EvalTransform
     from rein_cli.engine.inference import infer
+    from rein_cli.labels import colorize
     from rein_cli.models.segmentor import model_device
 
-    palette = model.checkpoint_config["palette"]
     transform = EvalTransform(model.mean, model.std)
-    sets = [SegmentationDataset(data / ("synthetic" if c == "clear" else f"synthetic-{c}"), "val") for c in CONDITIONS]
+    sets = [SegmentationDataset(data / synthetic_name(c), "val") for c in SYNTHETIC_CONDITIONS]
     written = []
     for index in range(min(scenes, len(sets[0]))):
         rows = []
@@ -132,7 +150,7 @@ def write_overlays(model, data: Path, out: Path, *, scenes: int = 3) -> list[Pat
             image, _ = transform(item["image"], None)
             scores = infer(model, image[None].to(model_device(model)), mode="whole", crop=model.crop_size)
             pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            rows.append(np.concatenate([rgb, colorize(pred, palette), colorize(label, palette)], axis=1))
+            rows.append(np.concatenate([rgb, colorize(pred, model.palette), colorize(label, model.palette)], axis=1))
         path = out / f"scene_{index:02d}.jpg"
         save_image(path, np.concatenate(rows, axis=0))
         written.append(path)

@@ -17,7 +17,9 @@ def cached_file(repo_id: str, filename: str = WEIGHTS_FILE, cache_dir: Path | No
     return Path(found) if isinstance(found, str) else None
 
 
-def download_file(repo_id: str, filename: str = WEIGHTS_FILE, cache_dir: Path | None = None, endpoint: str | None = None) -> Path:
+def download_file(
+    repo_id: str, filename: str = WEIGHTS_FILE, cache_dir: Path | None = None, endpoint: str | None = None
+) -> Path:
     """Download (or reuse from the cache) one file of a Hub repo, with the Hub's progress bar and a clear
     error when it fails. ``endpoint``: a Hub mirror (default: $HF_ENDPOINT or huggingface.co)."""
     from huggingface_hub import hf_hub_download

@@ -1,30 +1,26 @@
-"""Shared fixtures: tiny models (random weights, a few thousand parameters) and a tiny synthetic benchmark."""
+"""Shared fixtures: an offline, bar-free environment, tiny models, a tiny synthetic benchmark, a trained run."""
 
 from __future__ import annotations
 
-import os
+import zipfile
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
-os.environ.setdefault("TQDM_DISABLE", "1")
+from . import fake_datasets as fake
+from .helpers import TINY, rein, sets
 
-TINY = dict(backbone="vit-tiny", crop_size=64, feature_indices=[0, 1, 2, 3], head="fpn", head_channels=16,
-            backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2})  # fmt: skip
-TINY_SETS = [
-    "model.backbone=vit-tiny",
-    "model.pretrained=false",
-    "model.crop_size=64",
-    "model.head=fpn",
-    "model.head_channels=16",
-    "model.feature_indices=[0,1,2,3]",
-    "model.backbone_kwargs={'depth':4,'embed_dim':32,'num_heads':2}",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "train.log_interval=1",
-    "eval.mode=whole",
-]
+
+@pytest.fixture(autouse=True, scope="session")
+def offline():
+    """No test may reach the network (huggingface_hub reads HF_HUB_OFFLINE once, at import), and no progress bars."""
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TQDM_DISABLE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield
 
 
 @pytest.fixture
@@ -43,3 +39,22 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     generate_synthetic(root, num_train=8, num_val=4, width=128, height=64, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic_root):
+    """A run directory: the tiny model trained 3 iterations on the synthetic scenes from the command line."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog']")
+    assert rein("train", *args, "--iters", 3, "--out", out, "--no-progress") == 0
+    return out
+
+
+@pytest.fixture
+def cityscapes_folder(tmp_path):
+    """The fake Cityscapes, extracted."""
+    sources, raw = fake.cityscapes(tmp_path / "src")
+    folder = tmp_path / "extracted"
+    for archive in sources:
+        zipfile.ZipFile(archive).extractall(folder)
+    return folder, raw

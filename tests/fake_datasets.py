@@ -77,9 +77,12 @@ def synthia(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
         stem = f"{i:07d}"
         image(root / "RGB" / f"{stem}.png", seed=i)
         ids = np.resize(
-            np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]), (H // 4) * (W // 4)
+            np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]),
+            (H // 4) * (W // 4),
         )
-        ids = np.kron(np.random.default_rng(i).permutation(ids).reshape(H // 4, W // 4), np.ones((4, 4), dtype=np.int64))
+        ids = np.kron(
+            np.random.default_rng(i).permutation(ids).reshape(H // 4, W // 4), np.ones((4, 4), dtype=np.int64)
+        )
         bgr = np.zeros((H, W, 3), dtype=np.uint16)
         bgr[..., 2] = ids  # the class id: the channel OpenCV returns last; another channel holds instance ids
         bgr[..., 1] = 1000 + i
@@ -96,7 +99,9 @@ def bdd100k(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
             stem = f"{split[0]}{i:04d}-{i:08x}"
             image(tmp / "i" / "bdd100k" / "images" / "10k" / split / f"{stem}.jpg", seed=i)
             raw[stem] = label(
-                tmp / "l" / "bdd100k" / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", [*range(19), 255], seed=i
+                tmp / "l" / "bdd100k" / "labels" / "sem_seg" / "masks" / split / f"{stem}.png",
+                [*range(19), 255],
+                seed=i,
             )
     # named apart from the official archives, whose published MD5 these fakes cannot have
     return [zip_folder(tmp / "i", tmp / "images_10k.zip"), zip_folder(tmp / "l", tmp / "sem_seg_labels.zip")], raw
@@ -111,7 +116,9 @@ def mapillary(tmp: Path) -> tuple[Path, dict[str, np.ndarray]]:
             stem = f"{split[:3]}_{i:03d}"
             size = (W + 2 * i + 1, H + 2 * i)  # varied sizes, odd widths too
             image(root / split / "images" / f"{stem}.jpg", seed=i, size=size)
-            raw[stem] = label(root / split / "v1.2" / "labels" / f"{stem}.png", list(range(66)), seed=i, size=size, palette=True)
+            raw[stem] = label(
+                root / split / "v1.2" / "labels" / f"{stem}.png", list(range(66)), seed=i, size=size, palette=True
+            )
             label(root / split / "v2.0" / "labels" / f"{stem}.png", list(range(124)), seed=i, size=size, palette=True)
     return root, raw
 
@@ -124,6 +131,11 @@ def acdc(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
             image(tmp / "r" / "rgb_anon" / condition / split / f"GOPR{c:04d}" / f"{stem}_rgb_anon.png", seed=c)
             gt = tmp / "g" / "gt" / condition / split / f"GOPR{c:04d}"
             raw[f"{condition}/{stem}"] = label(gt / f"{stem}_gt_labelTrainIds.png", [*range(19), 255], seed=c)
-            label(tmp / "g" / "gt" / condition / split / f"GOPR{c:04d}" / f"{stem}_gt_labelIds.png", [7], seed=0)  # ignored
-    archives = [zip_folder(tmp / "r", tmp / "rgb_anon_trainvaltest.zip"), zip_folder(tmp / "g", tmp / "gt_trainval.zip")]
+            label(
+                tmp / "g" / "gt" / condition / split / f"GOPR{c:04d}" / f"{stem}_gt_labelIds.png", [7], seed=0
+            )  # ignored
+    archives = [
+        zip_folder(tmp / "r", tmp / "rgb_anon_trainvaltest.zip"),
+        zip_folder(tmp / "g", tmp / "gt_trainval.zip"),
+    ]
     return archives, raw

@@ -1,5 +1,6 @@
 """Checkpoints: save -> load -> identical outputs; what is stored; safe, clear failures."""
 
+import dataclasses
 import json
 
 import pytest
@@ -11,30 +12,31 @@ from rein_cli.engine.checkpoint import load_segmentor, save_checkpoint
 from rein_cli.errors import ReinError
 from rein_cli.models.segmentor import segmentor_from_config
 
-from .conftest import TINY_SETS
+from .helpers import TINY_SETS
 
 
 def tiny_config(pretrained: bool = False):
-    cfg = load_config(None, TINY_SETS)
-    cfg.model.pretrained = pretrained
-    return cfg
+    return load_config(None, [*TINY_SETS, f"model.pretrained={pretrained}"])
 
 
-def save(model, path, cfg):
-    classes, palette = [f"c{i}" for i in range(19)], [[i, i, i] for i in range(19)]
-    info = {"iterations": 3}
-    return save_checkpoint(
-        model, path, model_config=cfg.model, classes=classes, palette=palette, mean=model.mean, std=model.std, info=info
-    )
+CLASSES, PALETTE = [f"c{i}" for i in range(19)], [[i, i, i] for i in range(19)]
+
+
+def build(cfg):
+    return segmentor_from_config(cfg.model, classes=CLASSES, palette=PALETTE)
+
+
+def save(model, path):
+    return save_checkpoint(model, path, info={"iterations": 3})
 
 
 def test_round_trip_gives_identical_outputs(tmp_path):
     cfg = tiny_config()
     torch.manual_seed(0)
-    model = segmentor_from_config(cfg.model)
+    model = build(cfg)
     with torch.no_grad():
         model.backbone.reins.scale.fill_(0.5)  # make the Rein path matter
-    path = save(model, tmp_path / "ckpt", cfg)
+    path = save(model, tmp_path / "ckpt")
     assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
     assert config["model"]["backbone"] == "vit-tiny" and config["backbone_in_checkpoint"] is True
@@ -42,16 +44,16 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(123)  # a different seed: the random backbone must come from the file, not the seed
     loaded = load_segmentor(path)
     assert not loaded.training
+    assert loaded.classes == tuple(CLASSES) and loaded.palette == tuple(tuple(c) for c in PALETTE)
+    assert loaded.config == cfg.model and (loaded.mean, loaded.std) == (model.mean, model.std)
     x = torch.randn(1, 3, 64, 96)
     torch.testing.assert_close(loaded.semantic_scores(x), model.eval().semantic_scores(x), rtol=0, atol=0)
 
 
 def test_pretrained_backbones_are_not_stored(tmp_path):
-    cfg = tiny_config(pretrained=True)
-    cfg.model.pretrained = False
-    model = segmentor_from_config(cfg.model)
-    cfg.model.pretrained = True  # as if the backbone had come from the Hub
-    path = save(model, tmp_path / "ckpt", cfg)
+    model = build(tiny_config(pretrained=False))
+    model.config = dataclasses.replace(model.config, pretrained=True)  # as if the backbone had come from the Hub
+    path = save(model, tmp_path / "ckpt")
     keys = set(load_file(str(path / "model.safetensors")))
     assert keys == {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(k.startswith("backbone.vit.") for k in keys)
@@ -59,19 +61,17 @@ def test_pretrained_backbones_are_not_stored(tmp_path):
 
 
 def test_saving_replaces_an_old_checkpoint_atomically(tmp_path):
-    cfg = tiny_config()
-    model = segmentor_from_config(cfg.model)
-    save(model, tmp_path / "ckpt", cfg)
-    save(model, tmp_path / "ckpt", cfg)
+    model = build(tiny_config())
+    save(model, tmp_path / "ckpt")
+    save(model, tmp_path / "ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary or old folders left
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ReinError, match="not a rein checkpoint"):
         load_segmentor(tmp_path)
-    cfg = tiny_config()
-    model = segmentor_from_config(cfg.model)
-    path = save(model, tmp_path / "ckpt", cfg)
+    model = build(tiny_config())
+    path = save(model, tmp_path / "ckpt")
     state = load_file(str(path / "model.safetensors"))
     state.pop("head.classifier.weight")
     save_file(state, str(path / "model.safetensors"))
@@ -92,3 +92,13 @@ def test_missing_pretrained_weights_say_how_to_get_them(tmp_path, monkeypatch):
     cfg = tiny_config(pretrained=True)
     with pytest.raises(ReinError, match=r"hf download timm/vit_tiny_patch16_224\.augreg_in21k_ft_in1k"):
         segmentor_from_config(cfg.model, download=False)
+
+
+def test_loading_uses_the_stored_normalisation(tmp_path):
+    path = save(build(tiny_config()), tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    assert config["normalization"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # vit-tiny's own
+    config["normalization"] = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = load_segmentor(path, "auto")
+    assert loaded.mean == (0.1, 0.2, 0.3) and loaded.std == (0.4, 0.5, 0.6)

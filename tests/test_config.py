@@ -1,16 +1,23 @@
 """Config precedence, recipe loading, --set parsing and type checks, clear errors for unknown keys."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from rein_cli.config import Config, config_from_dict, load_config, parse_override
+from rein_cli.config import Config, Head, InferenceMode, Method, choices, config_from_dict, load_config, parse_override
 from rein_cli.errors import ReinError
 
 
 def test_defaults_are_the_paper_setting():
     cfg = Config()
     assert (cfg.model.backbone, cfg.model.crop_size, cfg.optim.lr, cfg.train.max_iters, cfg.data.batch_size) == (
-        "dinov2-l", 512, 1e-4, 40000, 4)  # fmt: skip
+        "dinov2-l",
+        512,
+        1e-4,
+        40000,
+        4,
+    )
     assert cfg.data.resize_ratios[0] == 0.5 and cfg.data.resize_ratios[-1] == 2.0 and len(cfg.data.resize_ratios) == 16
 
 
@@ -62,3 +69,31 @@ def test_shipped_recipe_and_round_trip(tmp_path):
     bad.write_text("model: [1, 2\n")
     with pytest.raises(ReinError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_configs_are_frozen_and_variants_are_replacements():
+    cfg = load_config(None, ["model.feature_indices=[0, 1, 2, 3]", "model.backbone_kwargs={'depth': 2}"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.backbone = "dinov2-s"
+    assert cfg.model.feature_indices == (0, 1, 2, 3) and cfg.data.eval == ("synthetic",)  # lists become tuples
+    assert isinstance(cfg.optim.betas, tuple) and isinstance(cfg.data.resize_ratios, tuple)
+    with pytest.raises(TypeError):
+        cfg.model.backbone_kwargs["depth"] = 3  # read-only
+    variant = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone="dinov2-s"))
+    assert variant.model.backbone == "dinov2-s" and cfg.model.backbone == "dinov2-l"
+    plain = cfg.to_dict()  # plain data for YAML and JSON
+    assert plain["model"]["feature_indices"] == [0, 1, 2, 3] and plain["model"]["backbone_kwargs"] == {"depth": 2}
+    assert plain["optim"]["betas"] == [0.9, 0.999] and yaml.safe_load(yaml.safe_dump(plain)) == plain
+
+
+def test_closed_choices_come_from_one_place():
+    assert choices(Method) == ("rein", "frozen", "full") and choices(Head) == ("mask2former", "fpn")
+    assert choices(InferenceMode) == ("slide", "whole")
+    with pytest.raises(
+        ReinError, match=r"model.method = 'rein2' is invalid; it must be rein, frozen or full \(did you mean"
+    ):
+        load_config(None, ["model.method=rein2"])
+    with pytest.raises(ReinError, match=r"model\.head = 'uper' is invalid; it must be mask2former or fpn"):
+        load_config(None, ["model.head=uper"])
+    with pytest.raises(ReinError, match=r"optim\.betas must be a list of 2 values"):
+        load_config(None, ["optim.betas=[0.9]"])

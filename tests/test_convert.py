@@ -1,6 +1,7 @@
 """`rein convert`: official key names both ways, round trips to identical outputs, strict errors, safe loading,
 and Meta's DINOv2 release converted exactly like the official converter."""
 
+import json
 import re
 
 import pytest
@@ -9,21 +10,29 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from rein_cli.engine.checkpoint import load_segmentor
+from rein_cli.engine.convert import convert, from_official, load_official_into, load_state_dict_file, to_official
 from rein_cli.errors import ReinError
-from rein_cli.models.convert import convert, from_official, load_official_into, load_state_dict_file, to_official
 from rein_cli.models.segmentor import build_segmentor
 
-from .test_cli import rein
+from .helpers import rein
 
 # The official DINOv2-L Rein checkpoint, as key patterns with shapes (official-keys.md): 11 + 292 keys.
 OFFICIAL = {
-    "backbone.reins.scale": (), "backbone.reins.learnable_tokens_a": (24, 100, 16), "backbone.reins.learnable_tokens_b": (24, 16, 1024),
-    "backbone.reins.mlp_token2feat.weight": (1024, 1024), "backbone.reins.mlp_token2feat.bias": (1024,),
-    "backbone.reins.mlp_delta_f.weight": (1024, 1024), "backbone.reins.mlp_delta_f.bias": (1024,),
-    "backbone.reins.transform.weight": (256, 1024), "backbone.reins.transform.bias": (256,),
-    "backbone.reins.merge.weight": (256, 768), "backbone.reins.merge.bias": (256,),
-    "decode_head.pixel_decoder.input_convs.{i3}.conv.weight": (256, 1024, 1, 1), "decode_head.pixel_decoder.input_convs.{i3}.conv.bias": (256,),
-    "decode_head.pixel_decoder.input_convs.{i3}.gn.weight": (256,), "decode_head.pixel_decoder.input_convs.{i3}.gn.bias": (256,),
+    "backbone.reins.scale": (),
+    "backbone.reins.learnable_tokens_a": (24, 100, 16),
+    "backbone.reins.learnable_tokens_b": (24, 16, 1024),
+    "backbone.reins.mlp_token2feat.weight": (1024, 1024),
+    "backbone.reins.mlp_token2feat.bias": (1024,),
+    "backbone.reins.mlp_delta_f.weight": (1024, 1024),
+    "backbone.reins.mlp_delta_f.bias": (1024,),
+    "backbone.reins.transform.weight": (256, 1024),
+    "backbone.reins.transform.bias": (256,),
+    "backbone.reins.merge.weight": (256, 768),
+    "backbone.reins.merge.bias": (256,),
+    "decode_head.pixel_decoder.input_convs.{i3}.conv.weight": (256, 1024, 1, 1),
+    "decode_head.pixel_decoder.input_convs.{i3}.conv.bias": (256,),
+    "decode_head.pixel_decoder.input_convs.{i3}.gn.weight": (256,),
+    "decode_head.pixel_decoder.input_convs.{i3}.gn.bias": (256,),
     "decode_head.pixel_decoder.encoder.layers.{i6}.self_attn.sampling_offsets.weight": (192, 256),
     "decode_head.pixel_decoder.encoder.layers.{i6}.self_attn.sampling_offsets.bias": (192,),
     "decode_head.pixel_decoder.encoder.layers.{i6}.self_attn.attention_weights.weight": (96, 256),
@@ -40,10 +49,13 @@ OFFICIAL = {
     "decode_head.pixel_decoder.encoder.layers.{i6}.norms.{i2}.bias": (256,),
     "decode_head.pixel_decoder.level_encoding.weight": (3, 256),
     "decode_head.pixel_decoder.lateral_convs.0.conv.weight": (256, 1024, 1, 1),
-    "decode_head.pixel_decoder.lateral_convs.0.gn.weight": (256,), "decode_head.pixel_decoder.lateral_convs.0.gn.bias": (256,),
+    "decode_head.pixel_decoder.lateral_convs.0.gn.weight": (256,),
+    "decode_head.pixel_decoder.lateral_convs.0.gn.bias": (256,),
     "decode_head.pixel_decoder.output_convs.0.conv.weight": (256, 256, 3, 3),
-    "decode_head.pixel_decoder.output_convs.0.gn.weight": (256,), "decode_head.pixel_decoder.output_convs.0.gn.bias": (256,),
-    "decode_head.pixel_decoder.mask_feature.weight": (256, 256, 1, 1), "decode_head.pixel_decoder.mask_feature.bias": (256,),
+    "decode_head.pixel_decoder.output_convs.0.gn.weight": (256,),
+    "decode_head.pixel_decoder.output_convs.0.gn.bias": (256,),
+    "decode_head.pixel_decoder.mask_feature.weight": (256, 256, 1, 1),
+    "decode_head.pixel_decoder.mask_feature.bias": (256,),
     "decode_head.transformer_decoder.layers.{i9}.{attn}.attn.in_proj_weight": (768, 256),
     "decode_head.transformer_decoder.layers.{i9}.{attn}.attn.in_proj_bias": (768,),
     "decode_head.transformer_decoder.layers.{i9}.{attn}.attn.out_proj.weight": (256, 256),
@@ -54,12 +66,24 @@ OFFICIAL = {
     "decode_head.transformer_decoder.layers.{i9}.ffn.layers.1.bias": (256,),
     "decode_head.transformer_decoder.layers.{i9}.norms.{i3}.weight": (256,),
     "decode_head.transformer_decoder.layers.{i9}.norms.{i3}.bias": (256,),
-    "decode_head.transformer_decoder.post_norm.weight": (256,), "decode_head.transformer_decoder.post_norm.bias": (256,),
-    "decode_head.level_embed.weight": (3, 256), "decode_head.cls_embed.weight": (20, 256), "decode_head.cls_embed.bias": (20,),
-    "decode_head.mask_embed.{m}.weight": (256, 256), "decode_head.mask_embed.{m}.bias": (256,),
-    "decode_head.querys2feat.weight": (256, 256), "decode_head.querys2feat.bias": (256,),
-}  # fmt: skip
-FILL = {"i2": range(2), "i3": range(3), "i6": range(6), "i9": range(9), "attn": ("self_attn", "cross_attn"), "m": (0, 2, 4)}
+    "decode_head.transformer_decoder.post_norm.weight": (256,),
+    "decode_head.transformer_decoder.post_norm.bias": (256,),
+    "decode_head.level_embed.weight": (3, 256),
+    "decode_head.cls_embed.weight": (20, 256),
+    "decode_head.cls_embed.bias": (20,),
+    "decode_head.mask_embed.{m}.weight": (256, 256),
+    "decode_head.mask_embed.{m}.bias": (256,),
+    "decode_head.querys2feat.weight": (256, 256),
+    "decode_head.querys2feat.bias": (256,),
+}
+FILL = {
+    "i2": range(2),
+    "i3": range(3),
+    "i6": range(6),
+    "i9": range(9),
+    "attn": ("self_attn", "cross_attn"),
+    "m": (0, 2, 4),
+}
 
 
 def expand(patterns: dict) -> dict:
@@ -92,13 +116,23 @@ def official_state(model, with_backbone: bool) -> dict:
 
 
 def test_round_trip_through_official_naming_gives_identical_outputs():
-    source = build_segmentor("dinov2-s", crop_size=64, backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
-                             feature_indices=[0, 1, 2, 3], token_length=100)  # fmt: skip
+    source = build_segmentor(
+        "dinov2-s",
+        crop_size=64,
+        backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
+        feature_indices=[0, 1, 2, 3],
+        token_length=100,
+    )
     with torch.no_grad():
         source.backbone.reins.scale.fill_(0.3)
     torch.manual_seed(7)
-    target = build_segmentor("dinov2-s", crop_size=64, backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
-                             feature_indices=[0, 1, 2, 3], token_length=100)  # fmt: skip
+    target = build_segmentor(
+        "dinov2-s",
+        crop_size=64,
+        backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
+        feature_indices=[0, 1, 2, 3],
+        token_length=100,
+    )
     state = official_state(source, with_backbone=True)
     state["backbone.mask_token"] = torch.zeros(1, 32)  # in every official backbone, unused
     load_official_into(target, state, with_backbone=True)
@@ -122,7 +156,8 @@ def test_rein_convert_round_trip_with_the_backbone(dinov2_s_official, tmp_path):
     model, path = dinov2_s_official
     assert rein("convert", path, "--backbone", "dinov2-s", "--out", tmp_path / "ckpt") == 0
     loaded = load_segmentor(tmp_path / "ckpt")
-    assert loaded.checkpoint_config["backbone_in_checkpoint"] is True
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["backbone_in_checkpoint"] is True
+    assert loaded.config.pretrained is False and loaded.classes[0] == "road"
     x = torch.randn(1, 3, 128, 128)
     torch.testing.assert_close(loaded.semantic_scores(x), model.eval().semantic_scores(x), rtol=0, atol=0)
 
@@ -173,7 +208,11 @@ def test_dinov2_release_is_converted_like_the_official_converter(tmp_path):
     converted = load_file(str(out))
     kernel = F.interpolate(meta["patch_embed.proj.weight"].float(), size=(16, 16), mode="bicubic", align_corners=False)
     grid = meta["pos_embed"][:, 1:].reshape(1, 37, 37, 384).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(32, 32), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 1024, 384)
+    grid = (
+        F.interpolate(grid, size=(32, 32), mode="bicubic", align_corners=False)
+        .permute(0, 2, 3, 1)
+        .reshape(1, 1024, 384)
+    )
     assert torch.equal(converted["patch_embed.proj.weight"], kernel)
     assert torch.equal(converted["pos_embed"], torch.cat([meta["pos_embed"][:, :1], grid], 1))
     assert torch.equal(converted["blocks.11.mlp.fc2.weight"], meta["blocks.11.mlp.fc2.weight"])
@@ -186,7 +225,7 @@ def test_dinov2_release_is_converted_like_the_official_converter(tmp_path):
 
 
 def test_convnext_per_stage_reins_convert_too():
-    from rein_cli.models.convert import official_model_args
+    from rein_cli.engine.convert import official_model_args
 
     kwargs = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64)}
     source = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, token_length=100)

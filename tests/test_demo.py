@@ -8,7 +8,7 @@ from PIL import Image
 from rein_cli.demo import run_demo
 from rein_cli.errors import ReinError
 
-from .test_cli import rein
+from .helpers import rein
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,20 @@ def demo_out(tmp_path_factory):
 def test_demo_writes_results_chart_and_overlays(demo_out):
     out, result = demo_out
     results = json.loads((out / "results.json").read_text())
-    assert list(results["datasets"]) == ["synthetic", "synthetic-fog", "synthetic-night", "synthetic-rain", "synthetic-snow"]
+    assert list(results["datasets"]) == [
+        "synthetic",
+        "synthetic-fog",
+        "synthetic-night",
+        "synthetic-rain",
+        "synthetic-snow",
+    ]
     assert all(0 <= d["mIoU"] <= 100 and d["images"] == 2 for d in results["datasets"].values())
     assert Image.open(out / "miou.png").size[0] > 300
     overlays = sorted((out / "predictions").glob("*.jpg"))
-    assert len(overlays) == 2 and Image.open(overlays[0]).size == (3 * 512, 5 * 256)  # image | prediction | truth, 5 conditions
+    assert len(overlays) == 2 and Image.open(overlays[0]).size == (
+        3 * 512,
+        5 * 256,
+    )  # image | prediction | truth, 5 conditions
     assert any("RANDOM weights" in note for note in result["notes"])
     marker = json.loads((out / "demo.json").read_text())
     assert marker["config"]["model"]["backbone"] == "vit-tiny" and marker["seconds"] > 0
@@ -49,6 +58,14 @@ def test_named_backbone_needs_weights_on_disk_unless_asked(tmp_path, monkeypatch
     with pytest.raises(ReinError, match=r"pretrained weights for dinov2-s .* not on disk.*--random-weights"):
         run_demo(tmp_path / "out", backbone="dinov2-s", iters=1, num_train=8, num_val=1, progress=False)
     assert not (tmp_path / "out").exists()
-    result = run_demo(tmp_path / "out", backbone="dinov2-s", random_weights=True, iters=1, num_train=8, num_val=1,
-                      device="cpu", progress=False)  # fmt: skip
+    result = run_demo(
+        tmp_path / "out",
+        backbone="dinov2-s",
+        random_weights=True,
+        iters=1,
+        num_train=8,
+        num_val=1,
+        device="cpu",
+        progress=False,
+    )
     assert any("dinov2-s with RANDOM weights" in note for note in result["notes"])

@@ -13,7 +13,7 @@ from rein_cli.data.download import download_cityscapes
 from rein_cli.errors import ReinError
 
 from . import fake_datasets as fake
-from .test_cli import rein
+from .helpers import rein
 
 
 class FakeCityscapes(BaseHTTPRequestHandler):
@@ -103,3 +103,31 @@ def test_download_then_prepare_from_the_command_line(server, tmp_path, monkeypat
     manifest = json.loads((tmp_path / "root" / "cityscapes" / "manifest.json").read_text())
     assert manifest["counts"] == {"train": 4, "val": 2}
     assert not (tmp_path / "home" / "credentials").exists()  # never stored unless asked
+
+
+def test_the_library_function_asks_only_through_its_prompt(server, tmp_path, monkeypatch):
+    from rein_cli.data.download import download
+
+    monkeypatch.setenv("REIN_CITYSCAPES_URL", server)
+    monkeypatch.setenv("REIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CITYSCAPES_USERNAME", raising=False)
+    monkeypatch.delenv("CITYSCAPES_PASSWORD", raising=False)
+    manual = download("bdd", tmp_path / "root")
+    assert manual.manifest is None and "bdd100k must be downloaded by hand" in manual.instructions
+    assert f"prepared into {tmp_path / 'root' / 'bdd100k'}" in manual.instructions
+    with pytest.raises(ReinError, match="Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD"):
+        download("cityscapes", tmp_path / "root")  # no prompt: nothing waits for an answer
+    asked = []
+
+    def prompt(question: str, secret: bool) -> str:
+        asked.append((question, secret))
+        return "secret" if secret else "user"
+
+    result = download("citys", tmp_path / "root", prompt=prompt, save_credentials=True, progress=False)
+    assert asked == [("Cityscapes username or email", False), ("Cityscapes password", True)]
+    assert result.manifest.dataset == "cityscapes" and result.manifest.counts == {"train": 4, "val": 2}
+    store = tmp_path / "home" / "credentials" / "cityscapes.json"
+    assert json.loads(store.read_text()) == {"username": "user", "password": "secret"}
+    assert store.stat().st_mode & 0o777 == 0o600
+    again = download("cityscapes", tmp_path / "root", prompt=prompt, progress=False)  # the saved login is used
+    assert len(asked) == 2 and again.manifest.path == result.manifest.path

@@ -11,9 +11,13 @@ def test_confusion_matrix_counts_and_ignores_255():
     target = torch.tensor([[0, 0, 1, 1], [2, 255, 255, 1]])
     pred = torch.tensor([[0, 1, 1, 1], [0, 2, 0, 2]])
     cm = confusion_matrix(pred, target, num_classes=3)
-    expected = torch.tensor([[1, 1, 0],   # class 0: one right, one predicted as 1
-                             [0, 2, 1],   # class 1: two right, one predicted as 2
-                             [1, 0, 0]])  # class 2: predicted as 0  # fmt: skip
+    expected = torch.tensor(
+        [
+            [1, 1, 0],  # class 0: one right, one predicted as 1
+            [0, 2, 1],  # class 1: two right, one predicted as 2
+            [1, 0, 0],
+        ]
+    )  # class 2: predicted as 0
     assert torch.equal(cm, expected)
     assert cm.sum() == 6  # the two 255 pixels are not counted
 

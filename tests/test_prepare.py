@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.prepare import prepare
 from rein_cli.errors import ReinError
 
 from . import fake_datasets as fake
-from .test_cli import rein
+from .helpers import read_pairs
 
 # The tables, written out independently of the code under test (rein-facts §9).
 CITYSCAPES = {
@@ -41,9 +40,42 @@ CITYSCAPES = {
     33: 18,
 }
 SYNTHIA = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13, 19: 15, 12: 17, 11: 18}
-MAPILLARY = {7: 0, 8: 0, 10: 0, 13: 0, 14: 0, 23: 0, 24: 0, 2: 1, 9: 1, 11: 1, 15: 1, 17: 2, 6: 3, 3: 4, 44: 5, 45: 5, 47: 5,
-             48: 6, 46: 7, 49: 7, 50: 7, 30: 8, 29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16,
-             57: 17, 52: 18}  # fmt: skip
+MAPILLARY = {
+    7: 0,
+    8: 0,
+    10: 0,
+    13: 0,
+    14: 0,
+    23: 0,
+    24: 0,
+    2: 1,
+    9: 1,
+    11: 1,
+    15: 1,
+    17: 2,
+    6: 3,
+    3: 4,
+    44: 5,
+    45: 5,
+    47: 5,
+    48: 6,
+    46: 7,
+    49: 7,
+    50: 7,
+    30: 8,
+    29: 9,
+    27: 10,
+    19: 11,
+    20: 12,
+    21: 12,
+    22: 12,
+    55: 13,
+    61: 14,
+    54: 15,
+    58: 16,
+    57: 17,
+    52: 18,
+}
 
 
 def mapped(raw: np.ndarray, table: dict) -> np.ndarray:
@@ -53,27 +85,19 @@ def mapped(raw: np.ndarray, table: dict) -> np.ndarray:
     return out
 
 
-def load(manifest, split):
-    data = SegmentationDataset(manifest, split)
-    return [(Path_(i["path"]), i["label"].numpy()) for i in (data[k] for k in range(len(data)))]
-
-
-def Path_(p):
-    from pathlib import Path
-
-    return Path(p)
-
-
 def test_cityscapes_from_the_official_archives(tmp_path):
     sources, raw = fake.cityscapes(tmp_path / "src")
     manifest = prepare("cityscapes", sources, tmp_path / "out", workers=2, progress=False)
     data = json.loads(manifest.read_text())
     assert data["counts"] == {"train": 4, "val": 2} and data["dataset"] == "cityscapes"
-    assert [a["name"] for a in data["source"]["archives"]] == ["leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip"]
+    assert [a["name"] for a in data["source"]["archives"]] == [
+        "leftImg8bit_trainvaltest.zip",
+        "gtFine_trainvaltest.zip",
+    ]
     assert data["label_space"]["classes"][13] == "car" and "train ids" in data["converted"]
     assert any("published count is 2975" in w for w in data["warnings"])
     for split in ("train", "val"):
-        for image, label in load(manifest, split):
+        for image, label in read_pairs(manifest, split):
             stem = image.name.removesuffix("_leftImg8bit.png")
             assert np.array_equal(label, mapped(raw[stem], CITYSCAPES)), stem
     item = data["splits"]["train"][0]
@@ -84,8 +108,10 @@ def test_gta5_resizes_odd_labels_and_reports_them(tmp_path):
     sources, raw = fake.gta5(tmp_path / "src")
     manifest = prepare("gta", sources, tmp_path / "out", workers=1, progress=False)
     data = json.loads(manifest.read_text())
-    assert data["counts"] == {"train": 4} and len(data["resized_labels"]) == 1 and "00003.png" in data["resized_labels"][0]
-    for image, label in load(manifest, "train"):
+    assert (
+        data["counts"] == {"train": 4} and len(data["resized_labels"]) == 1 and "00003.png" in data["resized_labels"][0]
+    )
+    for image, label in read_pairs(manifest, "train"):
         truth = raw[image.stem]
         if truth.shape != label.shape:
             truth = np.asarray(Image.fromarray(truth).resize((label.shape[1], label.shape[0]), Image.NEAREST))
@@ -96,7 +122,7 @@ def test_synthia_16_bit_labels(tmp_path):
     pytest.importorskip("cv2")
     sources, raw = fake.synthia(tmp_path / "src")
     manifest = prepare("synthia", sources, tmp_path / "out", workers=1, progress=False)
-    for image, label in load(manifest, "train"):
+    for image, label in read_pairs(manifest, "train"):
         assert np.array_equal(label, mapped(raw[image.stem], SYNTHIA))
     assert set(np.unique(label)) - {255} <= set(SYNTHIA.values())  # 16 classes: no terrain, truck, train
 
@@ -113,7 +139,7 @@ def test_bdd100k_labels_are_used_in_place_after_checking(tmp_path):
     manifest = prepare("bdd", sources, tmp_path / "out", workers=1, progress=False)
     data = json.loads(manifest.read_text())
     assert data["counts"] == {"train": 3, "val": 2} and not (tmp_path / "out" / "labels").exists()
-    for image, label in load(manifest, "val"):
+    for image, label in read_pairs(manifest, "val"):
         assert np.array_equal(label, raw[image.stem])
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "out" / "source", bad)
@@ -128,9 +154,9 @@ def test_mapillary_v12_mapping_and_half_resolution_validation(tmp_path):
     root, raw = fake.mapillary(tmp_path / "src")
     archive = fake.zip_folder(root, tmp_path / "mapillary-vistas-dataset_public_v2.0.zip")
     manifest = prepare("map", [archive], tmp_path / "out", workers=2, progress=False)
-    for image, label in load(manifest, "train"):
+    for image, label in read_pairs(manifest, "train"):
         assert np.array_equal(label, mapped(raw[image.stem], MAPILLARY))
-    for image, label in load(manifest, "val"):
+    for image, label in read_pairs(manifest, "val"):
         original = raw[image.stem]
         half = (original.shape[1] // 2, original.shape[0] // 2)
         assert Image.open(image).size == half and image.suffix == ".jpg"
@@ -144,7 +170,7 @@ def test_acdc_and_its_conditions(tmp_path):
     assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 4}
     fog = tmp_path / "acdc-fog" / "manifest.json"
     assert json.loads(fog.read_text())["counts"] == {"train": 1, "val": 1}
-    for image, label in load(fog, "val"):
+    for image, label in read_pairs(fog, "val"):
         assert "/fog/" in image.as_posix()
         assert np.array_equal(label, raw["fog/" + image.name.removesuffix("_rgb_anon.png")])
 
@@ -187,22 +213,13 @@ def test_a_truncated_archive_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-@pytest.fixture
-def cityscapes_folder(tmp_path):
-    """The fake Cityscapes, extracted."""
-    sources, raw = fake.cityscapes(tmp_path / "src")
-    folder = tmp_path / "extracted"
-    for archive in sources:
-        zipfile.ZipFile(archive).extractall(folder)
-    return folder, raw
-
-
 def test_bad_pairs_name_the_file(cityscapes_folder, tmp_path):
     folder, _ = cityscapes_folder
     labels = sorted((folder / "gtFine" / "train").rglob("*_labelIds.png"))
     labels[0].unlink()
     with pytest.raises(
-        ReinError, match=r"1 train images of cityscapes have no label, e\.g\. leftImg8bit/train/aachen/aachen_000000_000000"
+        ReinError,
+        match=r"1 train images of cityscapes have no label, e\.g\. leftImg8bit/train/aachen/aachen_000000_000000",
     ):
         prepare("cityscapes", [folder], tmp_path / "o1", progress=False)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(labels[0])
@@ -245,89 +262,31 @@ def test_an_interrupted_prepare_resumes_to_the_same_result(cityscapes_folder, tm
         assert (clean.parent / x["label"]).read_bytes() == (resumed.parent / y["label"]).read_bytes()
 
 
-def test_data_commands(cityscapes_folder, tmp_path, capsys):
+def test_ensure_prepared_generates_only_the_synthetic_benchmark(tmp_path, monkeypatch):
+    from rein_cli.data import synthetic
+    from rein_cli.data.prepare import ensure_prepared
+
+    calls, real = [], synthetic.generate_synthetic
+
+    def small(root, progress=True):  # the real generator, a few tiny scenes
+        calls.append(root)
+        return real(root, num_train=2, num_val=1, width=64, height=64, workers=1, progress=False)
+
+    monkeypatch.setattr(synthetic, "generate_synthetic", small)
+    manifest = ensure_prepared("synthetic-night", tmp_path / "root", progress=False)
+    assert manifest.dataset == "synthetic-night" and manifest.counts == {"val": 1} and calls == [tmp_path / "root"]
+    assert ensure_prepared("synthetic", tmp_path / "root").counts == {"train": 2, "val": 1} and len(calls) == 1
+    with pytest.raises(
+        ReinError, match=r"dataset bdd100k is not prepared under .*rein data prepare bdd100k --from PATH"
+    ):
+        ensure_prepared("bdd", tmp_path / "root")
+
+
+def test_prepare_dataset_chooses_the_folder_and_dispatches_custom(cityscapes_folder, tmp_path):
+    from rein_cli.data.prepare import prepare_dataset
+
     folder, _ = cityscapes_folder
-    root = tmp_path / "root"
-    assert rein("data", "prepare", "citys", "--from", folder, "--data-root", root, "--no-progress") == 0
-    assert "prepared train: 4, val: 2" in capsys.readouterr().out
-    assert rein("data", "list", "--data-root", root) == 0
-    assert "cityscapes (citys)" in (out := capsys.readouterr().out) and "train 4" in out
-    assert rein("data", "info", "cityscapes", "--data-root", root) == 0
-    assert "test-time resize (keep ratio): 1024x512" in capsys.readouterr().out
-    assert rein("data", "verify", "cityscapes", "--data-root", root, "--no-progress") == 0
-    next((root / "cityscapes" / "labels" / "val").glob("*.png")).unlink()
-    assert rein("data", "verify", "cityscapes", "--data-root", root, "--no-progress") == 1
-    assert "missing label" in capsys.readouterr().err
-    assert rein("data", "download", "gta5") == 0
-    assert "https://download.visinf.tu-darmstadt.de/data/from_games/" in capsys.readouterr().out
-    assert rein("data", "prepare", "citiscapes", "--from", folder) == 1
-    assert 'did you mean "cityscapes"' in capsys.readouterr().err
-
-
-def test_custom_folders(tmp_path, capsys):
-    src = tmp_path / "mine"
-    colors = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
-    (src / "images").mkdir(parents=True)
-    (src / "masks").mkdir()
-    (src / "classes.yaml").write_text("classes: [background, crack, moss]\ncolors: [[0, 0, 0], [255, 0, 0], [0, 255, 0]]\n")
-    truth = {}
-    for i in range(12):
-        fake.image(src / "images" / f"p{i:02d}.jpg", seed=i)
-        ids = fake.label(tmp_path / "tmp.png", [0, 1, 2], seed=i)
-        truth[f"p{i:02d}"] = ids
-        Image.fromarray(np.asarray(colors, np.uint8)[ids]).save(src / "masks" / f"p{i:02d}.png")  # colour masks
-    root = tmp_path / "root"
-    assert rein("data", "prepare", "custom", "--from", src, "--name", "cracks", "--data-root", root, "--no-progress") == 0
-    data = json.loads((root / "cracks" / "manifest.json").read_text())
-    assert data["counts"] == {"train": 11, "val": 1} and data["label_space"]["classes"] == ["background", "crack", "moss"]
-    for image, label in load(root / "cracks" / "manifest.json", "train"):
-        assert np.array_equal(label, truth[image.stem])
-    Image.fromarray(np.full((fake.H, fake.W, 3), 7, np.uint8)).save(src / "masks" / "p03.png")
-    assert rein("data", "prepare", "custom", "--from", src, "--name", "bad", "--data-root", root) == 1
-    assert "p03.png has colours that are no class in classes.yaml: [(7, 7, 7)]" in capsys.readouterr().err
-    (src / "classes.yaml").unlink()
-    assert rein("data", "prepare", "custom", "--from", src, "--name", "bad", "--data-root", root) == 1
-    assert "classes.yaml is missing" in capsys.readouterr().err
-
-
-def test_train_on_a_custom_dataset_by_name(tmp_path):
-    from .conftest import TINY_SETS
-
-    src = tmp_path / "mine"
-    for split, n in (("train", 4), ("val", 2)):
-        for i in range(n):
-            fake.image(src / "images" / split / f"{i}.png", seed=i, size=(64, 64))
-            fake.label(src / "masks" / split / f"{i}.png", [0, 1, 255], seed=i, size=(64, 64))
-    (src / "classes.yaml").write_text("classes: [sky, ground]\n")
-    root = tmp_path / "root"
-    assert rein("data", "prepare", "custom", "--from", src, "--name", "two", "--data-root", root, "--no-progress") == 0
-    sets = [
-        x
-        for s in (*TINY_SETS, f"data.root={root}", "data.train=two", "data.eval=['two']", "model.num_classes=2")
-        for x in ("--set", s)
-    ]
-    assert rein("train", *sets, "--iters", 1, "--out", tmp_path / "run", "--no-progress") == 0
-    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
-    assert list(results["datasets"]["two"]["per_class"]) == ["sky", "ground"]
-
-
-def test_hugging_face_datasets_through_the_datasets_library(tmp_path, monkeypatch):
-    import sys
-    import types
-
-    rows = [
-        {
-            "image": Image.fromarray(np.full((16, 24, 3), i * 20, np.uint8)),
-            "label": Image.fromarray(np.full((16, 24), i % 3, np.uint8)),
-        }
-        for i in range(4)
-    ]
-    module = types.ModuleType("datasets")
-    module.load_dataset = lambda repo: {"train": rows[:3], "validation": rows[3:]} if repo == "org/cracks" else None
-    monkeypatch.setitem(sys.modules, "datasets", module)
-    root = tmp_path / "root"
-    assert rein("data", "prepare", "custom", "--from", "hf://org/cracks", "--name", "hfc", "--data-root", root) == 0
-    data = json.loads((root / "hfc" / "manifest.json").read_text())
-    assert data["counts"] == {"train": 3, "val": 1} and data["label_space"]["classes"] == ["class_0", "class_1", "class_2"]
-    _, label = load(root / "hfc" / "manifest.json", "val")[0]
-    assert (label == 0).all()  # row 3: 3 % 3
+    manifest = prepare_dataset("citys", [folder], tmp_path / "root", workers=1, progress=False)
+    assert manifest.path == tmp_path / "root" / "cityscapes" / "manifest.json" and manifest.counts["train"] == 4
+    with pytest.raises(ReinError, match="custom needs --name NAME and one --from FOLDER"):
+        prepare_dataset("custom", [folder], tmp_path / "root")

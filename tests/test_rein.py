@@ -91,9 +91,13 @@ def test_lora_tokens_are_the_product_of_a_and_b():
 
 @pytest.mark.parametrize(
     "depth, dim, lora, plain",
-    [(12, 384, 684_033, 1_051_905), (12, 768, 1_741_569, 2_496_513), (24, 1024, 2_990_081, 5_016_065),
-     (40, 1536, 6_359_041, 11_456_001)],
-)  # fmt: skip
+    [
+        (12, 384, 684_033, 1_051_905),
+        (12, 768, 1_741_569, 2_496_513),
+        (24, 1024, 2_990_081, 5_016_065),
+        (40, 1536, 6_359_041, 11_456_001),
+    ],
+)
 def test_parameter_counts_match_the_paper(depth, dim, lora, plain):
     assert sum(p.numel() for p in LoRAReins(depth, dim, 16).parameters()) == lora
     assert sum(p.numel() for p in Reins(depth, dim, 16).parameters()) == plain
@@ -101,11 +105,18 @@ def test_parameter_counts_match_the_paper(depth, dim, lora, plain):
 
 def test_official_state_dict_loads_strictly():
     shapes = {  # backbone.reins.* of the official DINOv2-L checkpoint, prefix stripped (rein-facts §4.8)
-        "learnable_tokens_a": (24, 100, 16), "learnable_tokens_b": (24, 16, 1024), "scale": (),
-        "mlp_token2feat.weight": (1024, 1024), "mlp_token2feat.bias": (1024,),
-        "mlp_delta_f.weight": (1024, 1024), "mlp_delta_f.bias": (1024,),
-        "transform.weight": (256, 1024), "transform.bias": (256,), "merge.weight": (256, 768), "merge.bias": (256,),
-    }  # fmt: skip
+        "learnable_tokens_a": (24, 100, 16),
+        "learnable_tokens_b": (24, 16, 1024),
+        "scale": (),
+        "mlp_token2feat.weight": (1024, 1024),
+        "mlp_token2feat.bias": (1024,),
+        "mlp_delta_f.weight": (1024, 1024),
+        "mlp_delta_f.bias": (1024,),
+        "transform.weight": (256, 1024),
+        "transform.bias": (256,),
+        "merge.weight": (256, 768),
+        "merge.bias": (256,),
+    }
     rein = LoRAReins(depth=24, embed_dim=1024, patch_size=16)
     official = {k: torch.randn(s) for k, s in shapes.items()}
     rein.load_state_dict(official, strict=True)

@@ -11,7 +11,9 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 def pair(h: int, w: int, block: int = 8):
     """A label of block-constant random classes, and an image whose red channel is 10 x the label."""
     rng = np.random.default_rng(0)
-    label = np.kron(rng.integers(0, 19, (h // block, w // block)), np.ones((block, block), dtype=np.int64)).astype(np.uint8)
+    label = np.kron(rng.integers(0, 19, (h // block, w // block)), np.ones((block, block), dtype=np.int64)).astype(
+        np.uint8
+    )
     image = np.zeros((h, w, 3), np.uint8)
     image[..., 0] = label * 10
     image[..., 1] = 128

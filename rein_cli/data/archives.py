@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import posixpath
 import shutil
 import stat
@@ -13,17 +12,18 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
+from rein_cli.progress import Progress
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".z01")
 
 
 def is_archive(path: Path) -> bool:
     name = path.name.lower()
-    return path.is_file() and (name.endswith(ARCHIVE_SUFFIXES) or (len(name) > 4 and name[-4:-2] == ".z" and name[-2:].isdigit()))
+    return path.is_file() and (
+        name.endswith(ARCHIVE_SUFFIXES) or (len(name) > 4 and name[-4:-2] == ".z" and name[-2:].isdigit())
+    )
 
 
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
@@ -110,8 +110,11 @@ def _members(archive_path: Path) -> list[tuple[str, int, str | None, bool]]:
                     out.append((info.filename, info.file_size, link, info.is_dir()))
                 return out
         with tarfile.open(archive_path) as t:
-            return [(m.name, m.size, m.linkname if (m.issym() or m.islnk()) else None, m.isdir()) for m in t.getmembers()
-                    if m.isfile() or m.isdir() or m.issym() or m.islnk()]  # fmt: skip
+            return [
+                (m.name, m.size, m.linkname if (m.issym() or m.islnk()) else None, m.isdir())
+                for m in t.getmembers()
+                if m.isfile() or m.isdir() or m.issym() or m.islnk()
+            ]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
         raise ReinError(f"cannot read archive {archive_path} ({err}); is it complete? download it again") from err
 
@@ -124,7 +127,9 @@ def _check_member(archive: Path, name: str, link: str | None) -> None:
     if link is not None:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(norm), link.replace("\\", "/")))
         if link == "(zip symlink)" or link.startswith("/") or target == ".." or target.startswith("../"):
-            raise ReinError(f"archive {archive} contains the link {name!r} -> {link!r} pointing outside; refusing to extract")
+            raise ReinError(
+                f"archive {archive} contains the link {name!r} -> {link!r} pointing outside; refusing to extract"
+            )
 
 
 def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
@@ -145,8 +150,10 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest).free
     if need > free:
-        raise ReinError(f"extracting {archive_path.name} needs {need / 1e9:.1f} GB but {dest} has {free / 1e9:.1f} GB free")
-    bar = tqdm(total=need, unit="B", unit_scale=True, desc=f"extracting {archive_path.name}", disable=not progress, leave=False)
+        raise ReinError(
+            f"extracting {archive_path.name} needs {need / 1e9:.1f} GB but {dest} has {free / 1e9:.1f} GB free"
+        )
+    bar = Progress(need, f"extracting {archive_path.name}", unit="B", unit_scale=True, bar=progress)
     try:
         if archive_path.name.lower().endswith(".zip") or archive_path.suffix.lower().startswith(".z"):
             with _open_zip(archive_path) as z:
@@ -167,7 +174,9 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
                     t.extract(member, dest, filter="data")
                     bar.update(member.size)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
-        raise ReinError(f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again") from err
+        raise ReinError(
+            f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again"
+        ) from err
     finally:
         bar.close()
     write_json(marker, signature)
@@ -180,8 +189,3 @@ def archive_entry(path: Path, checksum: bool) -> dict:
     if checksum:
         entry["md5"] = md5sum(path)
     return entry
-
-
-def remove_tree(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else os.unlink(path)

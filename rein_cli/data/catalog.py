@@ -1,34 +1,80 @@
-"""What is known and what is prepared: `rein data list`, `info` and `verify`."""
+"""The one resolver from a dataset name or folder to its manifest, and what is known and prepared (`rein data list`,
+`rein data info`)."""
 
 from __future__ import annotations
 
-import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-from tqdm import tqdm
-
 from rein_cli.data.manifest import MANIFEST, read_manifest
-from rein_cli.data.registry import DATASETS, find_spec, resolve_dataset
+from rein_cli.data.registry import DATASETS, DatasetSpec, find_spec, lookup
 from rein_cli.errors import ReinError
 
 
-def _counts(folder: Path) -> dict | None:
+@dataclass(frozen=True)
+class Located:
+    """Where a dataset's manifest is, or will be once prepared; ``spec`` is its registry entry, if any."""
+
+    manifest: Path
+    spec: DatasetSpec | None = None
+
+    @property
+    def prepared(self) -> bool:
+        return self.manifest.is_file()
+
+
+def locate(dataset: str | Path, data_root: Path) -> Located:
+    """Resolve a dataset given as a path (a prepared folder or its manifest file), a registry name or alias
+    (prepared under ``data_root`` or not yet), or the name of a custom dataset prepared under ``data_root``.
+
+    Nothing is read or generated. Unknown names, and paths without a manifest, are errors."""
+    text = str(dataset)
+    data_root = Path(data_root)
+    looks_like_path = "/" in text or os.sep in text or text.endswith(".json")
+    if not looks_like_path:
+        spec = lookup(text)
+        if spec is not None:
+            return Located(data_root / spec.name / MANIFEST, spec)
+        if (data_root / text / MANIFEST).is_file():  # a custom dataset prepared under its name
+            return Located(data_root / text / MANIFEST)
+        if not Path(text).exists():
+            find_spec(text)  # raises: unknown name, with a "did you mean"
+    path = Path(text)
+    manifest = path / MANIFEST if path.is_dir() else path
+    if not manifest.is_file():
+        raise ReinError(f"{path} is not a prepared dataset (no {MANIFEST} there); check the path or prepare it")
+    return Located(manifest)
+
+
+def prepare_target(spec: DatasetSpec, data_root: Path) -> Path:
+    """The folder a registry dataset is prepared into (a subset such as acdc-fog: its parent's folder)."""
+    return Path(data_root) / (spec.parent or spec.name)
+
+
+def _counts(folder: Path) -> dict[str, int] | None:
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("counts")
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(folder / MANIFEST).counts
+    except ReinError:
         return None
 
 
 def list_datasets(data_root: Path) -> list[dict]:
     """Every registry dataset and every other prepared folder under ``data_root``, with its prepared counts."""
     rows = [
-        {"name": s.name, "aliases": ", ".join(s.aliases), "prepared": _counts(data_root / s.name), "description": s.description}
+        {
+            "name": s.name,
+            "aliases": ", ".join(s.aliases),
+            "prepared": _counts(data_root / s.name),
+            "description": s.description,
+        }
         for s in DATASETS.values()
     ]
     if data_root.is_dir():
         for folder in sorted(p for p in data_root.iterdir() if (p / MANIFEST).is_file() and p.name not in DATASETS):
-            rows.append({"name": folder.name, "aliases": "", "prepared": _counts(folder), "description": "custom dataset"})
+            rows.append(
+                {"name": folder.name, "aliases": "", "prepared": _counts(folder), "description": "custom dataset"}
+            )
     return rows
 
 
@@ -39,11 +85,16 @@ def dataset_info(name: str, data_root: Path) -> str:
     if spec.aliases:
         lines.append(f"  aliases: {', '.join(spec.aliases)}")
     if spec.synthetic is None:
-        lines += [f"  get it at: {spec.homepage}", f"  licence: {spec.licence}", f"  archives: {', '.join(spec.archives)}"]
+        lines += [
+            f"  get it at: {spec.homepage}",
+            f"  licence: {spec.licence}",
+            f"  archives: {', '.join(spec.archives)}",
+        ]
         for split, rule in spec.splits.items():
             count = f" ({rule.count} images)" if rule.count else ""
             lines.append(f"  {split}: {rule.images}{count}, labels {rule.labels[0][1] if rule.labels else '-'}")
-        lines.append(f"  labels: {spec.label_format}" + ("; val evaluated at half resolution" if spec.half_resolution else ""))
+        half = "; val evaluated at half resolution" if spec.half_resolution else ""
+        lines.append(f"  labels: {spec.label_format}{half}")
         how = f"rein data download {spec.name}" if spec.download != "manual" else f"by hand: {spec.instructions}"
         lines.append(f"  download: {how}")
     if spec.test_size:
@@ -54,39 +105,3 @@ def dataset_info(name: str, data_root: Path) -> str:
     counts = _counts(data_root / spec.name)
     lines.append(f"  prepared: {data_root / spec.name} {counts}" if counts else f"  prepared: no (under {data_root})")
     return "\n".join(lines)
-
-
-def verify(dataset: str, data_root: Path, *, progress: bool = True) -> tuple[Path, list[str]]:
-    """Re-check a prepared copy against its manifest: counts, every file present, label size = image size."""
-    if Path(dataset).exists() or "/" in str(dataset):
-        manifest_path = Path(dataset) / MANIFEST if Path(dataset).is_dir() else Path(dataset)
-    else:
-        spec = find_spec(dataset) if not (data_root / dataset / MANIFEST).is_file() else None
-        manifest_path = data_root / (spec.name if spec else dataset) / MANIFEST
-        if spec is not None and spec.synthetic is not None:
-            manifest_path = resolve_dataset(dataset, data_root, progress=progress)
-    if not manifest_path.is_file():
-        raise ReinError(f"{dataset} is not prepared (no {manifest_path}); run `rein data prepare {dataset} --from ...`")
-    manifest = read_manifest(manifest_path)
-    declared = json.loads(manifest_path.read_text()).get("counts", {})
-    problems = []
-    for split in manifest.splits:
-        samples = manifest.samples(split)
-        if declared.get(split) != len(samples):
-            problems.append(f"{split}: the manifest lists {len(samples)} pairs but counts {declared.get(split)}")
-        for image, label in tqdm(samples, desc=f"verifying {split}", disable=not progress, leave=False):
-            if not image.is_file():
-                problems.append(f"missing image {image}")
-                continue
-            if label is None:
-                continue
-            if not label.is_file():
-                problems.append(f"missing label {label}")
-                continue
-            try:
-                with Image.open(image) as a, Image.open(label) as b:
-                    if a.size != b.size:
-                        problems.append(f"label {label} is {b.size[0]}x{b.size[1]}, its image {a.size[0]}x{a.size[1]}")
-            except OSError as err:
-                problems.append(f"cannot read {image} or {label}: {err}")
-    return manifest_path, problems

@@ -10,10 +10,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from rein_cli.data.labels import default_palette
 from rein_cli.data.manifest import MANIFEST, write_manifest
 from rein_cli.errors import ReinError
 from rein_cli.io import IMAGE_SUFFIXES, relative_path, save_image
+from rein_cli.labels import default_palette
+from rein_cli.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def read_classes(path: Path) -> tuple[list[str], list[list[int]] | None, int]:
     colors = data.get("colors") or (
         [e.get("color") for e in entries] if all(isinstance(e, dict) and "color" in e for e in entries) else None
     )
-    if colors is not None and (len(colors) != len(names) or not all(isinstance(c, list) and len(c) == 3 for c in colors)):
+    if colors is not None and (
+        len(colors) != len(names) or not all(isinstance(c, list) and len(c) == 3 for c in colors)
+    ):
         raise ReinError(f"{path}: 'colors' must give one [r, g, b] per class ({len(names)})")
     ignore = int(data.get("ignore_index", 255))
     if len(names) > 255 or not 0 <= ignore <= 255 or ignore < len(names):
@@ -63,7 +66,10 @@ def _pairs(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
         pairs[split] = items
     if list(pairs) == ["all"]:
         items = pairs.pop("all")
-        pairs = {"train": [p for i, p in enumerate(items) if i % 10 != 9], "val": [p for i, p in enumerate(items) if i % 10 == 9]}
+        pairs = {
+            "train": [p for i, p in enumerate(items) if i % 10 != 9],
+            "val": [p for i, p in enumerate(items) if i % 10 == 9],
+        }
         if not pairs["val"]:
             pairs["val"] = pairs["train"][-1:]
             pairs["train"] = pairs["train"][:-1] or pairs["val"]
@@ -73,8 +79,6 @@ def _pairs(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
 def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool = True) -> Path:
     """Check and convert a custom folder; returns the manifest. Index masks are used in place; colour masks
     are mapped to indices through the classes.yaml colours and written to labels/."""
-    from tqdm import tqdm
-
     if isinstance(source, str) and source.startswith("hf://"):
         return prepare_hf(source[5:], name, Path(out), progress=progress)
     source, out = Path(source), Path(out)
@@ -83,7 +87,7 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
     splits = {}
     for split, items in _pairs(source).items():
         entries = []
-        for image, mask in tqdm(items, desc=f"checking {split}", disable=not progress, leave=False):
+        for image, mask in track(items, desc=f"checking {split}", unit="pair", bar=progress):
             size = Image.open(image).size
             with Image.open(mask) as m:
                 if m.size != size:
@@ -92,18 +96,24 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
             target = mask
             if label.ndim == 3:
                 if colors is None:
-                    raise ReinError(f"mask {mask} is a colour image; give each class a colour in classes.yaml ('colors')")
+                    raise ReinError(
+                        f"mask {mask} is a colour image; give each class a colour in classes.yaml ('colors')"
+                    )
                 label = _colors_to_indices(label, colors, mask)
                 target = out / "labels" / split / mask.relative_to(source / "masks").with_suffix(".png")
                 save_image(target, label)
             bad = sorted(int(v) for v in np.unique(label) if v >= len(names) and v != ignore)
             if bad:
-                raise ReinError(f"mask {mask} holds values {bad[:8]}, but there are {len(names)} classes (ignore {ignore})")
+                raise ReinError(
+                    f"mask {mask} holds values {bad[:8]}, but there are {len(names)} classes (ignore {ignore})"
+                )
             entries.append({"image": relative_path(image, out), "label": relative_path(target, out)})
         splits[split] = entries
-    palette = colors or default_palette(len(names))
-    return write_manifest(out, dataset=name, classes=names, palette=palette, splits=splits, ignore_index=ignore,
-                          version="1", source={"folder": str(source.resolve())}, converted="custom masks")  # fmt: skip
+    space = {"classes": names, "palette": colors or default_palette(len(names)), "ignore_index": ignore}
+    origin = {"folder": str(source.resolve())}
+    return write_manifest(
+        out, dataset=name, splits=splits, version="1", source=origin, converted="custom masks", **space
+    )
 
 
 def _colors_to_indices(rgb: np.ndarray, colors: list[list[int]], path: Path) -> np.ndarray:
@@ -131,7 +141,9 @@ def prepare_hf(repo: str, name: str, out: Path, *, progress: bool = True) -> Pat
         columns = list(rows.features) if hasattr(rows, "features") else list(rows[0])
         mask_col = next((c for c in ("label", "mask", "annotation", "segmentation", "semantic") if c in columns), None)
         if "image" not in columns or mask_col is None:
-            raise ReinError(f"{repo} ({split}) needs an 'image' column and a mask column (label/mask/annotation); has {columns}")
+            raise ReinError(
+                f"{repo} ({split}) needs an 'image' column and a mask column (label/mask/annotation); has {columns}"
+            )
         entries = []
         for i, row in enumerate(rows):
             image = row["image"].convert("RGB")
@@ -144,7 +156,7 @@ def prepare_hf(repo: str, name: str, out: Path, *, progress: bool = True) -> Pat
             entries.append({"image": f"images/{split}/{i:06d}.png", "label": f"labels/{split}/{i:06d}.png"})
         splits["val" if split == "validation" else split] = entries
     names = [f"class_{i}" for i in range(max_id + 1)]
-    palette = default_palette(len(names))
     log.info("%s: %d classes found; name them by editing %s", repo, len(names), out / MANIFEST)
-    return write_manifest(out, dataset=name, classes=names, palette=palette, splits=splits, version="1",
-                          source={"hub": repo}, converted="Hugging Face dataset -> files")  # fmt: skip
+    space = {"classes": names, "palette": default_palette(len(names))}
+    origin, converted = {"hub": repo}, "Hugging Face dataset -> files"
+    return write_manifest(out, dataset=name, splits=splits, version="1", source=origin, converted=converted, **space)

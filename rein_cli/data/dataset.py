@@ -38,7 +38,9 @@ class SegmentationDataset(Dataset):
         image = torch.from_numpy(np.array(read_image(image_path)))
         label = torch.from_numpy(np.array(read_label(label_path))) if label_path is not None else None
         if label is not None and tuple(label.shape) != tuple(image.shape[:2]):
-            raise ReinError(f"label {label_path} is {tuple(label.shape)} but image {image_path} is {tuple(image.shape[:2])}")
+            raise ReinError(
+                f"label {label_path} is {tuple(label.shape)} but image {image_path} is {tuple(image.shape[:2])}"
+            )
         if self.transform is not None:
             image, label = self.transform(image, label)
         return {"image": image, "label": label, "path": str(image_path)}
@@ -48,7 +50,9 @@ def _collate(items: list[dict]) -> tuple[Tensor, Tensor]:
     return torch.stack([i["image"] for i in items]), torch.stack([i["label"] for i in items])
 
 
-def infinite_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+def infinite_loader(
+    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Shuffled (images, labels) batches forever; reshuffled every pass, deterministic for a seed."""
     if len(dataset) < batch_size:
         raise ReinError(f"the training set has {len(dataset)} images, fewer than the batch size {batch_size}")

@@ -9,13 +9,18 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from rein_cli.config import rein_home
 from rein_cli.data.archives import md5sum
+from rein_cli.data.catalog import prepare_target
+from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest
+from rein_cli.data.prepare import prepare
 from rein_cli.data.registry import DatasetSpec, find_spec
 from rein_cli.errors import ReinError
+from rein_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,9 @@ def cityscapes_session(username: str, password: str, base_url: str = CITYSCAPES_
     except urllib.error.URLError as err:
         raise ReinError(f"cannot reach {base_url} ({err.reason}); check the connection") from err
     if status != 302:
-        raise ReinError("the Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD (or the prompt's answers)")
+        raise ReinError(
+            "the Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD (or the prompt's answers)"
+        )
     return opener
 
 
@@ -65,15 +72,17 @@ def _download(opener, url: str, target: Path, expected_md5: str, progress: bool)
         if have and response.status != 206:
             have = 0  # the server ignored the range: start again
         total = int(response.headers.get("Content-Length") or 0) + have
-        with open(part, "ab" if have else "wb") as f, tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
-                                                            desc=target.name, disable=not progress) as bar:  # fmt: skip
+        bar = Progress(total or None, target.name, unit="B", unit_scale=True, initial=have, bar=progress, leave=True)
+        with open(part, "ab" if have else "wb") as f, bar:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
     actual = md5sum(part)
     if actual != expected_md5:
         part.unlink()
-        raise ReinError(f"{target.name} has MD5 {actual}, the server says {expected_md5}; the partial file was removed, rerun")
+        raise ReinError(
+            f"{target.name} has MD5 {actual}, the server says {expected_md5}; the partial file was removed, rerun"
+        )
     os.replace(part, target)
     return target
 
@@ -87,15 +96,22 @@ def credentials(store: Path | None = None) -> tuple[str | None, str | None]:
     return user, password
 
 
-def save_credentials(store: Path, username: str, password: str) -> None:
+def _save_credentials(store: Path, username: str, password: str) -> None:
     store.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"username": username, "password": password}, f)
 
 
-def download_cityscapes(dest: Path, username: str, password: str, *, packages=tuple(CITYSCAPES_PACKAGES),
-                        base_url: str | None = None, progress: bool = True) -> list[Path]:  # fmt: skip
+def download_cityscapes(
+    dest: Path,
+    username: str,
+    password: str,
+    *,
+    packages: tuple[str, ...] = tuple(CITYSCAPES_PACKAGES),
+    base_url: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Download Cityscapes packages into ``dest`` (resumable, MD5-checked); returns the archive paths."""
     base_url = base_url or os.environ.get("REIN_CITYSCAPES_URL", CITYSCAPES_URL)
     opener = cityscapes_session(username, password, base_url)
@@ -109,24 +125,60 @@ def download_cityscapes(dest: Path, username: str, password: str, *, packages=tu
             raise ReinError(f"cannot get the MD5 of {name} from {base_url}: {err}") from err
         if len(md5) != 32 or not all(c in "0123456789abcdef" for c in md5.lower()):
             raise ReinError(f"{base_url} did not return an MD5 for {name} (session expired?); rerun")
-        paths.append(_download(opener, f"{base_url}/file-handling/?packageID={package}", dest / name, md5.lower(), progress))
+        paths.append(
+            _download(opener, f"{base_url}/file-handling/?packageID={package}", dest / name, md5.lower(), progress)
+        )
     return paths
 
 
 def manual_instructions(spec: DatasetSpec, data_root: Path) -> str:
     """What to fetch for a dataset without an automatic download, and the prepare command that follows."""
     sources = " ".join(f"--from {a}" for a in spec.archives) or "--from EXTRACTED_FOLDER"
-    return (f"{spec.name} must be downloaded by hand ({spec.licence}).\n{spec.instructions}\n"
-            f"Then: rein data prepare {spec.name} {sources}\n"
-            f"(or --from the extracted folder); it is prepared into {data_root / (spec.parent or spec.name)}.")  # fmt: skip
+    return (
+        f"{spec.name} must be downloaded by hand ({spec.licence}).\n{spec.instructions}\n"
+        f"Then: rein data prepare {spec.name} {sources}\n"
+        f"(or --from the extracted folder); it is prepared into {prepare_target(spec, data_root)}."
+    )
 
 
-def download(name: str, dest: Path, *, username: str | None = None, password: str | None = None,
-             progress: bool = True) -> list[Path]:  # fmt: skip
-    """Download a dataset that allows it (Cityscapes); others raise with the manual instructions."""
-    spec = find_spec(name)
+@dataclass(frozen=True)
+class Downloaded:
+    """The prepared dataset, or (``manifest`` None) what to fetch by hand for one without an automatic download."""
+
+    manifest: Manifest | None
+    instructions: str = ""
+
+
+def download(
+    name: str,
+    data_root: Path,
+    *,
+    dest: Path | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    prompt: Callable[[str, bool], str] | None = None,
+    save_credentials: bool = False,
+    progress: bool = True,
+) -> Downloaded:
+    """`rein data download`: download a dataset where its source allows it (Cityscapes), then prepare it.
+
+    The Cityscapes login comes from ``username`` / ``password``, else CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD,
+    else the credentials saved under $REIN_HOME (``save_credentials`` stores them there, mode 600), else
+    ``prompt(question, secret)``. Other datasets return the instructions for fetching them by hand.
+    """
+    spec, data_root = find_spec(name), Path(data_root)
     if spec.download != "cityscapes":
-        raise ReinError(f"{spec.name} has no automatic download; `rein data download {spec.name}` shows what to fetch")
+        return Downloaded(None, manual_instructions(spec, data_root))
+    store = rein_home() / "credentials" / "cityscapes.json"
+    saved_user, saved_password = credentials(store)
+    username, password = username or saved_user, password or saved_password
+    if prompt is not None:
+        username = username or prompt("Cityscapes username or email", False)
+        password = password or prompt("Cityscapes password", True)
     if not username or not password:
         raise ReinError("Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD")
-    return download_cityscapes(dest, username, password, progress=progress)
+    archives = download_cityscapes(dest or data_root / "downloads" / spec.name, username, password, progress=progress)
+    if save_credentials:
+        _save_credentials(store, username, password)
+    prepare(spec.name, archives, prepare_target(spec, data_root), progress=progress)
+    return Downloaded(read_manifest(prepare_target(spec, data_root) / MANIFEST))

@@ -14,6 +14,7 @@ without one is never mistaken for a complete dataset.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,15 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Manifest:
+    """A read and checked ``manifest.json``; ``counts`` are the pairs per split it declares."""
+
     path: Path
     dataset: str
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int
     splits: dict[str, list[dict[str, str]]]
+    counts: dict[str, int]
 
     @property
     def root(self) -> Path:
@@ -49,8 +53,16 @@ class Manifest:
         return [(root / s["image"], root / s["label"] if s.get("label") else None) for s in self.splits[split]]
 
 
-def write_manifest(folder: Path, *, dataset: str, classes, palette, splits: dict[str, list[dict[str, str]]],
-                   ignore_index: int = 255, **extra: Any) -> Path:  # fmt: skip
+def write_manifest(
+    folder: Path,
+    *,
+    dataset: str,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    splits: dict[str, list[dict[str, str]]],
+    ignore_index: int = 255,
+    **extra: Any,
+) -> Path:
     from rein_cli import __version__
 
     data = {
@@ -86,6 +98,9 @@ def read_manifest(path: Path) -> Manifest:
             for item in items:
                 if "image" not in item:
                     raise KeyError("image")
-        return Manifest(path, str(data["dataset"]), classes, palette, int(space.get("ignore_index", 255)), splits)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
+        return Manifest(
+            path, str(data["dataset"]), classes, palette, int(space.get("ignore_index", 255)), splits, counts
+        )
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
         raise ReinError(f"invalid manifest {path}: {type(err).__name__}: {err}; prepare the dataset again") from err

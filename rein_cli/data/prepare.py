@@ -8,41 +8,78 @@ so a folder is complete exactly when it has one; a rerun skips finished extracti
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
 import re
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
-from rein_cli.data.labels import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_ID_TO_TRAIN,
-    CITYSCAPES_PALETTE,
-    IGNORE_INDEX,
-    MAPILLARY_V12_TO_TRAIN,
-    SYNTHIA_TO_TRAIN,
-    lut,
-)
-from rein_cli.data.manifest import MANIFEST, write_manifest
+from rein_cli.data.catalog import locate, prepare_target
+from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path, save_image
+from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, LABEL_FORMATS
 from rein_cli.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
-# label format -> (table from source ids, the source ids that exist); train-ids are checked, not converted
-TABLES = {
-    "cityscapes-ids": (lut(CITYSCAPES_ID_TO_TRAIN), set(range(34))),
-    "mapillary-v1.2": (lut(MAPILLARY_V12_TO_TRAIN), set(range(66))),
-    "synthia": (lut(SYNTHIA_TO_TRAIN, 1 << 16), set(range(23))),
-    "train-ids": (None, set(range(19))),
-}
+
+def ensure_prepared(dataset: str | Path, data_root: Path, *, progress: bool = True) -> Manifest:
+    """The manifest of a dataset given by name or folder (`catalog.locate`). The synthetic benchmark is generated
+    on first use (deterministic, a few seconds); any other dataset must have been prepared."""
+    found = locate(dataset, data_root)
+    if not found.prepared:
+        spec = found.spec
+        if spec is None or spec.synthetic is None:
+            name = spec.name if spec else dataset
+            raise ReinError(
+                f"dataset {name} is not prepared under {data_root}; run `rein data prepare {name} --from PATH` "
+                f"(see `rein data info {name}`)"
+            )
+        from rein_cli.data.synthetic import generate_synthetic
+
+        log.info("generating the synthetic benchmark in %s (first use)", data_root)
+        generate_synthetic(data_root, progress=progress)
+    return read_manifest(found.manifest)
+
+
+def prepare_dataset(
+    name: str,
+    sources: list[str | Path],
+    data_root: Path,
+    *,
+    out: Path | None = None,
+    custom_name: str | None = None,
+    workers: int | None = None,
+    allow_unknown: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """`rein data prepare`: a registry dataset from its archives or folders, or ``custom`` (with ``custom_name``)
+    from one folder or ``hf://org/name``, into ``out`` (default: under ``data_root``)."""
+    if name == "custom":
+        from rein_cli.data.custom import prepare_custom
+
+        if not custom_name or len(sources) != 1:
+            raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
+        source = str(sources[0])
+        target = out or Path(data_root) / custom_name
+        path = prepare_custom(
+            source if source.startswith("hf://") else Path(source), custom_name, target, progress=progress
+        )
+    else:
+        target = out or prepare_target(find_spec(name), data_root)
+        path = prepare(
+            name, [Path(s) for s in sources], target, workers=workers, allow_unknown=allow_unknown, progress=progress
+        )
+    return read_manifest(path)
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -51,7 +88,9 @@ def expand_braces(pattern: str) -> list[str]:
     if not match:
         return [pattern]
     return [
-        p for option in match[1].split(",") for p in expand_braces(pattern[: match.start()] + option + pattern[match.end() :])
+        p
+        for option in match[1].split(",")
+        for p in expand_braces(pattern[: match.start()] + option + pattern[match.end() :])
     ]
 
 
@@ -62,8 +101,10 @@ def find_root(folders: list[Path], marker: str) -> Path:
             for candidate in [folder, *folder.glob("/".join(["*"] * depth))] if depth else [folder]:
                 if candidate.is_dir() and (candidate / marker).exists():
                     return candidate
-    raise ReinError(f"cannot find the dataset inside {', '.join(map(str, folders))} (looked for {marker}/); "
-                    "give the extracted folder or the official archives")  # fmt: skip
+    raise ReinError(
+        f"cannot find the dataset inside {', '.join(map(str, folders))} (looked for {marker}/); "
+        "give the extracted folder or the official archives"
+    )
 
 
 def _read_label(path: Path, label_format: str) -> np.ndarray:
@@ -97,9 +138,23 @@ def _check_image(path: Path) -> tuple[int, int]:
         raise ReinError(f"cannot decode image {path} ({err}); replace it or remove the pair") from None
 
 
-def convert_pair(task: tuple) -> dict:
+@dataclass(frozen=True)
+class PairTask:
+    """One image/label pair to check and, unless its label is usable as it is, convert."""
+
+    image: Path
+    label: Path
+    out: Path | None  # where the train-id label goes; None: the label is used in place (or ``half`` is set)
+    label_format: str
+    resize_to_image: bool = False  # GTA5: a label map of another size is resized (nearest) to its image
+    half: tuple[Path, Path] | None = None  # Mapillary val: the half-resolution (image, label) copy to write
+    allow_unknown: bool = False
+
+
+def convert_pair(task: PairTask) -> dict:
     """Check one image/label pair and write its train-id label (unless it is one already). Returns a report."""
-    image_path, label_path, out_path, label_format, resize_to_image, half_out, allow_unknown = task
+    image_path, label_path, out_path, label_format = task.image, task.label, task.out, task.label_format
+    resize_to_image, half_out, allow_unknown = task.resize_to_image, task.half, task.allow_unknown
     report: dict = {"image": str(image_path)}
     size = _check_image(image_path)
     done = half_out is not None and all(Path(p).is_file() for p in half_out)
@@ -112,11 +167,13 @@ def convert_pair(task: tuple) -> dict:
     label = _read_label(label_path, label_format)
     if (label.shape[1], label.shape[0]) != size:
         if not resize_to_image:
-            raise ReinError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} is "
-                            f"{size[0]}x{size[1]}; replace the pair")  # fmt: skip
+            raise ReinError(
+                f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} is "
+                f"{size[0]}x{size[1]}; replace the pair"
+            )
         report["resized"] = f"{Path(label_path).name}: {label.shape[1]}x{label.shape[0]}"
         label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST)).astype(label.dtype)
-    table, known = TABLES[label_format]
+    table, known = LABEL_FORMATS[label_format].table, LABEL_FORMATS[label_format].known_ids
     unknown = sorted(int(v) for v in np.unique(label) if int(v) not in known and int(v) != IGNORE_INDEX)
     if unknown:
         report["unknown"] = unknown
@@ -173,11 +230,19 @@ def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress:
     return folders, records
 
 
-def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = None, allow_unknown: bool = False,
-            progress: bool = True) -> Path:  # fmt: skip
+def prepare(
+    name: str,
+    sources: list[Path],
+    out: Path,
+    *,
+    workers: int | None = None,
+    allow_unknown: bool = False,
+    progress: bool = True,
+) -> Path:
     """Prepare the registry dataset ``name`` from ``sources`` into ``out``; returns the manifest path.
 
     ``allow_unknown``: label values outside the dataset's id set become 255 (reported) instead of an error.
+    A dataset with subsets in the registry (acdc: acdc-fog, ...) also gets one manifest per subset beside ``out``.
     """
     spec = find_spec(name)
     if spec.synthetic is not None:
@@ -190,75 +255,85 @@ def prepare(name: str, sources: list[Path], out: Path, *, workers: int | None = 
     folders, records = _gather_sources(sources, out, spec, progress)
     root = find_root(folders, spec.root_marker)
     roots = [root, *[f for f in folders if f != root]]
-    table, _ = TABLES[spec.label_format]
-    splits, tasks, warnings = {}, [], []
+    label_format = LABEL_FORMATS[spec.label_format]
+    splits, paths, tasks, warnings = {}, {}, [], []  # paths: each item's image relative to the dataset root
     for split, rule in spec.splits.items():
         images = sorted({Path(p) for pattern in expand_braces(rule.images) for p in glob.glob(str(root / pattern))})
         if not images:
-            raise ReinError(f"no {split} images of {spec.name} under {root} (expected {rule.images}); is the archive complete?")
+            raise ReinError(
+                f"no {split} images of {spec.name} under {root} (expected {rule.images}); is the archive complete?"
+            )
         if rule.count and len(images) != rule.count:
             warnings.append(f"{split}: {len(images)} images, the published count is {rule.count}")
-        items, missing = [], []
+        items, rels, missing = [], [], []
         for image in images:
             rel = image.relative_to(root).as_posix()
             label = _label_for(rel, rule, roots)
             if label is None:
                 missing.append(rel)
                 continue
-            half = None
+            task = PairTask(image, label, None, spec.label_format, spec.resize_labels_to_images, None, allow_unknown)
             if split in spec.half_resolution:
                 stem = Path(rel).stem
-                half = (out / "half" / split / "images" / f"{stem}.jpg", out / "half" / split / "labels" / f"{stem}.png")
+                half = (
+                    out / "half" / split / "images" / f"{stem}.jpg",
+                    out / "half" / split / "labels" / f"{stem}.png",
+                )
                 items.append({"image": relative_path(half[0], out), "label": relative_path(half[1], out)})
-                tasks.append((image, label, None, spec.label_format, spec.resize_labels_to_images, half, allow_unknown))
-                continue
-            rewrite = table is not None or spec.resize_labels_to_images
-            target = out / "labels" / split / Path(rel).with_suffix(".png").name if rewrite else None
-            items.append({"image": relative_path(image, out), "label": relative_path(target if rewrite else label, out)})
-            tasks.append((image, label, target, spec.label_format, spec.resize_labels_to_images, None, allow_unknown))
+                task = replace(task, half=half)
+            elif label_format.table is not None or spec.resize_labels_to_images:
+                target = out / "labels" / split / Path(rel).with_suffix(".png").name
+                items.append({"image": relative_path(image, out), "label": relative_path(target, out)})
+                task = replace(task, out=target)
+            else:
+                items.append({"image": relative_path(image, out), "label": relative_path(label, out)})
+            rels.append(rel)
+            tasks.append(task)
         if missing:
-            raise ReinError(f"{len(missing)} {split} images of {spec.name} have no label, e.g. {missing[0]} "
-                            f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder")  # fmt: skip
-        splits[split] = items
+            raise ReinError(
+                f"{len(missing)} {split} images of {spec.name} have no label, e.g. {missing[0]} "
+                f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder"
+            )
+        splits[split], paths[split] = items, rels
     reports = parallel_map(convert_pair, tasks, workers=workers, progress=progress, desc=f"checking {spec.name}")
     unknown = {Path(r["image"]).name: r["unknown"] for r in reports if "unknown" in r}
     if unknown and not allow_unknown:
         first = next(iter(unknown.items()))
-        raise ReinError(f"{len(unknown)} labels hold values that are not {spec.label_format} ids, e.g. {first[0]}: "
-                        f"{first[1]}; check the files, or pass --allow-unknown to map them to 255")  # fmt: skip
+        raise ReinError(
+            f"{len(unknown)} labels hold values that are not {spec.label_format} ids, e.g. {first[0]}: "
+            f"{first[1]}; check the files, or pass --allow-unknown to map them to 255"
+        )
     resized = [r["resized"] for r in reports if "resized" in r]
     if resized:
         warnings.append(f"{len(resized)} label maps differ in size from their image and were resized (nearest) to it")
     for warning in warnings:
         log.warning("%s: %s", spec.name, warning)
-    converted = {
-        "cityscapes-ids": "Cityscapes label ids -> train ids",
-        "mapillary-v1.2": "Mapillary v1.2 ids -> train ids",
-        "synthia": "SYNTHIA ids (16-bit) -> train ids",
-        "train-ids": "none: already train ids (values checked)",
-    }
     extra = {
         "version": "1",
         "source": {"archives": records, "folders": [str(f) for f in folders if f != out / "source"], "root": str(root)},
-        "converted": converted[spec.label_format] + ("; val at half resolution" if spec.half_resolution else ""),
-        "warnings": warnings, "resized_labels": resized, "unknown_label_values": unknown,
+        "converted": label_format.description + ("; val at half resolution" if spec.half_resolution else ""),
+        "warnings": warnings,
+        "resized_labels": resized,
+        "unknown_label_values": unknown,
         "seconds": round(time.perf_counter() - start, 1),
-    }  # fmt: skip
-    manifest = write_manifest(
-        out, dataset=spec.name, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits=splits, **extra
-    )
-    if spec.name == "acdc":  # one manifest per condition beside it, pointing at the same files
-        for condition in ("fog", "night", "rain", "snow"):
-            folder = out.parent / f"acdc-{condition}"
-            sub = {
-                split: [
-                    {k: _rebase(v, out, folder) for k, v in item.items()} for item in items if f"/{condition}/" in item["image"]
-                ]
-                for split, items in splits.items()
-            }
-            write_manifest(folder, dataset=f"acdc-{condition}", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
-                           splits=sub, version="1", source={"subset_of": relative_path(manifest, folder)})  # fmt: skip
+    }
+    space = {"classes": CITYSCAPES_CLASSES, "palette": CITYSCAPES_PALETTE}
+    manifest = write_manifest(out, dataset=spec.name, splits=splits, **space, **extra)
+    for subset in (s for s in DATASETS.values() if s.parent == spec.name):  # beside it, pointing at the same files
+        folder = out.parent / subset.name
+        sub = {
+            split: _subset(items, paths[split], subset.splits[split], out, folder) for split, items in splits.items()
+        }
+        source = {"subset_of": relative_path(manifest, folder)}
+        write_manifest(folder, dataset=subset.name, splits=sub, version="1", source=source, **space)
     return manifest
+
+
+def _subset(items: list[dict], rels: list[str], rule: SplitRule, old: Path, new: Path) -> list[dict]:
+    """The items whose image (relative to the dataset root) matches the subset's rule, rebased to folder ``new``."""
+    patterns = expand_braces(rule.images)
+    keep = [item for item, rel in zip(items, rels, strict=True) if any(fnmatch.fnmatchcase(rel, p) for p in patterns)]
+    return [{k: _rebase(v, old, new) for k, v in item.items()} for item in keep]
 
 
 def _rebase(path: str, old: Path, new: Path) -> str:

@@ -10,11 +10,13 @@ the data loader seeds per worker.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rein_cli.data.labels import IGNORE_INDEX
+from rein_cli.labels import IGNORE_INDEX
 
 
 def resize(image: Tensor, label: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
@@ -41,7 +43,9 @@ def short_edge_size(height: int, width: int, short: int, max_size: int) -> tuple
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def random_crop(image: Tensor, label: Tensor, crop: int, cat_max_ratio: float = 0.75, tries: int = 10) -> tuple[Tensor, Tensor]:
+def random_crop(
+    image: Tensor, label: Tensor, crop: int, cat_max_ratio: float = 0.75, tries: int = 10
+) -> tuple[Tensor, Tensor]:
     """A random crop (smaller where the image is); up to ``tries`` draws until no class covers
     ``cat_max_ratio`` or more of the labeled pixels and more than one class is present."""
     H, W = label.shape
@@ -112,8 +116,17 @@ def normalize(image: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) ->
 class TrainTransform:
     """The official training pipeline on one (uint8 HWC image, uint8 HW label) pair."""
 
-    def __init__(self, crop: int, mean: tuple[float, ...], std: tuple[float, ...], *, resize_ratios: list[float],
-                 max_size_ratio: float = 4.0, cat_max_ratio: float = 0.75, photometric: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        crop: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        resize_ratios: Sequence[float],
+        max_size_ratio: float = 4.0,
+        cat_max_ratio: float = 0.75,
+        photometric: bool = True,
+    ) -> None:
         self.crop, self.mean, self.std = crop, mean, std
         self.shorts = [int(crop * r) for r in resize_ratios]
         self.max_size = int(crop * max_size_ratio)

@@ -15,25 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rein_cli import __version__
-from rein_cli.config import ModelConfig, config_from_dict
+from rein_cli.config import config_from_dict, to_dict
+from rein_cli.engine.runs import resolve_device
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
+from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainable_state_dict
 
 FORMAT = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
-def save_checkpoint(model: nn.Module, path: Path, *, model_config: ModelConfig, classes, palette, mean, std,
-                    info: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write the checkpoint directory atomically (a temporary directory renamed into place)."""
+def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint directory atomically (a temporary directory renamed into place).
+
+    ``config.json`` gets the model's declared metadata (its config, classes, palette, normalisation) and
+    ``info`` (e.g. ``trained_on``, ``iterations``)."""
     from safetensors.torch import save_file
 
-    from rein_cli.config import Config
-    from rein_cli.models.segmentor import trainable_state_dict
-
+    model_config = model.config
     # the backbone is stored when it cannot be re-created from the Hub: random, fine-tuned or from a local file
     backbone_saved = not model_config.pretrained or model_config.method == "full" or bool(model_config.weights)
     state = model.state_dict() if backbone_saved else trainable_state_dict(model)
@@ -41,11 +42,11 @@ def save_checkpoint(model: nn.Module, path: Path, *, model_config: ModelConfig, 
     config = {
         "format": FORMAT,
         "rein_version": __version__,
-        "model": Config(model=model_config).to_dict()["model"],
+        "model": to_dict(model_config),
         "backbone_in_checkpoint": backbone_saved,
-        "classes": list(classes),
-        "palette": [list(c) for c in palette],
-        "normalization": {"mean": list(mean), "std": list(std)},
+        "classes": list(model.classes),
+        "palette": [list(c) for c in model.palette],
+        "normalization": {"mean": list(model.mean), "std": list(model.std)},
         **(info or {}),
     }
     path = Path(path)
@@ -84,31 +85,39 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> nn.Module:
-    """Rebuild a saved model in eval mode; ``model.checkpoint_config`` holds its config.json."""
+def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> Segmentor:
+    """Rebuild a saved model in eval mode on ``device`` (``auto``, ``cpu``, ``cuda:N``), with the classes, palette,
+    normalisation and model config of its ``config.json``."""
     from safetensors.torch import load_file
-
-    from rein_cli.models.segmentor import segmentor_from_config, trainable_state_dict
 
     path = Path(path)
     config = read_checkpoint_config(path)
-    model_cfg = config_from_dict({"model": config["model"]}).model
-    if config.get("backbone_in_checkpoint"):
-        model_cfg.pretrained, model_cfg.weights = False, None  # the weights below replace the random initialisation
-    model = segmentor_from_config(model_cfg, download=download)
+    device = resolve_device(device)
+    in_file = bool(config.get("backbone_in_checkpoint"))
+    normalization = config.get("normalization") or {}
+    model = segmentor_from_config(
+        config_from_dict({"model": config["model"]}).model,
+        download=download,
+        load_backbone=not in_file,  # with the backbone in the file, its weights replace the random initialisation
+        classes=config.get("classes"),
+        palette=config.get("palette"),
+        mean=normalization.get("mean"),
+        std=normalization.get("std"),
+    )
     try:
         state = load_file(str(path / WEIGHTS_FILE))
     except Exception as err:  # missing or corrupt file
         raise ReinError(f"cannot read {path / WEIGHTS_FILE}: {err}") from err
-    expected = set(model.state_dict() if config.get("backbone_in_checkpoint") else trainable_state_dict(model))
+    expected = set(model.state_dict() if in_file else trainable_state_dict(model))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(model.state_dict()))
     if missing or unexpected:
-        raise ReinError(f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ReinError(
+            f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise ReinError(f"checkpoint {path} has wrong shapes: {err}") from err
-    model.checkpoint_config = config
     return model.to(device).eval()
 
 
@@ -128,5 +137,14 @@ def model_card(config: dict[str, Any]) -> str:
     ]
     if "trained_on" in config:
         lines.append(f"- trained on `{config['trained_on']}` for {config.get('iterations')} iterations")
-    lines += ["", "Load it with:", "", "```python", "import rein_cli", 'model = rein_cli.load_segmentor("PATH")', "```", ""]
+    lines += [
+        "",
+        "Load it with:",
+        "",
+        "```python",
+        "import rein_cli",
+        'model = rein_cli.load_segmentor("PATH")',
+        "```",
+        "",
+    ]
     return "\n".join(lines)

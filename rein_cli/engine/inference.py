@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rein_cli.errors import ReinError
+from rein_cli.config import InferenceMode, check_choice
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -38,18 +38,9 @@ def whole_inference(model: nn.Module, image: Tensor) -> Tensor:
     return model.semantic_scores(image)
 
 
-MODES = ("slide", "whole")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ReinError(f'unknown inference mode "{mode}"; use slide or whole')
-    return mode
-
-
-def infer(model: nn.Module, image: Tensor, *, mode: str, crop: int, stride: int | None = None) -> Tensor:
+def infer(model: nn.Module, image: Tensor, *, mode: InferenceMode, crop: int, stride: int | None = None) -> Tensor:
     """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop) or "whole"."""
-    if check_mode(mode) == "whole":
+    if check_choice("mode", mode, InferenceMode) == "whole":
         return whole_inference(model, image)
     return slide_inference(model, image, crop, stride or default_stride(crop))
 

@@ -23,16 +23,28 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
         decay = 0.0 if id(p) in norm_params or any(key in name for key in NO_DECAY_KEYS) else weight_decay
         mult = backbone_lr_mult if name.startswith(BACKBONE_PREFIX) else 1.0
         groups.setdefault((mult, decay), []).append(p)
-    return [{"params": ps, "lr_mult": mult, "weight_decay": decay} for (mult, decay), ps in sorted(groups.items(), reverse=True)]
+    return [
+        {"params": ps, "lr_mult": mult, "weight_decay": decay}
+        for (mult, decay), ps in sorted(groups.items(), reverse=True)
+    ]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: list[float], eps: float,
-                    backbone_lr_mult: float = 0.1) -> torch.optim.AdamW:  # fmt: skip
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    backbone_lr_mult: float = 0.1,
+) -> torch.optim.AdamW:
     """AdamW over ``param_groups``; set each group's lr to ``lr_at(step) * group["lr_mult"]``."""
     return torch.optim.AdamW(param_groups(model, weight_decay, backbone_lr_mult), lr=lr, betas=tuple(betas), eps=eps)
 
 
-def lr_at(step: int, *, base_lr: float, max_iters: int, power: float = 0.9, warmup_iters: int = 0, min_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, *, base_lr: float, max_iters: int, power: float = 0.9, warmup_iters: int = 0, min_lr: float = 0.0
+) -> float:
     """Learning rate at ``step``: linear warmup from 1e-6 x ``base_lr`` over ``warmup_iters``, then poly decay
     to ``min_lr`` over the remaining iterations (mmengine's LinearLR followed by PolyLR)."""
     if step < warmup_iters:

@@ -9,14 +9,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from tqdm import tqdm
 
-from rein_cli.data.labels import CITYSCAPES_PALETTE, colorize
+from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data.transforms import EvalTransform
-from rein_cli.engine.inference import check_mode, infer
+from rein_cli.engine.checkpoint import load_segmentor
+from rein_cli.engine.inference import infer
 from rein_cli.errors import ReinError
 from rein_cli.io import IMAGE_SUFFIXES, list_images, read_image, save_image
+from rein_cli.labels import colorize
 from rein_cli.models.segmentor import model_device
+from rein_cli.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -51,38 +53,44 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     return items
 
 
-def predict(model: nn.Module | str | Path, inputs: list[Path], out: Path, *, mode: str = "slide",
-            stride: int | None = None, size: tuple[int, int] | None = None, device: str = "auto",
-            overlay_alpha: float = 0.5, progress: bool = True) -> list[Path]:  # fmt: skip
+def predict(
+    model: nn.Module | str | Path,
+    inputs: list[Path],
+    out: Path,
+    *,
+    mode: InferenceMode = "slide",
+    stride: int | None = None,
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    overlay_alpha: float = 0.5,
+    progress: bool = True,
+) -> list[Path]:
     """Segment every input image; writes ``out/labels``, ``out/color`` and ``out/overlay``. Returns the label files.
 
     ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512) for
-    Cityscapes-like inputs); predictions are resized back to the input's resolution.
+    Cityscapes-like inputs); predictions are resized back to the input's resolution. Colours come from the
+    model's palette.
     """
-    check_mode(mode)
+    check_choice("mode", mode, InferenceMode)
     items = collect_inputs(inputs)
     if not isinstance(model, nn.Module):
-        from rein_cli.engine.checkpoint import load_segmentor
-        from rein_cli.engine.train import resolve_device
-
-        model = load_segmentor(model, resolve_device(device))
-    palette = getattr(model, "checkpoint_config", {}).get("palette", CITYSCAPES_PALETTE)
+        model = load_segmentor(model, device)
     transform = EvalTransform(model.mean, model.std, size)
     device_ = model_device(model)
     model.eval()
     written = []
-    for path, name in tqdm(items, desc="predicting", unit="img", disable=not progress):
+    for path, name in track(items, desc="predicting", unit="img", bar=progress, leave=True):
         rgb = read_image(path)
         image, _ = transform(torch.from_numpy(np.array(rgb)), None)
         scores = infer(model, image[None].to(device_), mode=mode, crop=model.crop_size, stride=stride)
         if scores.shape[-2:] != rgb.shape[:2]:
             scores = torch.nn.functional.interpolate(scores, size=rgb.shape[:2], mode="bilinear", align_corners=False)
         label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        color = colorize(label, palette)
-        blend = (rgb.astype(np.float32) * (1 - overlay_alpha) + color.astype(np.float32) * overlay_alpha).astype(np.uint8)
+        color = colorize(label, model.palette)
+        blend = rgb.astype(np.float32) * (1 - overlay_alpha) + color.astype(np.float32) * overlay_alpha
         save_image(out / "labels" / f"{name}.png", label)
         save_image(out / "color" / f"{name}.png", color)
-        save_image(out / "overlay" / f"{name}.jpg", blend)
+        save_image(out / "overlay" / f"{name}.jpg", blend.astype(np.uint8))
         written.append(out / "labels" / f"{name}.png")
     log.info("wrote %d predictions to %s", len(written), out)
     return written

@@ -29,23 +29,29 @@ class BackboneSpec:
         return f"timm/{self.arch}.{self.tag}"
 
 
-L_INDICES = (7, 11, 15, 23)
+S_INDICES, L_INDICES, G_INDICES = (3, 5, 7, 11), (7, 11, 15, 23), (9, 19, 29, 39)  # 12, 24 and 40 blocks
 BACKBONES: dict[str, BackboneSpec] = {
-    "dinov2-s": BackboneSpec("vit", "vit_small_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-S/14, 12 x 384"),
-    "dinov2-b": BackboneSpec("vit", "vit_base_patch14_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2 ViT-B/14, 12 x 768"),
+    "dinov2-s": BackboneSpec("vit", "vit_small_patch14_dinov2", "lvd142m", S_INDICES, "DINOv2 ViT-S/14, 12 x 384"),
+    "dinov2-b": BackboneSpec("vit", "vit_base_patch14_dinov2", "lvd142m", S_INDICES, "DINOv2 ViT-B/14, 12 x 768"),
     "dinov2-l": BackboneSpec("vit", "vit_large_patch14_dinov2", "lvd142m", L_INDICES, "DINOv2 ViT-L/14, 24 x 1024"),
-    "dinov2-g": BackboneSpec("vit", "vit_giant_patch14_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2 ViT-g/14, 40 x 1536"),
-    "dinov2-s-reg4": BackboneSpec("vit", "vit_small_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2-S + 4 registers"),
-    "dinov2-b-reg4": BackboneSpec("vit", "vit_base_patch14_reg4_dinov2", "lvd142m", (3, 5, 7, 11), "DINOv2-B + 4 registers"),
-    "dinov2-l-reg4": BackboneSpec("vit", "vit_large_patch14_reg4_dinov2", "lvd142m", L_INDICES, "DINOv2-L + 4 registers"),
-    "dinov2-g-reg4": BackboneSpec("vit", "vit_giant_patch14_reg4_dinov2", "lvd142m", (9, 19, 29, 39), "DINOv2-g + 4 registers"),
+    "dinov2-g": BackboneSpec("vit", "vit_giant_patch14_dinov2", "lvd142m", G_INDICES, "DINOv2 ViT-g/14, 40 x 1536"),
+    "dinov2-s-reg4": BackboneSpec(
+        "vit", "vit_small_patch14_reg4_dinov2", "lvd142m", S_INDICES, "DINOv2-S, 4 registers"
+    ),
+    "dinov2-b-reg4": BackboneSpec("vit", "vit_base_patch14_reg4_dinov2", "lvd142m", S_INDICES, "DINOv2-B, 4 registers"),
+    "dinov2-l-reg4": BackboneSpec(
+        "vit", "vit_large_patch14_reg4_dinov2", "lvd142m", L_INDICES, "DINOv2-L, 4 registers"
+    ),
+    "dinov2-g-reg4": BackboneSpec(
+        "vit", "vit_giant_patch14_reg4_dinov2", "lvd142m", G_INDICES, "DINOv2-g, 4 registers"
+    ),
     "eva02-l": BackboneSpec("eva", "eva02_large_patch14_224", "mim_m38m", L_INDICES, "EVA02-L/14, MIM on Merged-38M"),
-    "clip-l": BackboneSpec("vit", "vit_large_patch14_clip_quickgelu_224", "openai", L_INDICES, "CLIP ViT-L/14", "bilinear"),
-    "sam-h": BackboneSpec("sam", "samvit_huge_patch16", "sa1b", (7, 15, 23, 31), "SAM ViT-H/16 image encoder, 32 x 1280"),
+    "clip-l": BackboneSpec("vit", "vit_large_patch14_clip_quickgelu_224", "openai", L_INDICES, "CLIP L/14", "bilinear"),
+    "sam-h": BackboneSpec("sam", "samvit_huge_patch16", "sa1b", (7, 15, 23, 31), "SAM ViT-H/16 encoder, 32 x 1280"),
     "mae-l": BackboneSpec("vit", "vit_large_patch16_224", "mae", L_INDICES, "MAE ViT-L/16, 24 x 1024"),
     "convnext-l": BackboneSpec("convnext", "convnext_large", "fb_in22k", (0, 1, 2, 3), "ConvNeXt-L, ImageNet-22k"),
-    "vit-tiny": BackboneSpec("vit", "vit_tiny_patch16_224", "augreg_in21k_ft_in1k", (2, 5, 8, 11), "ViT-Ti/16, the demo's"),
-}  # fmt: skip
+    "vit-tiny": BackboneSpec("vit", "vit_tiny_patch16_224", "augreg_in21k_ft_in1k", (2, 5, 8, 11), "ViT-Ti/16 (demo)"),
+}
 
 PATCH_SIZE = 16  # every ViT runs at patch 16, as in the official implementation (14 -> 16 for DINOv2, EVA02, CLIP)
 
@@ -57,7 +63,7 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 def create_timm_model(name: str, crop_size: int, **kwargs) -> nn.Module:
-    """The timm model of a named backbone, randomly initialised, without classifier; ViTs at patch 16 and ``crop_size``."""
+    """The timm model of a named backbone, randomly initialised, without classifier; ViTs at patch 16 and the crop."""
     import timm
 
     spec = backbone_spec(name)
@@ -124,7 +130,9 @@ class ReinViT(FrozenBackbone):
     the post-Rein block outputs (no final norm, prefix tokens dropped) and the Rein queries (T, Q).
     """
 
-    def __init__(self, vit: nn.Module, reins: nn.Module, feature_indices, crop_size: int, *, trainable: bool = False) -> None:
+    def __init__(
+        self, vit: nn.Module, reins: nn.Module, feature_indices, crop_size: int, *, trainable: bool = False
+    ) -> None:
         super().__init__(vit, crop_size, trainable=trainable)
         depth = len(vit.blocks)
         indices = list(feature_indices)

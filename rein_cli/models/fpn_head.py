@@ -7,7 +7,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rein_cli.data.labels import IGNORE_INDEX
+from rein_cli.labels import IGNORE_INDEX
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -23,8 +23,12 @@ class FPNHead(nn.Module):
 
     def __init__(self, in_channels: list[int], num_classes: int, channels: int = 256) -> None:
         super().__init__()
-        self.laterals = nn.ModuleList(nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), _norm(channels)) for c in in_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(inplace=True))
+        self.laterals = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), _norm(channels)) for c in in_channels
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(inplace=True)
+        )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, features: list[Tensor], queries: Tensor | None = None) -> Tensor:

@@ -84,7 +84,9 @@ class LoRAReins(Reins):
         scale_init: float = 1e-3,
     ) -> None:
         self.rank = rank
-        super().__init__(depth, embed_dim, patch_size, token_length=token_length, query_dim=query_dim, scale_init=scale_init)
+        super().__init__(
+            depth, embed_dim, patch_size, token_length=token_length, query_dim=query_dim, scale_init=scale_init
+        )
 
     def _create_tokens(self, patch_size: int) -> None:
         bound = math.sqrt(6.0 / (3 * patch_size * patch_size + math.sqrt(self.embed_dim * self.rank)))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rein_cli.config import ModelConfig
-from rein_cli.errors import ReinError, unknown_name
+from rein_cli.config import Head, Method, ModelConfig, ReinConfig, check_choice
+from rein_cli.errors import ReinError
+from rein_cli.labels import default_classes, default_palette
 from rein_cli.models.backbone import (
     FAMILIES,
     PATCH_SIZE,
@@ -21,23 +25,45 @@ from rein_cli.models.fpn_head import FPNHead
 from rein_cli.models.mask2former import Mask2FormerHead
 from rein_cli.models.rein import LoRAReins, Reins
 
-METHODS = ("rein", "frozen", "full")  # Rein; the frozen backbone alone; full fine-tuning (backbone lr x 0.1)
-HEADS = ("mask2former", "fpn")
-
 
 class Segmentor(nn.Module):
     """``backbone(images) -> (pyramid, queries)``, then ``head(pyramid, queries)``.
 
     Inputs are normalised (B, 3, H, W) images. ``semantic_scores`` pads them to a multiple of the
     patch size and returns (B, K, H, W) per-class scores; ``training_loss`` returns named loss terms.
+
+    Declared metadata: ``classes`` and ``palette`` (what the K outputs mean and how to draw them),
+    ``mean`` and ``std`` (the input normalisation, 0..1 units), ``crop_size`` (training crop and slide
+    window) and ``config``, the `ModelConfig` the model was built from.
     """
 
-    def __init__(self, backbone: FrozenBackbone, head: nn.Module, *, num_classes: int) -> None:
+    def __init__(
+        self,
+        backbone: FrozenBackbone,
+        head: nn.Module,
+        *,
+        num_classes: int,
+        config: ModelConfig,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.num_classes = num_classes
-        self.mean, self.std = backbone.mean, backbone.std  # the backbone's input normalisation (0..1 units)
+        self.config = config
+        self.classes = tuple(classes) if classes is not None else default_classes(num_classes)
+        palette = palette if palette is not None else default_palette(num_classes)
+        self.palette = tuple(tuple(int(v) for v in color) for color in palette)
+        if len(self.classes) != num_classes or len(self.palette) < num_classes:
+            raise ReinError(
+                f"{num_classes} outputs need {num_classes} class names and colours, got "
+                f"{len(self.classes)} and {len(self.palette)}"
+            )
+        self.mean = tuple(mean) if mean is not None else backbone.mean  # the backbone's own unless told otherwise
+        self.std = tuple(std) if std is not None else backbone.std
         self.crop_size = backbone.crop_size
 
     def forward(self, images: Tensor):
@@ -65,46 +91,84 @@ def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def build_segmentor(
     backbone: str = "dinov2-l",
     *,
-    method: str = "rein",
-    head: str = "mask2former",
+    method: Method = "rein",
+    head: Head = "mask2former",
     num_classes: int = 19,
     crop_size: int = 512,
     pretrained: bool = False,
     weights: str | None = None,
-    feature_indices: list[int] | tuple[int, ...] | None = None,
-    backbone_kwargs: dict | None = None,
+    feature_indices: Sequence[int] | None = None,
+    backbone_kwargs: Mapping | None = None,
     head_channels: int = 256,
     token_length: int = 100,
     rank: int = 16,
     query_dim: int = 256,
     scale_init: float = 1e-3,
+    classes: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> Segmentor:
     """Compose a segmentor. Nothing is downloaded: with ``pretrained`` the backbone weights come from
     ``weights`` (a safetensors file) or the local Hugging Face cache, else it is randomly initialised.
 
     ``method``: "rein" (frozen backbone + Rein, queries from the Rein tokens), "frozen" (no Rein, learned
     queries) or "full" (no Rein, every backbone weight trained). ``head``: "mask2former" (the paper's)
-    or "fpn" (a light per-pixel head).
+    or "fpn" (a light per-pixel head). ``classes`` and ``palette`` default to the Cityscapes ones for 19 classes.
     """
-    if method not in METHODS:
-        raise unknown_name("method", method, METHODS)
-    if head not in HEADS:
-        raise unknown_name("head", head, HEADS)
-    spec = backbone_spec(backbone)
+    config = ModelConfig(
+        backbone=backbone,
+        pretrained=pretrained,
+        weights=weights,
+        method=method,
+        head=head,
+        head_channels=head_channels,
+        num_classes=num_classes,
+        crop_size=crop_size,
+        feature_indices=tuple(feature_indices) if feature_indices is not None else None,
+        backbone_kwargs=types.MappingProxyType(dict(backbone_kwargs or {})),
+        rein=ReinConfig(token_length=token_length, rank=rank, query_dim=query_dim, scale_init=scale_init),
+    )
+    return segmentor_from_config(config, classes=classes, palette=palette)
+
+
+def segmentor_from_config(
+    cfg: ModelConfig,
+    *,
+    download: bool = False,
+    load_backbone: bool = True,
+    classes: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Segmentor:
+    """Build the model a `ModelConfig` describes. Pretrained backbone weights come from ``cfg.weights`` or the
+    Hub cache (downloaded when ``download``); ``load_backbone=False`` leaves the backbone randomly initialised
+    for weights that come from elsewhere (a checkpoint, an official file)."""
+    check_choice("method", cfg.method, Method)
+    check_choice("head", cfg.head, Head)
+    spec = backbone_spec(cfg.backbone)
     stride = 32 if spec.family == "convnext" else PATCH_SIZE
-    if crop_size % stride or crop_size < 2 * stride:
-        raise ReinError(f"crop_size {crop_size} must be a multiple of {stride} and at least {2 * stride} for {backbone}")
-    model = create_timm_model(backbone, crop_size, **(backbone_kwargs or {}))
-    if pretrained:
+    if cfg.crop_size % stride or cfg.crop_size < 2 * stride:
+        raise ReinError(
+            f"crop_size {cfg.crop_size} must be a multiple of {stride} and at least {2 * stride} for {cfg.backbone}"
+        )
+    weights = None
+    if load_backbone and (cfg.weights or cfg.pretrained):  # found (or downloaded) before anything is built
+        weights = cfg.weights or pretrained_weights_path(cfg.backbone, download=download)
+    model = create_timm_model(cfg.backbone, cfg.crop_size, **cfg.backbone_kwargs)
+    if weights is not None:
         from rein_cli.models.weights import load_backbone_weights
 
-        load_backbone_weights(model, weights or pretrained_weights_path(backbone, download=False), spec)
-    rein_args = dict(token_length=token_length, query_dim=query_dim, scale_init=scale_init)
+        load_backbone_weights(model, weights, spec)
+    rein = cfg.rein
+    rein_args = dict(token_length=rein.token_length, query_dim=rein.query_dim, scale_init=rein.scale_init)
 
     def adapter(depth: int, dim: int) -> nn.Module:
-        if method != "rein":
+        if cfg.method != "rein":
             return NoAdapter()
-        reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rank, **rein_args) if rank else Reins(depth, dim, PATCH_SIZE, **rein_args)
+        if rein.rank:
+            reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rein.rank, **rein_args)
+        else:
+            reins = Reins(depth, dim, PATCH_SIZE, **rein_args)
         if spec.family == "eva":  # the official EVA02 backbone re-initialises every Linear, Rein's included
             for m in reins.modules():
                 if isinstance(m, nn.Linear):
@@ -112,38 +176,24 @@ def build_segmentor(
                     nn.init.zeros_(m.bias)
         return reins
 
-    trainable = method == "full"
+    trainable = cfg.method == "full"
     if spec.family == "convnext":
         stages = [(len(stage.blocks), stage.blocks[0].conv_dw.out_channels) for stage in model.stages]
-        body = ReinConvNeXt(model, nn.ModuleList(adapter(d, c) for d, c in stages), crop_size, trainable=trainable)
+        reins = nn.ModuleList(adapter(d, c) for d, c in stages)
+        body = ReinConvNeXt(model, reins, cfg.crop_size, trainable=trainable)
     else:
-        indices = tuple(feature_indices) if feature_indices is not None else spec.feature_indices
-        body = FAMILIES[spec.family](model, adapter(len(model.blocks), model.embed_dim), indices, crop_size, trainable=trainable)
-    if head == "mask2former":
-        decode = Mask2FormerHead(body.out_channels, num_classes, num_queries=token_length, learned_queries=method != "rein")
+        indices = cfg.feature_indices if cfg.feature_indices is not None else spec.feature_indices
+        reins = adapter(len(model.blocks), model.embed_dim)
+        body = FAMILIES[spec.family](model, reins, indices, cfg.crop_size, trainable=trainable)
+    if cfg.head == "mask2former":
+        learned_queries = cfg.method != "rein"
+        decode = Mask2FormerHead(
+            body.out_channels, cfg.num_classes, num_queries=rein.token_length, learned_queries=learned_queries
+        )
     else:
-        decode = FPNHead(body.out_channels, num_classes, channels=head_channels)
-    return Segmentor(body, decode, num_classes=num_classes)
-
-
-def segmentor_from_config(cfg: ModelConfig, *, download: bool = False) -> Segmentor:
-    """Build the model a `ModelConfig` describes; pretrained weights may be downloaded when ``download``."""
-    weights = cfg.weights or (pretrained_weights_path(cfg.backbone, download=download) if cfg.pretrained else None)
-    return build_segmentor(
-        cfg.backbone,
-        method=cfg.method,
-        head=cfg.head,
-        num_classes=cfg.num_classes,
-        crop_size=cfg.crop_size,
-        pretrained=weights is not None,
-        weights=weights,
-        feature_indices=cfg.feature_indices,
-        backbone_kwargs=cfg.backbone_kwargs,
-        head_channels=cfg.head_channels,
-        token_length=cfg.rein.token_length,
-        rank=cfg.rein.rank,
-        query_dim=cfg.rein.query_dim,
-        scale_init=cfg.rein.scale_init,
+        decode = FPNHead(body.out_channels, cfg.num_classes, channels=cfg.head_channels)
+    return Segmentor(
+        body, decode, num_classes=cfg.num_classes, config=cfg, classes=classes, palette=palette, mean=mean, std=std
     )
 
 
@@ -155,8 +205,10 @@ def pretrained_weights_path(backbone: str, *, download: bool) -> str:
     path = cached_file(repo)
     if path is None:
         if not download:
-            raise ReinError(f"pretrained weights for {backbone} ({repo}) are not on disk; download them with "
-                            f"`hf download {repo} {WEIGHTS_FILE}` or train with --set model.pretrained=false")  # fmt: skip
+            raise ReinError(
+                f"pretrained weights for {backbone} ({repo}) are not on disk; download them with "
+                f"`hf download {repo} {WEIGHTS_FILE}` or train with --set model.pretrained=false"
+            )
         path = download_file(repo)
     return str(path)
 

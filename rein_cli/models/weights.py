@@ -26,7 +26,7 @@ def resize_patch_embed(weight: Tensor, patch_size: int) -> Tensor:
 
 
 def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int, mode: str = "bicubic") -> Tensor:
-    """(1, P + g*g, C) -> (1, P + H*W, C): the square grid resized (``align_corners=False``), the P prefix positions kept."""
+    """(1, P + g*g, C) -> (1, P + H*W, C): the square grid resized (``align_corners=False``), P prefixes kept."""
     prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     side = math.isqrt(patches.shape[1])
     if side * side != patches.shape[1]:
@@ -58,7 +58,9 @@ def adapt_state_dict(state: dict[str, Tensor], model: nn.Module, pos_mode: str =
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
         pos, target = state["pos_embed"], own["pos_embed"]
         if pos.dim() == 4:  # SAM: (1, H, W, C)
-            grid = F.interpolate(pos.permute(0, 3, 1, 2).float(), size=target.shape[1:3], mode=pos_mode, align_corners=False)
+            grid = F.interpolate(
+                pos.permute(0, 3, 1, 2).float(), size=target.shape[1:3], mode=pos_mode, align_corners=False
+            )
             state["pos_embed"] = grid.permute(0, 2, 3, 1)
         else:
             grid = tuple(model.patch_embed.grid_size)
@@ -79,8 +81,10 @@ def load_backbone_weights(model: nn.Module, path: Path | str, spec=None) -> None
     state = adapt_state_dict(state, model, spec.pos_mode if spec is not None else "bicubic")
     missing = sorted(set(model.state_dict()) - set(state))
     if missing:
-        raise ReinError(f"backbone weights {path} lack {len(missing)} tensors (e.g. {', '.join(missing[:3])}); "
-                        "is it the right backbone?")  # fmt: skip
+        raise ReinError(
+            f"backbone weights {path} lack {len(missing)} tensors (e.g. {', '.join(missing[:3])}); "
+            "is it the right backbone?"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

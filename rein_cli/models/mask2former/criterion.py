@@ -95,9 +95,17 @@ def _single_prediction_losses(
     return loss_cls, loss_mask, loss_dice
 
 
-def mask2former_losses(all_cls: list[Tensor], all_masks: list[Tensor], labels: Tensor, *, num_classes: int,
-                       ignore_index: int = 255, num_points: int = 12544, no_object_weight: float = 0.1,
-                       weights: tuple[float, float, float] = (2.0, 5.0, 5.0)) -> dict[str, Tensor]:  # fmt: skip
+def mask2former_losses(
+    all_cls: list[Tensor],
+    all_masks: list[Tensor],
+    labels: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    num_points: int = 12544,
+    no_object_weight: float = 0.1,
+    weights: tuple[float, float, float] = (2.0, 5.0, 5.0),
+) -> dict[str, Tensor]:
     """Weighted losses of every prediction: ``loss_*`` for the last, ``d{i}.loss_*`` for the others.
 
     labels (B, H, W) are train ids at the input resolution; each prediction is matched independently.
@@ -105,8 +113,9 @@ def mask2former_losses(all_cls: list[Tensor], all_masks: list[Tensor], labels: T
     targets = [semantic_targets(label, ignore_index) for label in labels]
     losses: dict[str, Tensor] = {}
     for i, (cls, masks) in enumerate(zip(all_cls, all_masks, strict=True)):
-        terms = _single_prediction_losses(cls, masks, targets, num_classes=num_classes, num_points=num_points,
-                                          no_object_weight=no_object_weight)  # fmt: skip
+        terms = _single_prediction_losses(
+            cls, masks, targets, num_classes=num_classes, num_points=num_points, no_object_weight=no_object_weight
+        )
         prefix = "" if i == len(all_cls) - 1 else f"d{i}."
         for name, value, weight in zip(("loss_cls", "loss_mask", "loss_dice"), terms, weights, strict=True):
             losses[prefix + name] = value * weight

@@ -21,7 +21,9 @@ def ms_deform_attn(value: Tensor, shapes: list[tuple[int, int]], locations: Tens
     grids = 2 * locations - 1  # grid_sample's [-1, 1] coordinates
     weights = weights.transpose(1, 2).flatten(0, 1)[:, None]  # (B*heads, 1, Q, levels, points)
     out = value.new_zeros(B * heads, d, Q)
-    for level, (values_l, (H, W)) in enumerate(zip(value.split([h * w for h, w in shapes], dim=1), shapes, strict=True)):
+    for level, (values_l, (H, W)) in enumerate(
+        zip(value.split([h * w for h, w in shapes], dim=1), shapes, strict=True)
+    ):
         values_l = values_l.flatten(2).transpose(1, 2).reshape(B * heads, d, H, W)  # (B*heads, d, H, W)
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (B*heads, Q, points, 2)
         sampled = F.grid_sample(values_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)

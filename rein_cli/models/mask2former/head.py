@@ -26,8 +26,17 @@ class Mask2FormerHead(nn.Module):
     queries, then after every decoder layer. Names and initialisation follow the official head.
     """
 
-    def __init__(self, in_channels: list[int], num_classes: int = 19, *, num_queries: int = 100, dim: int = 256,
-                 num_heads: int = 8, num_decoder_layers: int = 9, learned_queries: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int = 19,
+        *,
+        num_queries: int = 100,
+        dim: int = 256,
+        num_heads: int = 8,
+        num_decoder_layers: int = 9,
+        learned_queries: bool = False,
+    ) -> None:
         super().__init__()
         self.num_classes, self.num_queries, self.num_heads = num_classes, num_queries, num_heads
         self.pixel_decoder = PixelDecoder(in_channels, dim, num_heads=num_heads)
@@ -56,7 +65,9 @@ class Mask2FormerHead(nn.Module):
         position = queries.expand(B, -1, -1)
         return self.querys2feat(position), position
 
-    def _predict(self, query: Tensor, mask_features: Tensor, next_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    def _predict(
+        self, query: Tensor, mask_features: Tensor, next_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Class and mask logits, and the next layer's attention mask (True where sigmoid < 0.5)."""
         query = self.transformer_decoder.post_norm(query)
         cls = self.cls_embed(query)

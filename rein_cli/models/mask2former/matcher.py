@@ -13,8 +13,16 @@ def point_sample(inputs: Tensor, points: Tensor) -> Tensor:
     return F.grid_sample(inputs, 2 * points.unsqueeze(2) - 1, align_corners=False).squeeze(3)
 
 
-def match_cost(cls_logits: Tensor, mask_points: Tensor, gt_labels: Tensor, gt_points: Tensor, *,
-               w_class: float = 2.0, w_mask: float = 5.0, w_dice: float = 5.0) -> Tensor:  # fmt: skip
+def match_cost(
+    cls_logits: Tensor,
+    mask_points: Tensor,
+    gt_labels: Tensor,
+    gt_points: Tensor,
+    *,
+    w_class: float = 2.0,
+    w_mask: float = 5.0,
+    w_dice: float = 5.0,
+) -> Tensor:
     """(Q, G) cost: -w_class x p(gt class) + w_mask x mean point BCE + w_dice x (1 - dice with +1 smoothing).
 
     cls_logits (Q, K+1); mask_points (Q, P) logits; gt_labels (G,); gt_points (G, P) in {0, 1}.
@@ -35,4 +43,6 @@ def hungarian_match(cost: Tensor) -> tuple[Tensor, Tensor]:
     """(query indices, gt indices) of the minimum-cost one-to-one assignment of a (Q, G) cost matrix."""
     rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
     device = cost.device
-    return torch.as_tensor(rows, dtype=torch.long, device=device), torch.as_tensor(cols, dtype=torch.long, device=device)
+    return torch.as_tensor(rows, dtype=torch.long, device=device), torch.as_tensor(
+        cols, dtype=torch.long, device=device
+    )

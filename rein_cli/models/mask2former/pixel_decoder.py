@@ -58,7 +58,9 @@ class FFN(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-norm: deformable self-attention -> LayerNorm -> FFN -> LayerNorm."""
 
-    def __init__(self, dim: int = 256, num_heads: int = 8, num_levels: int = 3, num_points: int = 4, ffn_dim: int = 1024) -> None:
+    def __init__(
+        self, dim: int = 256, num_heads: int = 8, num_levels: int = 3, num_points: int = 4, ffn_dim: int = 1024
+    ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(dim, num_heads, num_levels, num_points)
         self.norm1 = nn.LayerNorm(dim)
@@ -90,14 +92,23 @@ class PixelDecoder(nn.Module):
     (B, C, H/4, W/4) and the encoder outputs at strides 32, 16, 8.
     """
 
-    def __init__(self, in_channels: list[int], dim: int = 256, *, num_layers: int = 6, num_heads: int = 8,
-                 num_points: int = 4, ffn_dim: int = 1024) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: list[int],
+        dim: int = 256,
+        *,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        num_points: int = 4,
+        ffn_dim: int = 1024,
+    ) -> None:
         super().__init__()
         self.num_levels = len(in_channels) - 1  # levels in the deformable encoder
         # input_convs[0] reads the coarsest level (stride 32), [1] stride 16, [2] stride 8
         self.input_convs = nn.ModuleList(ConvGN(c, dim, bias=True) for c in reversed(in_channels[1:]))
-        self.encoder = Encoder(num_layers, dim=dim, num_heads=num_heads, num_levels=self.num_levels,
-                               num_points=num_points, ffn_dim=ffn_dim)  # fmt: skip
+        self.encoder = Encoder(
+            num_layers, dim=dim, num_heads=num_heads, num_levels=self.num_levels, num_points=num_points, ffn_dim=ffn_dim
+        )
         self.level_encoding = nn.Embedding(self.num_levels, dim)
         self.lateral_conv = ConvGN(in_channels[0], dim)
         self.output_conv = ConvGN(dim, dim, 3, relu=True)
@@ -128,8 +139,11 @@ class PixelDecoder(nn.Module):
             inputs.append(conv(feat).flatten(2).transpose(1, 2))  # (B, H*W, C)
             pos = sine_position_encoding(B, H, W, inputs[-1].shape[-1] // 2, feat.device, feat.dtype)
             positions.append((pos + self.level_encoding.weight[i].view(1, -1, 1, 1)).flatten(2).transpose(1, 2))
-            ys, xs = torch.meshgrid(torch.arange(H, device=feat.device, dtype=feat.dtype),
-                                    torch.arange(W, device=feat.device, dtype=feat.dtype), indexing="ij")  # fmt: skip
+            ys, xs = torch.meshgrid(
+                torch.arange(H, device=feat.device, dtype=feat.dtype),
+                torch.arange(W, device=feat.device, dtype=feat.dtype),
+                indexing="ij",
+            )
             refs.append(torch.stack([(xs.flatten() + 0.5) / W, (ys.flatten() + 0.5) / H], -1))  # cell centres (x, y)
             shapes.append((H, W))
         reference_points = torch.cat(refs)[None, :, None].expand(B, -1, self.num_levels, -1)  # (B, N, levels, 2)

@@ -22,10 +22,14 @@ class DecoderLayer(nn.Module):
         self.ffn = FFN(dim, ffn_dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, attn_mask: Tensor) -> Tensor:
+    def forward(
+        self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, attn_mask: Tensor
+    ) -> Tensor:
         """query (B, Q, C); memory (B, HW, C); attn_mask (B * heads, Q, HW), True = blocked."""
         q = query + query_pos
-        query = self.norm1(query + self.cross_attn(q, memory + memory_pos, memory, attn_mask=attn_mask, need_weights=False)[0])
+        query = self.norm1(
+            query + self.cross_attn(q, memory + memory_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
+        )
         q = query + query_pos
         query = self.norm2(query + self.self_attn(q, q, query, need_weights=False)[0])
         return self.norm3(self.ffn(query))

@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rein_cli.config import ModelConfig, ReinConfig
+from rein_cli.engine.checkpoint import save_checkpoint
 from rein_cli.errors import ReinError
+from rein_cli.io import atomic_path
+from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
+from rein_cli.models.segmentor import segmentor_from_config
+from rein_cli.models.weights import resize_patch_embed, resize_pos_embed
 
 # (ours, official) regular expressions, applied in order. Inverse rules are listed explicitly below.
 _TO_OFFICIAL = [
@@ -88,7 +94,11 @@ def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
             if isinstance(data.get(wrapper), dict):
                 data = data[wrapper]
                 break
-    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items())
+    ):
         raise ReinError(f"{path} is not a state dict (a mapping of names to tensors, possibly under 'state_dict')")
     return {k.removeprefix("module."): v for k, v in data.items()}
 
@@ -99,7 +109,9 @@ def official_model_args(state: dict[str, Tensor]) -> dict:
         raise ReinError("not an official Rein checkpoint: no decode_head.cls_embed.weight (is it a backbone file?)")
     args = {"num_classes": state["decode_head.cls_embed.weight"].shape[0] - 1}
     tokens = {
-        m[1]: v for k, v in state.items() if (m := re.fullmatch(r"backbone\.reins\.(?:\d+\.)?(learnable_tokens(?:_a)?)", k))
+        m[1]: v
+        for k, v in state.items()
+        if (m := re.fullmatch(r"backbone\.reins\.(?:\d+\.)?(learnable_tokens(?:_a)?)", k))
     }
     if "learnable_tokens_a" in tokens:  # per layer (L, T, r); ConvNeXt has one set per stage, backbone.reins.<stage>.*
         _, args["token_length"], args["rank"] = tokens["learnable_tokens_a"].shape
@@ -136,46 +148,40 @@ def load_official_into(model: torch.nn.Module, state: dict[str, Tensor], *, with
     if wrong:
         problems.append(f"{len(wrong)} tensors have the wrong shape for this backbone: {', '.join(wrong[:4])}")
     if missing:
-        problems.append(f"{len(missing)} parameters are not in the file: {', '.join(to_official(k) for k in missing[:6])}")
+        problems.append(
+            f"{len(missing)} parameters are not in the file: {', '.join(to_official(k) for k in missing[:6])}"
+        )
     if problems:
         raise ReinError("the checkpoint does not match the named backbone: " + "; ".join(problems))
     model.load_state_dict(mapped, strict=False)
 
 
-def convert_official_checkpoint(state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512,
-                                source: str = "") -> Path:  # fmt: skip
+def convert_official_checkpoint(
+    state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512, source: str = ""
+) -> Path:
     """An official Rein release state dict -> a rein checkpoint directory at ``out``."""
-    from rein_cli.config import ModelConfig, ReinConfig
-    from rein_cli.data.labels import CITYSCAPES_CLASSES, default_palette
-    from rein_cli.engine.checkpoint import save_checkpoint
-    from rein_cli.models.segmentor import segmentor_from_config
-
     args = official_model_args(state)
     rein = ReinConfig(token_length=args["token_length"], rank=args["rank"])
-    # With the backbone in the file, build it randomly and fill it from the file; else it comes from the Hub later.
-    cfg = ModelConfig(backbone=backbone, pretrained=False, head="mask2former", num_classes=args["num_classes"],
-                      crop_size=crop_size, rein=rein)  # fmt: skip
-    model = segmentor_from_config(cfg)
-    load_official_into(model, state, with_backbone=args["with_backbone"])
-    cfg.pretrained = not args["with_backbone"]
-    k = args["num_classes"]
-    classes = CITYSCAPES_CLASSES if k == 19 else [f"class_{i}" for i in range(k)]
-    palette = default_palette(k)
-    info = {"converted_from": source}
-    return save_checkpoint(
-        model, Path(out), model_config=cfg, classes=classes, palette=palette, mean=model.mean, std=model.std, info=info
+    # With the backbone in the file it is filled from the file (and saved); else it comes from the Hub when loaded.
+    cfg = ModelConfig(
+        backbone=backbone,
+        pretrained=not args["with_backbone"],
+        head="mask2former",
+        num_classes=args["num_classes"],
+        crop_size=crop_size,
+        rein=rein,
     )
+    model = segmentor_from_config(cfg, load_backbone=False)
+    load_official_into(model, state, with_backbone=args["with_backbone"])
+    return save_checkpoint(model, Path(out), info={"converted_from": source})
 
 
-def convert_dinov2_release(state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512,
-                           source: str = "") -> Path:  # fmt: skip
+def convert_dinov2_release(
+    state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512, source: str = ""
+) -> Path:
     """Meta's ``dinov2_vit*14_pretrain.pth`` -> safetensors with the patch-16 kernel and the crop's position grid,
     exactly as the official converter computes them (plain bicubic, ``align_corners=False``); Meta's key names."""
     from safetensors.torch import save_file
-
-    from rein_cli.io import atomic_path
-    from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
-    from rein_cli.models.weights import resize_patch_embed, resize_pos_embed
 
     if backbone not in ("dinov2-s", "dinov2-b", "dinov2-l", "dinov2-g"):
         raise ReinError(f"original-release conversion is for dinov2-s|b|l|g (Meta's *_pretrain.pth); not {backbone}")
@@ -196,8 +202,10 @@ def convert_dinov2_release(state: dict[str, Tensor], backbone: str, out: Path | 
     missing = sorted(set(own) - set(renamed))
     wrong = sorted(v for k, v in renamed.items() if k in own and own[k].shape != converted[v].shape)
     if leftovers or missing or wrong:
-        raise ReinError(f"{source} does not match {backbone} ({backbone_spec(backbone).arch}): unexpected {leftovers[:4]}, "
-                        f"missing {missing[:4]}, wrong shapes {wrong[:4]}")  # fmt: skip
+        raise ReinError(
+            f"{source} does not match {backbone} ({backbone_spec(backbone).arch}): unexpected {leftovers[:4]}, "
+            f"missing {missing[:4]}, wrong shapes {wrong[:4]}"
+        )
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out / f"{backbone}_{crop_size}.safetensors"
@@ -208,8 +216,6 @@ def convert_dinov2_release(state: dict[str, Tensor], backbone: str, out: Path | 
 
 def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int = 512) -> Path:
     """Either kind of official file, told apart by its keys."""
-    from rein_cli.models.backbone import backbone_spec
-
     backbone_spec(backbone)  # an unknown name fails before the file is read
     state = load_state_dict_file(src)
     kind = (

@@ -1,11 +1,4 @@
-"""Procedural street scenes: a 3-D layout drawn far to near into an instance map, labels and colours from it.
-
-A scene is laid out in 3-D (a pinhole camera over a road with sidewalks, terrain, buildings, trees,
-poles, signs, traffic lights, fences, walls, vehicles, people and cyclists; see `street.py`), drawn
-far to near into an *instance map*, and coloured per instance. The label map is a lookup of the same
-instance map, so image and label are aligned by construction. Each scene also carries a depth map and
-its light sources, from which `weather.py` renders the target conditions with identical labels.
-"""
+"""One synthetic street scene: ground, props drawn far to near, colours, depth, and the `Scene` that holds them."""
 
 from __future__ import annotations
 
@@ -14,28 +7,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from rein_cli.data.street import (
-    GROUND,
-    ROAD,
-    SIDE,
-    SIDEWALK,
-    TERRAIN,
-    Canvas,
-    Light,
-    backdrop,
-    buildings,
-    roadside,
-    traffic,
-)  # fmt: skip
+from rein_cli.data.synthetic.canvas import GROUND, ROAD, SIDE, SIDEWALK, TERRAIN, Canvas, Light
+from rein_cli.data.synthetic.props import backdrop, buildings, roadside, traffic
 
 
 @dataclass
 class Scene:
     """Everything a condition renderer needs. Arrays are (H, W) unless stated."""
 
-    instances: np.ndarray  # uint8 instance ids
+    instances: np.ndarray  # int32 instance ids
     labels: np.ndarray  # uint8 train ids
     image: np.ndarray  # (H, W, 3) float32 clear-weather RGB in [0, 1]
     depth: np.ndarray  # float32 metres, inf for sky
@@ -44,49 +26,37 @@ class Scene:
     lights: list[Light] = field(default_factory=list)
 
 
-@lru_cache(maxsize=4)
-def _noise_fields(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed fine-grain and large-scale noise, twice the image size, sampled at random offsets per scene."""
-    rng = np.random.default_rng(12345)
-    fine = rng.standard_normal((2 * height, 2 * width)).astype(np.float32)
-    coarse = rng.standard_normal((2 * height // 16 + 1, 2 * width // 16 + 1)).astype(np.float32)
-    coarse = np.asarray(Image.fromarray(coarse).resize((2 * width, 2 * height), Image.BICUBIC))
-    return fine, coarse / max(float(np.abs(coarse).max()), 1e-6)
-
-
 def make_scene(rng: np.random.Generator, width: int = 512, height: int = 256) -> Scene:
-    """Lay out, draw and colour one random street scene."""
+    """Lay out one random street in 3-D, draw it far to near into an instance map, and colour it.
+
+    The label map is a lookup of the same instance map, so image and label are aligned by construction.
+    """
     c = Canvas(width, height, rng)
     road_half = rng.uniform(3.5, 7.5)
     walk = rng.uniform(1.8, 4.0)
     verge = [rng.choice([0.0, rng.uniform(1.0, 5.0)], p=[0.5, 0.5]) for _ in range(2)]  # terrain beyond the walk
-    ids = _ground(c, road_half, walk, verge)
-    c.image = Image.fromarray(ids)
-    c.draw = ImageDraw.Draw(c.image)
+    c.lay_ground(_ground(c, road_half, walk, verge))
 
-    # (layer, depth, draw call). Layers: street end, facades, fences and walls, then everything on the
-    # street; within a layer far to near. Facades lie beyond the sidewalk, so whatever stands on the
-    # sidewalk or the road hides them, whatever its depth.
-    ops: list[tuple[int, float, object]] = [(0, z, call) for z, call in backdrop(c)]
+    drawings = backdrop(c)
     edge = road_half + walk
     for side in (-1, 1):
-        ops += [(1, z, call) for z, call in buildings(c, side, edge + verge[(side + 1) // 2])]
-        ops += roadside(c, side, road_half, edge)
-    ops += [(3, z, call) for z, call in traffic(c, road_half)]
-    for _, _, call in sorted(ops, key=lambda op: (op[0], -op[1])):
-        call()
-    return _shade(c, np.asarray(c.image))
+        drawings += buildings(c, side, edge + verge[(side + 1) // 2])
+        drawings += roadside(c, side, road_half, edge)
+    drawings += traffic(c, road_half)
+    for drawing in sorted(drawings, key=lambda d: (d.layer, -d.depth)):  # stable: equal keys keep the list order
+        drawing.draw()
+    return _shade(c, c.instance_map())
 
 
 def _ground(c: Canvas, road_half: float, walk: float, verge: list[float]) -> np.ndarray:
-    """Sky above the horizon; road, markings, curbs, sidewalks and terrain below, per pixel."""
+    """Sky above the horizon; road, markings, curbs, sidewalks and terrain below, per pixel: (H, W) int32 ids."""
     rng = c.rng
     ids = np.full((c.h, c.w), c.sky, dtype=np.int32)
     top = math.floor(c.horizon) + 1
     if top >= c.h:
         return ids
-    v = np.arange(top, c.h, dtype=np.float32)[:, None] + 0.5
-    u = np.arange(c.w, dtype=np.float32)[None, :] + 0.5
+    v = np.arange(top, c.h, dtype=np.float32)[:, None] + 0.5  # (rows, 1) pixel centres below the horizon
+    u = np.arange(c.w, dtype=np.float32)[None, :] + 0.5  # (1, W)
     z = c.f * c.cam_h / (v - c.horizon)  # (rows, 1) depth of the ground at each row
     x = c.cam_x + (u - c.cx) * z / c.f  # (rows, W) lateral position
     ax = np.abs(x)
@@ -99,7 +69,7 @@ def _ground(c: Canvas, road_half: float, walk: float, verge: list[float]) -> np.
     curb = c.add(SIDEWALK, c.jitter((0.72, 0.72, 0.7), 0.03), 0.05, GROUND)
     grass = c.add(TERRAIN, c.jitter((0.42, 0.55, 0.25), 0.05), 0.25, GROUND)
 
-    out = np.full(x.shape, grass, dtype=np.int32)
+    out = np.full(x.shape, grass, dtype=np.int32)  # (rows, W)
     out[ax < road_half + walk] = walk_id
     out[(ax >= road_half) & (ax < road_half + 0.25)] = curb
     on_road = ax < road_half
@@ -121,25 +91,35 @@ def _ground(c: Canvas, road_half: float, walk: float, verge: list[float]) -> np.
     return ids
 
 
+@lru_cache(maxsize=4)
+def _noise_fields(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed fine-grain and large-scale noise, (2H, 2W) each, sampled at random offsets per scene."""
+    rng = np.random.default_rng(12345)
+    fine = rng.standard_normal((2 * height, 2 * width)).astype(np.float32)
+    coarse = rng.standard_normal((2 * height // 16 + 1, 2 * width // 16 + 1)).astype(np.float32)
+    coarse = np.asarray(Image.fromarray(coarse).resize((2 * width, 2 * height), Image.BICUBIC))
+    return fine, coarse / max(float(np.abs(coarse).max()), 1e-6)
+
+
 def _shade(c: Canvas, ids: np.ndarray) -> Scene:
-    """Colour the instance map: base colour x (1 + texture x fine noise) x large-scale light, a sky gradient, clouds."""
+    """Colour the instance map: base colour x (1 + texture x fine noise) x large-scale light, a sky with clouds."""
     rng, h, w = c.rng, c.h, c.w
     classes = np.asarray(c.classes, dtype=np.uint8)
-    colors = np.asarray(c.colors, dtype=np.float32)
+    colors = np.asarray(c.colors, dtype=np.float32)  # (instances, 3)
     texture = np.asarray(c.texture, dtype=np.float32)
     fine, coarse = _noise_fields(h, w)
     oy, ox = rng.integers(0, h), rng.integers(0, w)
-    grain = fine[oy : oy + h, ox : ox + w]
-    light = 1.0 + 0.12 * coarse[oy : oy + h, ox : ox + w]
-    image = colors[ids] * (1.0 + texture[ids] * grain)[..., None] * light[..., None]
+    grain = fine[oy : oy + h, ox : ox + w]  # (H, W)
+    light = 1.0 + 0.12 * coarse[oy : oy + h, ox : ox + w]  # (H, W)
+    image = colors[ids] * (1.0 + texture[ids] * grain)[..., None] * light[..., None]  # (H, W, 3)
 
     sky = ids == c.sky
-    rows = np.arange(h, dtype=np.float32)[:, None]
+    rows = np.arange(h, dtype=np.float32)[:, None]  # (H, 1)
     t = np.clip(rows / max(c.horizon, 1.0), 0, 1)  # 0 at the top, 1 at the horizon
     top = np.asarray(c.jitter((0.3, 0.5, 0.85), 0.04), dtype=np.float32)
     low = np.asarray(c.jitter((0.75, 0.85, 0.95), 0.03), dtype=np.float32)
     gradient = top * (1 - t[..., None]) + low * t[..., None]  # (H, 1, 3)
-    clouds = np.clip((coarse[oy : oy + h, ox : ox + w] - rng.uniform(-0.1, 0.4)) * 2.5, 0, 1)[..., None]
+    clouds = np.clip((coarse[oy : oy + h, ox : ox + w] - rng.uniform(-0.1, 0.4)) * 2.5, 0, 1)[..., None]  # (H, W, 1)
     sky_rgb = gradient * (1 - clouds) + 0.95 * clouds
     image = np.where(sky[..., None], sky_rgb, image)
     sun = np.asarray([rng.uniform(0.9, 1.1)] * 3, dtype=np.float32) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
@@ -157,11 +137,11 @@ def _shade(c: Canvas, ids: np.ndarray) -> Scene:
 
 
 def _depth(c: Canvas, ids: np.ndarray) -> np.ndarray:
-    """Per-pixel depth in metres from each instance's depth rule (ground row, fixed, or side plane)."""
+    """Per-pixel depth in metres, (H, W), from each instance's depth rule (ground row, fixed, or side plane)."""
     kind = np.asarray(c.kind, dtype=np.uint8)[ids]
     param = np.asarray(c.param, dtype=np.float32)[ids]
-    v = np.arange(c.h, dtype=np.float32)[:, None] + 0.5
-    u = np.arange(c.w, dtype=np.float32)[None, :] + 0.5
+    v = np.arange(c.h, dtype=np.float32)[:, None] + 0.5  # (H, 1)
+    u = np.arange(c.w, dtype=np.float32)[None, :] + 0.5  # (1, W)
     with np.errstate(divide="ignore", invalid="ignore"):
         ground = c.f * c.cam_h / np.maximum(v - c.horizon, 1e-3)
         side = c.f * np.abs(param - c.cam_x) / np.maximum(np.abs(u - c.cx), 1e-3)

@@ -1,16 +1,4 @@
-"""Target conditions for synthetic scenes: fog, night, rain and snow, rendered from the clear scene.
-
-Each renderer takes a `Scene` (clear image, depth, labels, light sources) and returns a new RGB image;
-the labels never change, only the appearance does. Every effect has a physical motivation:
-
-- fog: Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-beta * depth);
-- night: reflectance times low ambient light plus the scene's own light sources (street lamps,
-  headlights, tail lights, lit windows, traffic lights) with bloom, then sensor gain, shot and read noise;
-- rain: wet surfaces (darker, with mirror-like reflections on the ground), motion-blurred streaks,
-  lower contrast and lens blur;
-- snow: snow cover on upward-facing surfaces (ground, roofs, tops of objects), flakes of several
-  sizes (near ones larger and defocused), overcast light and a light haze.
-"""
+"""The synthetic conditions: a clear `Scene` rendered in fog, at night, in rain or in snow, with the same labels."""
 
 from __future__ import annotations
 
@@ -19,20 +7,15 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from rein_cli.data.scenes import Scene
-from rein_cli.data.street import BUILDING, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION
-
-CONDITIONS = ("clear", "fog", "night", "rain", "snow")
+from rein_cli.data.registry import SYNTHETIC_CONDITIONS
+from rein_cli.data.synthetic.canvas import BUILDING, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION
+from rein_cli.data.synthetic.scene import Scene
 
 
 def render(scene: Scene, condition: str, rng: np.random.Generator) -> np.ndarray:
     """The scene under ``condition`` as (H, W, 3) uint8."""
     image = RENDERERS[condition](scene, rng)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def clear(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    return scene.image
 
 
 def _blur(image: np.ndarray, radius: float) -> np.ndarray:
@@ -43,20 +26,28 @@ def _blur(image: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255.0
 
 
+def clear(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """The scene as it was drawn."""
+    return scene.image
+
+
 def fog(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-beta depth); the sky becomes airlight."""
     visibility = rng.uniform(20, 90)  # metres at which contrast drops to 5 %
     beta = -math.log(0.05) / visibility
-    transmission = np.exp(-beta * scene.depth)[..., None]  # sky: depth inf -> 0
+    transmission = np.exp(-beta * scene.depth)[..., None]  # (H, W, 1); sky: depth inf -> 0
     airlight = np.float32(rng.uniform(0.7, 0.9)) * rng.uniform(0.97, 1.03, 3).astype(np.float32)
     hazy = scene.image * transmission + airlight * (1 - transmission)
     return _blur(hazy, rng.uniform(0.3, 0.8))
 
 
 def night(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Reflectance under low ambient light plus the scene's lamps, headlights and lit windows with bloom, then
+    sensor gain, shot noise and read noise."""
     h, w = scene.labels.shape
     sh, sw = h // 4, w // 4  # light fields are smooth: compute them at quarter resolution
-    ys = (np.arange(sh, dtype=np.float32)[:, None] + 0.5) * h / sh
-    xs = (np.arange(sw, dtype=np.float32)[None, :] + 0.5) * w / sw
+    ys = (np.arange(sh, dtype=np.float32)[:, None] + 0.5) * h / sh  # (sh, 1)
+    xs = (np.arange(sw, dtype=np.float32)[None, :] + 0.5) * w / sw  # (1, sw)
     ambient = np.float32(rng.uniform(0.02, 0.06)) * np.asarray([0.7, 0.8, 1.0], dtype=np.float32)
     light = np.zeros((sh, sw, 3), dtype=np.float32)
     for lamp in scene.lights:
@@ -66,17 +57,17 @@ def night(scene: Scene, rng: np.random.Generator) -> np.ndarray:
             falloff = np.exp(-((xs - lamp.x) ** 2) / (2 * r * r) - dy**2) * (ys > lamp.y)
         else:
             falloff = np.exp(-((xs - lamp.x) ** 2 + (ys - lamp.y) ** 2) / (2 * r * r))
-        light += falloff[..., None] * np.asarray(lamp.color, dtype=np.float32)
+        light += falloff[..., None] * np.asarray(lamp.color, dtype=np.float32)  # (sh, sw, 3)
     light = 1.0 - np.exp(-0.6 * light)  # overlapping pools of light saturate instead of adding up
-    light = np.asarray(Image.fromarray((light * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))
+    light = np.asarray(Image.fromarray((light * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))  # (H, W, 3)
     lit = scene.image * (ambient + light.astype(np.float32) / 255.0)
 
-    sky = (scene.labels == SKY)[..., None]
-    rows = np.arange(h, dtype=np.float32)[:, None, None]
+    sky = (scene.labels == SKY)[..., None]  # (H, W, 1)
+    rows = np.arange(h, dtype=np.float32)[:, None, None]  # (H, 1, 1)
     glow = np.exp(-np.abs(rows - scene.horizon) / (0.2 * h)) * np.asarray([0.10, 0.08, 0.06], dtype=np.float32)
     lit = np.where(sky, np.asarray([0.01, 0.015, 0.04], dtype=np.float32) + glow, lit)
 
-    emissive = scene.emissive[..., None]
+    emissive = scene.emissive[..., None]  # (H, W, 1)
     lit = np.where(emissive, scene.image, lit)
     bloom = _blur(np.where(emissive, scene.image, 0), max(2.0, w / 200))
     lit = lit + 1.5 * bloom
@@ -89,11 +80,12 @@ def night(scene: Scene, rng: np.random.Generator) -> np.ndarray:
 
 
 def rain(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Overcast and duller, wet road and sidewalk reflecting the scene, motion-blurred streaks, haze, lens blur."""
     h, w = scene.labels.shape
     image = scene.image * np.float32(rng.uniform(0.6, 0.8))  # overcast
     image = image * 0.85 + np.float32(0.15) * image.mean(axis=2, keepdims=True)  # duller colours
 
-    wet = np.isin(scene.labels, (ROAD, SIDEWALK))[..., None]
+    wet = np.isin(scene.labels, (ROAD, SIDEWALK))[..., None]  # (H, W, 1)
     top = int(scene.horizon)
     rows = np.clip(2 * top - np.arange(h), 0, h - 1)  # mirror the scene about the horizon
     mirror = _blur(image[rows], 2.0)
@@ -110,7 +102,8 @@ def rain(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     alpha = rng.integers(40, 110, count)
     for x, y, n, a in zip(x0, y0, length, alpha, strict=True):
         draw.line([(x, y), (x + n * math.sin(angle), y + n * math.cos(angle))], fill=int(a), width=1)
-    streaks = np.asarray(streaks.filter(ImageFilter.GaussianBlur(0.7)), dtype=np.float32)[..., None] / 255.0
+    streaks = streaks.filter(ImageFilter.GaussianBlur(0.7))
+    streaks = np.asarray(streaks, dtype=np.float32)[..., None] / 255.0  # (H, W, 1)
     image = image * (1 - streaks) + np.float32(0.8) * streaks
 
     haze = np.float32(rng.uniform(0.05, 0.15))
@@ -119,6 +112,7 @@ def rain(scene: Scene, rng: np.random.Generator) -> np.ndarray:
 
 
 def snow(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Snow cover on upward-facing surfaces, an overcast sky, a light haze, and flakes in three depth layers."""
     h, w = scene.labels.shape
     labels, inst = scene.labels, scene.instances
     image = scene.image * np.float32(rng.uniform(0.75, 0.95))
@@ -138,13 +132,13 @@ def snow(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     cover[top_edge & (labels != ROAD)] = 0.95
     cover[(labels == BUILDING) & ~top_edge] *= 0.0
     grain = rng.random(labels.shape, dtype=np.float32)
-    cover = np.clip(cover * (0.7 + 0.6 * grain), 0, 1)[..., None]
+    cover = np.clip(cover * (0.7 + 0.6 * grain), 0, 1)[..., None]  # (H, W, 1)
     white = np.asarray([0.92, 0.94, 0.98], dtype=np.float32)
     image = image * (1 - cover) + white * cover
 
-    sky = (labels == SKY)[..., None]
+    sky = (labels == SKY)[..., None]  # (H, W, 1)
     image = np.where(sky, np.float32(0.8) + 0.1 * (image - 0.5), image)  # overcast sky
-    transmission = np.exp(-scene.depth / rng.uniform(150, 400))[..., None]
+    transmission = np.exp(-scene.depth / rng.uniform(150, 400))[..., None]  # (H, W, 1)
     image = image * transmission + np.float32(0.85) * (1 - transmission)
 
     for size, blur, count in ((1, 0.0, 1.0), (2, 0.6, 0.35), (4, 1.5, 0.08)):  # far, mid, near flakes
@@ -155,9 +149,10 @@ def snow(scene: Scene, rng: np.random.Generator) -> np.ndarray:
             draw.ellipse([x - size / 2, y - size / 2, x + size / 2, y + size / 2], fill=230)
         if blur:
             layer = layer.filter(ImageFilter.GaussianBlur(blur))
-        flakes = np.asarray(layer, dtype=np.float32)[..., None] / 255.0
+        flakes = np.asarray(layer, dtype=np.float32)[..., None] / 255.0  # (H, W, 1)
         image = image * (1 - flakes) + flakes
     return image
 
 
-RENDERERS = {"clear": clear, "fog": fog, "night": night, "rain": rain, "snow": snow}
+# one renderer per condition, in the registry's order (a test checks that each key names its function)
+RENDERERS = dict(zip(SYNTHETIC_CONDITIONS, (clear, fog, night, rain, snow), strict=True))

@@ -1,19 +1,7 @@
-"""The embedded benchmark: generate synthetic street scenes under five conditions as prepared datasets.
-
-``generate_synthetic(root)`` writes one prepared folder per condition, each with its own manifest::
-
-    root/synthetic/          clear: images/{train,val}/*.jpg, labels/{train,val}/*.png
-    root/synthetic-fog/      images/val/*.jpg, labels/val/*.png (the clear val labels, hard-linked)
-    root/synthetic-night/ ... synthetic-rain/, synthetic-snow/
-
-The target conditions are rendered from the same validation scenes as ``synthetic``, so their labels
-are identical and only the appearance differs. Everything is seeded: the same arguments give the
-same bytes, whatever the number of worker processes.
-"""
+"""Writing the synthetic benchmark: one prepared folder with its manifest per condition."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -22,37 +10,38 @@ from pathlib import Path
 
 import numpy as np
 
-from rein_cli.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from rein_cli.data.manifest import write_manifest
-from rein_cli.data.scenes import make_scene
-from rein_cli.data.weather import CONDITIONS, render
+from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
+from rein_cli.data.synthetic.scene import make_scene
+from rein_cli.data.synthetic.weather import render
 from rein_cli.errors import ReinError
 from rein_cli.io import save_image
+from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from rein_cli.parallel import parallel_map
-
-log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
 
 
-def dataset_name(condition: str) -> str:
-    return "synthetic" if condition == "clear" else f"synthetic-{condition}"
+def _entry(split: str, index: int) -> dict[str, str]:
+    """Where scene ``index`` of ``split`` is written, relative to its dataset folder (a manifest entry)."""
+    return {"image": f"images/{split}/{index:06d}.jpg", "label": f"labels/{split}/{index:06d}.png"}
 
 
 def _render_task(task: tuple[Path, int, int, int, int, int, tuple[str, ...]]) -> None:
     """Render scene ``index`` of a split under every requested condition and write the files."""
     tmp, seed, split_id, index, width, height, conditions = task
-    split, name = SPLITS[split_id], f"{index:06d}"
+    split = SPLITS[split_id]
+    entry = _entry(split, index)
     scene = make_scene(np.random.default_rng([seed, split_id, index]), width, height)
-    label = tmp / "synthetic" / "labels" / split / f"{name}.png"
+    label = tmp / synthetic_name("clear") / entry["label"]
     save_image(label, scene.labels, compress_level=1)
     for condition in conditions if split == "val" else ("clear",):
-        folder = tmp / dataset_name(condition)
-        rng = np.random.default_rng([seed, split_id, index, CONDITIONS.index(condition)])
-        save_image(folder / "images" / split / f"{name}.jpg", render(scene, condition, rng))
+        folder = tmp / synthetic_name(condition)
+        rng = np.random.default_rng([seed, split_id, index, SYNTHETIC_CONDITIONS.index(condition)])
+        save_image(folder / entry["image"], render(scene, condition, rng))
         if condition != "clear":
-            target = folder / "labels" / split / f"{name}.png"
+            target = folder / entry["label"]
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(label, target)
@@ -68,18 +57,21 @@ def generate_synthetic(
     width: int = 512,
     height: int = 256,
     seed: int = 0,
-    conditions: Sequence[str] = CONDITIONS,
+    conditions: Sequence[str] = SYNTHETIC_CONDITIONS,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Write the synthetic benchmark under ``root``; returns {dataset name: manifest path}.
 
-    Existing folders of the same names are replaced only once the new ones are complete.
+    ``root/synthetic`` holds the clear train and val scenes; ``root/synthetic-fog`` (night, rain, snow) the
+    same val scenes under that condition, with the clear labels hard-linked. Everything is seeded: the same
+    arguments give the same bytes, whatever the number of ``workers``. Existing folders of the same names are
+    replaced only once the new ones are complete.
     """
     conditions = tuple(dict.fromkeys(("clear", *conditions)))
     for condition in conditions:
-        if condition not in CONDITIONS:
-            raise ReinError(f'unknown condition "{condition}"; choose from {", ".join(CONDITIONS)}')
+        if condition not in SYNTHETIC_CONDITIONS:
+            raise ReinError(f'unknown condition "{condition}"; choose from {", ".join(SYNTHETIC_CONDITIONS)}')
     if width < 64 or height < 64 or width % 16 or height % 16:
         raise ReinError(f"synthetic size {width}x{height} must be at least 64x64 and a multiple of 16")
     if num_train < 0 or num_val < 1:
@@ -94,20 +86,29 @@ def generate_synthetic(
         tasks = [(tmp, seed, 0, i, width, height, conditions) for i in range(num_train)]
         tasks += [(tmp, seed, 1, i, width, height, conditions) for i in range(num_val)]
         parallel_map(_render_task, tasks, workers=workers, progress=progress, desc="generating scenes", unit="scene")
-        manifests = {}
         for condition in conditions:
-            name = dataset_name(condition)
+            name = synthetic_name(condition)
             counts = {"train": num_train, "val": num_val} if condition == "clear" else {"val": num_val}
-            splits = {
-                split: [{"image": f"images/{split}/{i:06d}.jpg", "label": f"labels/{split}/{i:06d}.png"} for i in range(n)]
-                for split, n in counts.items()
-                if n
+            splits = {split: [_entry(split, i) for i in range(n)] for split, n in counts.items() if n}
+            source = {
+                "generator": GENERATOR_VERSION,
+                "seed": seed,
+                "width": width,
+                "height": height,
+                "condition": condition,
             }
-            source = {"generator": GENERATOR_VERSION, "seed": seed, "width": width, "height": height, "condition": condition}
-            write_manifest(tmp / name, dataset=name, version=str(GENERATOR_VERSION), source=source,
-                           classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits=splits)  # fmt: skip
+            write_manifest(
+                tmp / name,
+                dataset=name,
+                version=str(GENERATOR_VERSION),
+                source=source,
+                classes=CITYSCAPES_CLASSES,
+                palette=CITYSCAPES_PALETTE,
+                splits=splits,
+            )
+        manifests = {}
         for condition in conditions:  # move each finished folder into place
-            name = dataset_name(condition)
+            name = synthetic_name(condition)
             final = root / name
             if final.exists():
                 shutil.rmtree(final)

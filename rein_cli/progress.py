@@ -1,0 +1,139 @@
+"""Progress of long work: a bar on a terminal; elsewhere (CI logs, nohup, job schedulers, ``--no-progress``) one
+plain log line every `LINE_INTERVAL` seconds, e.g. ``training 1200/40000 loss 1.234 0.61 s/it ETA 6h32m``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+LINE_INTERVAL = 30.0  # seconds between plain lines (the promise: at least one a minute, at most one per 10 s)
+
+log = logging.getLogger("rein_cli.progress")
+T = TypeVar("T")
+
+
+class Progress:
+    """Counts work done towards ``total`` (None: unknown). With ``bar`` a tqdm bar is drawn; without, a background
+    thread logs `line()` at INFO level every ``interval`` seconds while the work lasts (nothing when INFO is off).
+    ``set(loss=1.23)`` adds values to the bar and the lines. Use it as a context manager, or call `close`."""
+
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        *,
+        unit: str = "it",
+        bar: bool = True,
+        unit_scale: bool = False,
+        initial: int = 0,
+        leave: bool = False,
+        interval: float | None = None,
+    ) -> None:
+        self.total, self.desc, self.unit, self.unit_scale = total, desc, unit, unit_scale
+        self.n = self._first = initial
+        self.values: dict[str, str] = {}
+        self._start = time.monotonic()
+        self._printed = False
+        self._bar = None
+        if bar:
+            self._bar = tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                unit_scale=unit_scale,
+                initial=initial,
+                leave=leave,
+                dynamic_ncols=True,
+            )
+        self._stop = threading.Event()
+        self._thread = None
+        if not bar and log.isEnabledFor(logging.INFO):
+            every = LINE_INTERVAL if interval is None else interval
+            self._thread = threading.Thread(target=self._tick, args=(every,), name=f"progress {desc}", daemon=True)
+            self._thread.start()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set(self, **values: Any) -> None:
+        """Values shown beside the count (the latest of each), e.g. ``set(loss=f"{loss:.3f}")``."""
+        self.values = {**self.values, **{k: str(v) for k, v in values.items()}}
+        if self._bar is not None:
+            self._bar.set_postfix(self.values, refresh=False)
+
+    def line(self, *, finished: bool = False) -> str:
+        """One plain status line: description, count, values, speed and the estimated time left (or, ``finished``,
+        the time it took)."""
+        elapsed, done = time.monotonic() - self._start, self.n - self._first
+        count = self._amount(self.n) + (f"/{self._amount(self.total)}" if self.total is not None else "")
+        parts = [self.desc, count, *(f"{k} {v}" for k, v in self.values.items())]
+        if finished:
+            parts.append(f"done in {duration(elapsed)}")
+        elif done > 0 and elapsed > 0:
+            per_second = done / elapsed
+            if self.unit_scale:
+                parts.append(f"{self._amount(per_second)}/s")
+            elif per_second >= 1:
+                parts.append(f"{per_second:.1f} {self.unit}/s")
+            else:
+                parts.append(f"{1 / per_second:.2f} s/{self.unit}")
+            if self.total is not None:
+                parts.append(f"ETA {duration(max(self.total - self.n, 0) / per_second)}")
+        return " ".join(p for p in parts if p)
+
+    def _amount(self, value: float) -> str:
+        """A count, or with ``unit_scale`` an amount with an SI prefix and the unit (``1.2 GB``)."""
+        if not self.unit_scale:
+            return f"{value:.0f}"
+        prefixes, power = ("", "k", "M", "G", "T"), 0
+        while abs(value) >= 1000 and power < len(prefixes) - 1:
+            value, power = value / 1000, power + 1
+        return f"{value:.1f} {prefixes[power]}{self.unit}"
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            log.info(self.line())
+            self._printed = True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._printed:  # a long task that reported along the way also says when it ended
+                log.info(self.line(finished=True))
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def track(
+    items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it", bar: bool = True, leave: bool = False
+) -> Iterator[T]:
+    """Yield ``items`` while reporting their progress (see `Progress`)."""
+    total = total if total is not None else len(items) if hasattr(items, "__len__") else None
+    with Progress(total, desc, unit=unit, bar=bar, leave=leave) as progress:
+        for item in items:
+            yield item
+            progress.update()
+
+
+def duration(seconds: float) -> str:
+    """``6h32m``, ``4m05s`` or ``12s``."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,80 @@
+"""Shared test helpers: tiny model settings and the command line run in-process."""
+
+from __future__ import annotations
+
+TINY = dict(
+    backbone="vit-tiny",
+    crop_size=64,
+    feature_indices=[0, 1, 2, 3],
+    head="fpn",
+    head_channels=16,
+    backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
+)
+# Tiny timm settings per backbone family (random weights, a few thousand parameters).
+VIT = {"depth": 4, "embed_dim": 32, "num_heads": 2}
+FAMILIES = {
+    "dinov2-s": VIT,
+    "dinov2-s-reg4": VIT,
+    "eva02-l": VIT,
+    "clip-l": VIT,
+    "mae-l": VIT,
+    "sam-h": {**VIT, "global_attn_indexes": (1, 3), "window_size": 2},
+    "convnext-l": {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64)},
+}
+TINY_SETS = [
+    "model.backbone=vit-tiny",
+    "model.pretrained=false",
+    "model.crop_size=64",
+    "model.head=fpn",
+    "model.head_channels=16",
+    "model.feature_indices=[0,1,2,3]",
+    "model.backbone_kwargs={'depth':4,'embed_dim':32,'num_heads':2}",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "train.log_interval=1",
+    "eval.mode=whole",
+]
+
+
+def tiny_family(backbone: str, **kwargs):
+    """A tiny model of one of the `FAMILIES`, crop 64, seeded."""
+    import torch
+
+    from rein_cli.models.segmentor import build_segmentor
+
+    torch.manual_seed(0)
+    indices = None if backbone == "convnext-l" else [0, 1, 2, 3]
+    return build_segmentor(
+        backbone, crop_size=64, backbone_kwargs=FAMILIES[backbone], feature_indices=indices, **kwargs
+    )
+
+
+def rein(*args: object) -> int:
+    """Run the command line in-process; returns the exit code."""
+    from rein_cli.cli import run
+
+    try:
+        run([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
+def sets(*extra: str) -> list[str]:
+    """``--set`` options for the tiny model, plus ``extra`` overrides."""
+    return [x for s in (*TINY_SETS, *extra) for x in ("--set", s)]
+
+
+def errors(capsys) -> str:
+    """What the command line wrote to stderr."""
+    return capsys.readouterr().err.strip()
+
+
+def read_pairs(manifest, split: str) -> list:
+    """(image path, label array) of every pair of a prepared split."""
+    from pathlib import Path
+
+    from rein_cli.data.dataset import SegmentationDataset
+
+    data = SegmentationDataset(manifest, split)
+    return [(Path(item["path"]), item["label"].numpy()) for item in (data[k] for k in range(len(data)))]
