@@ -1,5 +1,7 @@
-"""The `rein` command line: parses options, calls one library function per command, prints. Heavy imports happen
-inside commands."""
+"""The `rein` command line: parses options, calls one library function per command, prints.
+
+Heavy imports (torch, timm) happen inside the commands, so `rein --help` stays fast.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Data: label space, the dataset registry and manifests, loading and transforms, the synthetic benchmark."""
+"""Data: the dataset registry and catalog, preparation, manifests, loading and transforms, the synthetic benchmark."""

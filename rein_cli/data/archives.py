@@ -26,11 +26,16 @@ def is_archive(path: Path) -> bool:
     )
 
 
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+def md5sum(path: Path, *, progress: bool = True, chunk: int = 1 << 22) -> str:
+    """The file's MD5 (hex), reporting progress: archives run to tens of gigabytes."""
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with (
+        open(path, "rb") as f,
+        Progress(path.stat().st_size, f"md5 {path.name}", unit="B", unit_scale=True, bar=progress) as bar,
+    ):
         while block := f.read(chunk):
             digest.update(block)
+            bar.update(len(block))
     return digest.hexdigest()
 
 
@@ -183,9 +188,9 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
     return dest
 
 
-def archive_entry(path: Path, checksum: bool) -> dict:
+def archive_entry(path: Path, checksum: bool, *, progress: bool = True) -> dict:
     """Name, size and (optionally) MD5 of a source archive, for the manifest."""
     entry = {"name": path.name, "bytes": path.stat().st_size}
     if checksum:
-        entry["md5"] = md5sum(path)
+        entry["md5"] = md5sum(path, progress=progress)
     return entry

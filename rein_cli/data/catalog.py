@@ -1,5 +1,4 @@
-"""The one resolver from a dataset name or folder to its manifest, and what is known and prepared (`rein data list`,
-`rein data info`)."""
+"""The one resolver from a dataset name or folder to its manifest, and `rein data list` / `rein data info`."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def cityscapes_session(username: str, password: str, base_url: str = CITYSCAPES_
 
 def _download(opener, url: str, target: Path, expected_md5: str, progress: bool) -> Path:
     """Resume ``target.part`` with an HTTP Range request; the MD5 is checked before the file takes its name."""
-    if target.is_file() and md5sum(target) == expected_md5:
+    if target.is_file() and md5sum(target, progress=progress) == expected_md5:
         return target
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -77,7 +77,7 @@ def _download(opener, url: str, target: Path, expected_md5: str, progress: bool)
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
-    actual = md5sum(part)
+    actual = md5sum(part, progress=progress)
     if actual != expected_md5:
         part.unlink()
         raise ReinError(

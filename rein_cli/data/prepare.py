@@ -218,7 +218,7 @@ def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress:
             continue
         seen.add(source)
         expected = spec.md5.get(source.name)
-        record = archive_entry(source, checksum=True)
+        record = archive_entry(source, checksum=True, progress=progress)
         if expected is not None and record["md5"] != expected:
             raise ReinError(f"{source} has MD5 {record['md5']}, the published one is {expected}; download it again")
         records.append(record)

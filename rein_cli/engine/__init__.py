@@ -1,1 +1,1 @@
-"""Engine: training, evaluation, prediction, inference, metrics, checkpoints."""
+"""Engine: runs, training, evaluation, prediction, inference, metrics, reports, checkpoints and their conversion."""
