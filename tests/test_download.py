@@ -80,18 +80,19 @@ def test_login_resume_and_md5(server, tmp_path):
     dest = tmp_path / "dl"
     dest.mkdir()
     whole = FakeCityscapes.packages[3]
-    (dest / "leftImg8bit_trainvaltest.zip.part").write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    (dest / ".staging").mkdir()
+    (dest / ".staging" / "leftImg8bit_trainvaltest.zip.incomplete").write_bytes(whole[: len(whole) // 2])  # interrupted
     paths = download_cityscapes(dest, "user", "secret", base_url=server, progress=False)
     assert [p.name for p in paths] == ["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"]
     assert paths[1].read_bytes() == whole and FakeCityscapes.ranges == [len(whole) // 2]
-    assert not list(dest.glob("*.part"))
+    assert sorted(p.name for p in dest.rglob("*")) == ["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"]
 
 
 def test_a_corrupt_download_is_not_kept(server, tmp_path):
     FakeCityscapes.corrupt = True
     with pytest.raises(ReinError, match=r"gtFine_trainvaltest.zip has MD5 .* the partial file was removed"):
         download_cityscapes(tmp_path, "user", "secret", base_url=server, progress=False)
-    assert not list(tmp_path.glob("*.zip*"))
+    assert not list(tmp_path.glob("*.zip*")) and not (tmp_path / ".staging").exists()
 
 
 def test_download_then_prepare_from_the_command_line(server, tmp_path, monkeypatch):

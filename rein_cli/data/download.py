@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rein_cli.config import rein_home
-from rein_cli.data.archives import md5sum
 from rein_cli.data.catalog import prepare_target
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest
 from rein_cli.data.prepare import prepare
 from rein_cli.data.registry import DatasetSpec, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.progress import Progress
+from rein_cli.fetch import fetch
 
 log = logging.getLogger(__name__)
 
@@ -52,41 +51,6 @@ def cityscapes_session(username: str, password: str, base_url: str = CITYSCAPES_
     return opener
 
 
-def _download(opener, url: str, target: Path, expected_md5: str, progress: bool) -> Path:
-    """Resume ``target.part`` with an HTTP Range request; the MD5 is checked before the file takes its name."""
-    if target.is_file() and md5sum(target, progress=progress) == expected_md5:
-        return target
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = opener.open(request, timeout=60)
-    except urllib.error.HTTPError as err:
-        if err.code == 416:  # the part is already complete
-            response = None
-        else:
-            raise ReinError(f"downloading {target.name} failed: HTTP {err.code}") from err
-    except urllib.error.URLError as err:
-        raise ReinError(f"downloading {target.name} failed ({err.reason}); rerun to resume") from err
-    if response is not None:
-        if have and response.status != 206:
-            have = 0  # the server ignored the range: start again
-        total = int(response.headers.get("Content-Length") or 0) + have
-        bar = Progress(total or None, target.name, unit="B", unit_scale=True, initial=have, bar=progress, leave=True)
-        with open(part, "ab" if have else "wb") as f, bar:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-    actual = md5sum(part, progress=progress)
-    if actual != expected_md5:
-        part.unlink()
-        raise ReinError(
-            f"{target.name} has MD5 {actual}, the server says {expected_md5}; the partial file was removed, rerun"
-        )
-    os.replace(part, target)
-    return target
-
-
 def credentials(store: Path | None = None) -> tuple[str | None, str | None]:
     """Username and password from CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD, else from a saved file."""
     user, password = os.environ.get("CITYSCAPES_USERNAME"), os.environ.get("CITYSCAPES_PASSWORD")
@@ -112,7 +76,8 @@ def download_cityscapes(
     base_url: str | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Download Cityscapes packages into ``dest`` (resumable, MD5-checked); returns the archive paths."""
+    """Download Cityscapes packages into ``dest`` (resumable from ``dest/.staging/``, MD5-checked); returns the
+    archive paths."""
     base_url = base_url or os.environ.get("REIN_CITYSCAPES_URL", CITYSCAPES_URL)
     opener = cityscapes_session(username, password, base_url)
     dest.mkdir(parents=True, exist_ok=True)
@@ -125,9 +90,8 @@ def download_cityscapes(
             raise ReinError(f"cannot get the MD5 of {name} from {base_url}: {err}") from err
         if len(md5) != 32 or not all(c in "0123456789abcdef" for c in md5.lower()):
             raise ReinError(f"{base_url} did not return an MD5 for {name} (session expired?); rerun")
-        paths.append(
-            _download(opener, f"{base_url}/file-handling/?packageID={package}", dest / name, md5.lower(), progress)
-        )
+        url = f"{base_url}/file-handling/?packageID={package}"
+        paths.append(fetch(url, dest / name, md5=md5.lower(), opener=opener, progress=progress).path)
     return paths
 
 
