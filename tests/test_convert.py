@@ -229,8 +229,14 @@ def test_convnext_per_stage_reins_convert_too():
 
     kwargs = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64)}
     source = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, token_length=100)
+    with torch.no_grad():  # a pretrained final norm (the last stage's) and Rein that changes the features
+        source.backbone.vit.head.norm.weight.uniform_(0.5, 2.0)
+        source.backbone.vit.head.norm.bias.normal_()
+        for reins in source.backbone.reins:
+            reins.scale.fill_(0.3)
     state = official_state(source, with_backbone=False)
     assert "backbone.reins.2.learnable_tokens_a" in state
+    assert all(k.startswith(("backbone.reins.", "decode_head.")) for k in state)  # the stage norms add no keys
     assert official_model_args(state) == {"num_classes": 19, "token_length": 100, "rank": 16, "with_backbone": False}
     torch.manual_seed(3)
     target = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, token_length=100)

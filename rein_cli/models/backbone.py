@@ -202,28 +202,45 @@ class ReinSAM(ReinViT):
 class ReinConvNeXt(FrozenBackbone):
     """ConvNeXt with one Rein per stage, applied after every block of the stage (no prefix tokens).
 
-    The four stage outputs are the pyramid (strides 4, 8, 16, 32); the queries are the sum of the
-    stages' queries.
+    The pyramid (strides 4, 8, 16, 32) is the four stage outputs, each normalised over channels as the
+    official model (mmpretrain's ``norm0``..``norm3``) does; the un-normalised output goes on into the next
+    stage. The queries are the sum of the stages' queries.
     """
+
+    NORM_EPS = 1e-6  # mmpretrain's LayerNorm2d, and timm's final norm
 
     def __init__(self, model: nn.Module, reins: nn.ModuleList, crop_size: int, *, trainable: bool = False) -> None:
         super().__init__(model, crop_size, trainable=trainable)
+        if not isinstance(getattr(model.head, "norm", None), nn.LayerNorm):
+            raise ReinError("ConvNeXt needs timm's final norm in its head (head_norm_first=False, the default)")
         self.reins = reins
         self.patch_size = 32  # inputs must divide by the total stride
         self.out_channels = [stage.blocks[0].conv_dw.out_channels for stage in model.stages]
         self.feature_indices = (0, 1, 2, 3)
 
+    def stage_norm(self, i: int, x: Tensor) -> Tensor:
+        """The official ``norm{i}`` of stage i's output (B, C, H, W): a LayerNorm over channels, eps 1e-6.
+
+        The pretrained checkpoint holds only the final norm (Facebook's ``norm``, timm's ``head.norm``,
+        mmpretrain's ``norm3``), so the last stage uses it; ``norm0``..``norm2`` keep their initial weight 1
+        and bias 0 in the official model (frozen, never trained), i.e. no affine parameters at all.
+        """
+        if i == len(self.vit.stages) - 1:
+            return self.vit.head.norm(x)  # (B, C, H, W), timm's LayerNorm2d
+        x = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], eps=self.NORM_EPS)  # (B, H, W, C)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
     def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
-        x = self.vit.stem(images)
+        x = self.vit.stem(images)  # (B, C0, H/4, W/4)
         maps = []
-        for stage, reins in zip(self.vit.stages, self.reins, strict=True):
-            x = stage.downsample(x)
+        for i, (stage, reins) in enumerate(zip(self.vit.stages, self.reins, strict=True)):
+            x = stage.downsample(x)  # (B, C, h, w) at stride 4, 8, 16 or 32
             for j, block in enumerate(stage.blocks):
                 x = block(x)
-                B, C, H, W = x.shape
-                tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, HW, C)
-                x = tokens.transpose(1, 2).reshape(B, C, H, W)
-            maps.append(x)
+                B, C, h, w = x.shape
+                tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, hw, C)
+                x = tokens.transpose(1, 2).reshape(B, C, h, w)
+            maps.append(self.stage_norm(i, x).contiguous())  # (B, C, h, w); x itself goes on un-normalised
         queries = [r.queries() for r in self.reins]
         return maps, None if queries[0] is None else torch.stack(queries).sum(0)
 
