@@ -77,10 +77,27 @@ def main(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and results.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="No network: only what is cached (as HF_HUB_OFFLINE=1).")
+    ] = False,
 ) -> None:
     ctx.obj = Options(debug=debug)
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the Hub client logs every request at INFO
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry warnings; our errors say what failed
+    if offline:
+        _go_offline()
+
+
+def _go_offline() -> None:
+    """The Hub's own switch, for this process: huggingface_hub reads HF_HUB_OFFLINE once, at import."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -182,8 +199,20 @@ def train(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (config.json + model.safetensors).")],
-    data: Annotated[list[str], typer.Option("--data", "-d", help="Dataset name or prepared folder (repeatable).")],
+    checkpoint: Annotated[
+        str | None,
+        typer.Argument(help="Checkpoint folder or hf://org/name (@revision optional); or --backbone / --adapter."),
+    ] = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target", "-t", "--data", "-d", help="Dataset name, alias or prepared folder (repeatable, or a,b)."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Evaluate this backbone's released adapter, e.g. dinov2-l.")
+    ] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="A released adapter (see `rein models`).")] = None,
     out: Out = None,
     mode: Mode = InferenceMode.slide,
     stride: Annotated[int | None, typer.Option("--stride", help="Slide stride (default: 2/3 of the crop).")] = None,
@@ -191,28 +220,66 @@ def eval_(
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
-    """Evaluate a checkpoint: per-class IoU and mIoU per dataset; writes results.json."""
-    from rein_cli.engine.evaluate import evaluate
+    """Evaluate a model on datasets: per-class IoU and mIoU per target, published figures beside ours; results.json."""
     from rein_cli.engine.report import format_table
+    from rein_cli.zoo.evaluate import evaluate_named, format_comparison
 
-    out = out or default_eval_dir(checkpoint)
-    results = evaluate(
-        checkpoint,
-        data,
+    out = out or default_eval_dir(checkpoint, adapter or backbone)
+    results = evaluate_named(
+        targets or [],
+        checkpoint=checkpoint,
+        adapter=adapter,
+        backbone=backbone,
+        data_root=_data_root(data_root),
         out=out,
-        data_dir=_data_root(data_root),
         mode=mode.value,
         stride=stride,
         device=device,
         progress=_progress(progress),
     )
     typer.echo(format_table(results))
+    typer.echo(format_comparison(results) or "")
     typer.echo(f"results: {out / 'results.json'}")
 
 
 @app.command()
+def pull(
+    name: Annotated[str, typer.Argument(help="A backbone (dinov2-l) or a released adapter (rein-dinov2-l-gta).")],
+    crop: Annotated[int | None, typer.Option("--crop", help="For a backbone: the crop to convert for (512).")] = None,
+    progress: Progress = None,
+) -> None:
+    """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
+    from rein_cli.zoo.pull import pull as pull_
+
+    pulled = pull_(name, crop=crop, progress=_progress(progress))
+    sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
+    typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
+
+
+@app.command()
+def push(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (config.json + model.safetensors).")],
+    repo_id: Annotated[str, typer.Argument(help="The Hub model repo, ORG/NAME (created if needed).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
+) -> None:
+    """Upload a checkpoint to the Hugging Face Hub with a model card; use it anywhere as hf://ORG/NAME."""
+    from rein_cli.zoo.push import push as push_
+
+    url = push_(checkpoint, repo_id, private=private)
+    typer.echo(f"pushed {checkpoint} to {repo_id}: {url}\nuse it as hf://{repo_id}")
+
+
+@app.command()
+def models() -> None:
+    """Backbones and released adapters: on disk or not, size, licence, published figures."""
+    from rein_cli.zoo.listing import format_models, list_adapters, list_backbones
+
+    typer.echo(format_models(list_backbones(), list_adapters()))
+
+
+@app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint folder or hf://org/name (@revision optional).")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("predictions"),
     mode: Mode = InferenceMode.slide,
@@ -319,18 +386,11 @@ def data_download(
     """Download where the source allows it (Cityscapes, with its login), then prepare; otherwise say what to fetch."""
     from rein_cli.data.download import download
 
-    prompt = _prompt if sys.stdin.isatty() else None
-    result = download(
-        name, _data_root(data_root), dest=dest, save_credentials=save, prompt=prompt, progress=_progress(progress)
-    )
+    result = download(name, _data_root(data_root), dest=dest, save_credentials=save, progress=_progress(progress))
     if result.manifest is None:
         typer.echo(result.instructions)
     else:
         typer.echo(f"downloaded and prepared {result.manifest.dataset} -> {result.manifest.path}")
-
-
-def _prompt(question: str, secret: bool) -> str:
-    return typer.prompt(question, hide_input=secret)
 
 
 @data_app.command("verify")
@@ -350,8 +410,11 @@ def data_verify(
     typer.echo(f"{manifest.path}: ok")
 
 
-def default_eval_dir(checkpoint: Path) -> Path:
-    """run/eval for a checkpoint inside a run (run/checkpoints/NAME), else eval/ beside the checkpoint."""
+def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:
+    """run/eval for a checkpoint inside a run (run/checkpoints/NAME), eval/ beside another checkpoint folder, and
+    eval/NAME here for a model given by name or on the Hub."""
+    if checkpoint is None or str(checkpoint).startswith("hf://"):
+        return Path("eval") / (name or str(checkpoint).removeprefix("hf://").replace("/", "--").split("@")[0])
     parent = Path(checkpoint).resolve().parent
     return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
 

@@ -60,9 +60,8 @@ class ReinConfig:
 class ModelConfig:
     backbone: str = "dinov2-l"
     pretrained: bool = True  # False: random initialisation (tests, the offline demo)
-    weights: str | None = (
-        None  # a local safetensors of backbone weights (e.g. from `rein convert`) instead of the Hub's
-    )
+    weights: str | None = None  # a local safetensors of backbone weights (from `rein convert`) instead of the Hub's
+    backbone_revision: str | None = None  # the Hub commit of the pretrained weights (recorded; None: the latest)
     method: Method = "rein"
     head: Head = "mask2former"
     head_channels: int = 256  # width of the fpn head
@@ -104,6 +103,7 @@ class TrainConfig:
     checkpoint_interval: int = 4000
     seed: int = 42
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    init_from: str | None = None  # a checkpoint (folder or hf://org/name[@revision]) whose weights start the run
 
 
 @dataclass(frozen=True)

@@ -44,32 +44,59 @@ def prepare_out(out: Path) -> None:
         raise ReinError(f"cannot create {out}: {err.strerror}; choose a writable --out") from err
 
 
-def demo_config(backbone: str | None, random_weights: bool, iters: int | None, device: str) -> tuple[Config, list[str]]:
-    """The demo recipe, with a named backbone's real weights when they are already on disk."""
-    from rein_cli.hub import cached_file
-    from rein_cli.models.backbone import backbone_spec
+DEFAULT_BACKBONE = "dinov2-s"  # pretrained, when its weights are cached or can be downloaded
+PROBE_SECONDS = 5.0  # how long the demo tries to reach the Hub before falling back to the random vit-tiny
 
+
+def demo_config(backbone: str | None, random_weights: bool, iters: int | None, device: str) -> tuple[Config, list[str]]:
+    """The demo's configuration and what to say about its backbone.
+
+    Without ``backbone``: pretrained DINOv2-S (recipe ``demo-dinov2-s``) when its weights are in the Hub cache or
+    can be downloaded (the Hub answering within `PROBE_SECONDS`; no attempt when offline), else the random
+    vit-tiny (recipe ``demo``). With ``backbone``: its pretrained weights, downloaded when needed; without them
+    an error, unless ``random_weights``.
+    """
     flags: dict[str, Any] = {"train.max_iters": iters, "train.device": device}
-    notes = []
     if backbone is None:
-        notes.append(
-            "backbone: vit-tiny with RANDOM weights (offline default); "
-            "run with --backbone NAME to use pretrained weights already on disk"
+        weights, reason = _pretrained(DEFAULT_BACKBONE)
+        if weights is None:
+            note = f"backbone: vit-tiny with RANDOM weights ({reason}); the numbers show that the pipeline works"
+            return load_config("demo", **flags), [note]
+        return load_config("demo-dinov2-s", **flags), [f"backbone: {DEFAULT_BACKBONE}, pretrained ({weights})"]
+    weights, reason = _pretrained(backbone)
+    if weights is None and not random_weights:
+        raise ReinError(
+            f"pretrained weights for {backbone} are not on disk ({reason}); fetch them with `rein pull {backbone}`, "
+            "or add --random-weights to run without them"
         )
+    recipe = "demo-dinov2-s" if backbone == DEFAULT_BACKBONE else "demo"
+    flags.update({"model.backbone": backbone, "model.pretrained": weights is not None, "model.backbone_kwargs": {}})
+    if weights is not None:
+        note = f"backbone: {backbone}, pretrained ({weights})"
     else:
-        repo = backbone_spec(backbone).hub_repo
-        cached = cached_file(repo)
-        if cached is None and not random_weights:
-            raise ReinError(
-                f"pretrained weights for {backbone} ({repo}) are not on disk; fetch them with "
-                f"`hf download {repo} model.safetensors`, or add --random-weights to run without them"
-            )
-        flags.update({"model.backbone": backbone, "model.pretrained": cached is not None, "model.backbone_kwargs": {}})
-        if cached is not None:
-            notes.append(f"backbone: {backbone} with pretrained weights from {cached}")
-        else:
-            notes.append(f"backbone: {backbone} with RANDOM weights (--random-weights; {repo} is not on disk)")
-    return load_config("demo", **flags), notes
+        note = f"backbone: {backbone} with RANDOM weights (--random-weights; {reason})"
+    return load_config(recipe, **flags), [note]
+
+
+def _pretrained(backbone: str) -> tuple[Path | None, str]:
+    """A backbone's pretrained weights: from the Hub cache, else downloaded (after saying what, how big and under
+    which licence) when the Hub answers within `PROBE_SECONDS`; or None and the reason."""
+    from rein_cli.hub import cached_file, download_file, file_size, offline
+    from rein_cli.models.backbone import backbone_spec
+    from rein_cli.zoo.backbones import BACKBONE_LICENCES
+
+    repo = backbone_spec(backbone).hub_repo
+    cached = cached_file(repo)
+    if cached is not None:
+        return cached, ""
+    if offline():
+        return None, f"offline, and {repo} is not in the Hugging Face cache"
+    size = file_size(repo, timeout=PROBE_SECONDS)
+    if size is None:
+        return None, f"{repo} is not cached and the Hugging Face Hub did not answer within {PROBE_SECONDS:g} s"
+    licence = BACKBONE_LICENCES.get(backbone, "see the Hub repo")
+    log.info("downloading %s: %s/model.safetensors (%.0f MB, licence %s)", backbone, repo, size / 1e6, licence)
+    return download_file(repo), ""
 
 
 def run_demo(

@@ -92,6 +92,17 @@ def fetch(
     return Fetched(target, actual, hashes["sha256"].hexdigest())
 
 
+def remote_size(url: str, *, timeout: float = 10) -> int | None:
+    """The size a server announces for ``url`` (a HEAD request, redirects followed), or None when it does not say
+    or cannot be asked (the download itself then reports the problem)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+        return None
+    return int(length) if length and length.isdigit() else None
+
+
 def _existing(target: Path, size: int | None, expected: dict, progress: bool) -> Fetched | None:
     """``target`` as a `Fetched` when it passes every given check (the final path only ever holds complete files)."""
     actual = target.stat().st_size

@@ -12,13 +12,15 @@ from .helpers import TINY, rein, sets
 
 
 @pytest.fixture(autouse=True, scope="session")
-def offline():
-    """No test may reach the network (huggingface_hub reads HF_HUB_OFFLINE once, at import), and no progress bars."""
+def offline(tmp_path_factory):
+    """No test may reach the network (huggingface_hub reads HF_HUB_OFFLINE once, at import), no progress bars,
+    and $REIN_HOME (converted weights, pulled models) is a temporary folder, never the user's."""
     import huggingface_hub.constants
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TQDM_DISABLE", "1")
+        patch.setenv("REIN_HOME", str(tmp_path_factory.mktemp("rein-home")))
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         yield
 

@@ -69,3 +69,43 @@ def test_named_backbone_needs_weights_on_disk_unless_asked(tmp_path, monkeypatch
         progress=False,
     )
     assert any("dinov2-s with RANDOM weights" in note for note in result["notes"])
+
+
+def test_the_default_backbone_is_pretrained_dinov2_s_when_it_can_be_had(tmp_path, monkeypatch, caplog):
+    import logging
+    import time
+
+    import huggingface_hub.constants
+
+    from rein_cli.demo import demo_config
+
+    from .fake_hub import FakeHub
+    from .fake_server import unused_port
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg, notes = demo_config(None, False, None, "cpu")  # offline (the tests' default): no attempt at all
+    assert cfg.model.backbone == "vit-tiny" and "offline" in notes[0] and "RANDOM weights" in notes[0]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{unused_port()}")  # a Hub that cannot be reached
+    start = time.perf_counter()
+    cfg, notes = demo_config(None, False, None, "cpu")
+    assert cfg.model.backbone == "vit-tiny" and "did not answer within 5 s" in notes[0]
+    assert time.perf_counter() - start < 6
+    with FakeHub() as hub:
+        hub.add_file("timm/vit_small_patch14_dinov2.lvd142m", "model.safetensors", b"weights" * 1000)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        caplog.set_level(logging.INFO, logger="rein_cli.demo")
+        cfg, notes = demo_config(None, False, None, "cpu")
+    assert (cfg.model.backbone, cfg.model.pretrained, cfg.train.max_iters, cfg.data.batch_size) == (
+        "dinov2-s",
+        True,
+        120,
+        4,
+    )
+    assert "dinov2-s, pretrained" in notes[0]
+    assert (
+        "downloading dinov2-s: timm/vit_small_patch14_dinov2.lvd142m/model.safetensors (0 MB, licence apache-2.0)"
+        in caplog.text
+    )
+    cfg, _ = demo_config(None, False, 5, "cpu")  # now from the cache, the iterations from the flag
+    assert cfg.model.backbone == "dinov2-s" and cfg.train.max_iters == 5

@@ -27,3 +27,15 @@ def test_configuration_md_names_exactly_the_configuration_keys():
     documented = [key for row in rows for key in re.findall(r"`([a-z_]+\.[a-z_.]+)`", row.split("|")[1])]
     assert len(documented) == len(set(documented)), "a key is documented twice"
     assert set(documented) == config_keys(Config())
+
+
+def test_hub_md_names_every_backbone_and_release():
+    from rein_cli.models.backbone import BACKBONES
+    from rein_cli.zoo.releases import RELEASES
+
+    text = (DOCS / "hub.md").read_text()
+    for name in RELEASES:
+        assert f"`{name}`" in text or name.rsplit("-", 2)[0] in text, name
+    families = {name.split("-reg4")[0].rsplit("-", 1)[0] if name.startswith("dinov2") else name for name in BACKBONES}
+    for family in families:
+        assert family in text, family

@@ -106,7 +106,7 @@ def test_download_then_prepare_from_the_command_line(server, tmp_path, monkeypat
     assert not (tmp_path / "home" / "credentials").exists()  # never stored unless asked
 
 
-def test_the_library_function_asks_only_through_its_prompt(server, tmp_path, monkeypatch):
+def test_the_library_function_never_asks(server, tmp_path, monkeypatch):
     from rein_cli.data.download import download
 
     monkeypatch.setenv("REIN_CITYSCAPES_URL", server)
@@ -117,18 +117,12 @@ def test_the_library_function_asks_only_through_its_prompt(server, tmp_path, mon
     assert manual.manifest is None and "bdd100k must be downloaded by hand" in manual.instructions
     assert f"prepared into {tmp_path / 'root' / 'bdd100k'}" in manual.instructions
     with pytest.raises(ReinError, match="Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD"):
-        download("cityscapes", tmp_path / "root")  # no prompt: nothing waits for an answer
-    asked = []
-
-    def prompt(question: str, secret: bool) -> str:
-        asked.append((question, secret))
-        return "secret" if secret else "user"
-
-    result = download("citys", tmp_path / "root", prompt=prompt, save_credentials=True, progress=False)
-    assert asked == [("Cityscapes username or email", False), ("Cityscapes password", True)]
+        download("cityscapes", tmp_path / "root")  # nothing waits for an answer
+    login = {"username": "user", "password": "secret"}
+    result = download("citys", tmp_path / "root", **login, save_credentials=True, progress=False)
     assert result.manifest.dataset == "cityscapes" and result.manifest.counts == {"train": 4, "val": 2}
     store = tmp_path / "home" / "credentials" / "cityscapes.json"
     assert json.loads(store.read_text()) == {"username": "user", "password": "secret"}
     assert store.stat().st_mode & 0o777 == 0o600
-    again = download("cityscapes", tmp_path / "root", prompt=prompt, progress=False)  # the saved login is used
-    assert len(asked) == 2 and again.manifest.path == result.manifest.path
+    again = download("cityscapes", tmp_path / "root", progress=False)  # the saved login is used
+    assert again.manifest.path == result.manifest.path

@@ -237,3 +237,15 @@ def test_the_fake_server_speaks_head_and_ranges(server):
         assert tail.status == 206 and tail.read() == DATA[-10:]
         assert tail.headers["Content-Range"] == f"bytes {len(DATA) - 10}-{len(DATA) - 1}/{len(DATA)}"
     assert [(r.method, r.range) for r in server.requests] == [("HEAD", None), ("GET", "bytes=-10")]
+
+
+def test_remote_size_asks_with_head_and_never_fails():
+    from rein_cli.fetch import remote_size
+
+    with FakeServer() as server:
+        url = server.add("/file.bin", b"x" * 1234)
+        assert remote_size(url) == 1234
+        assert server.requests[-1].method == "HEAD"
+        server.set("/file.bin", status=404)
+        assert remote_size(url) is None
+    assert remote_size(f"http://127.0.0.1:{unused_port()}/file.bin") is None

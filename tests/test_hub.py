@@ -79,7 +79,7 @@ def test_download_from_a_local_hub_then_offline(tmp_path, monkeypatch):
     try:
         path = download_file("timm/fake", cache_dir=tmp_path / "cache", endpoint=url)
         assert torch.equal(load_file(str(path))["w"], torch.arange(4.0))
-        with pytest.raises(ReinError, match=r"could not get other\.safetensors of timm/fake"):
+        with pytest.raises(ReinError, match=r"other\.safetensors is not in timm/fake on the Hugging Face Hub"):
             download_file("timm/fake", "other.safetensors", cache_dir=tmp_path / "cache", endpoint=url)
     finally:
         server.shutdown()

@@ -9,7 +9,6 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def cityscapes_session(username: str, password: str, base_url: str = CITYSCAPES_
         raise ReinError(f"cannot reach {base_url} ({err.reason}); check the connection") from err
     if status != 302:
         raise ReinError(
-            "the Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD (or the prompt's answers)"
+            "the Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD (or the saved login)"
         )
     return opener
 
@@ -120,15 +119,14 @@ def download(
     dest: Path | None = None,
     username: str | None = None,
     password: str | None = None,
-    prompt: Callable[[str, bool], str] | None = None,
     save_credentials: bool = False,
     progress: bool = True,
 ) -> Downloaded:
     """`rein data download`: download a dataset where its source allows it (Cityscapes), then prepare it.
 
     The Cityscapes login comes from ``username`` / ``password``, else CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD,
-    else the credentials saved under $REIN_HOME (``save_credentials`` stores them there, mode 600), else
-    ``prompt(question, secret)``. Other datasets return the instructions for fetching them by hand.
+    else the credentials saved under $REIN_HOME (``save_credentials`` stores them there, mode 600); nothing is
+    ever asked interactively. Other datasets return the instructions for fetching them by hand.
     """
     spec, data_root = find_spec(name), Path(data_root)
     if spec.download != "cityscapes":
@@ -136,11 +134,11 @@ def download(
     store = rein_home() / "credentials" / "cityscapes.json"
     saved_user, saved_password = credentials(store)
     username, password = username or saved_user, password or saved_password
-    if prompt is not None:
-        username = username or prompt("Cityscapes username or email", False)
-        password = password or prompt("Cityscapes password", True)
     if not username or not password:
-        raise ReinError("Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD")
+        raise ReinError(
+            "Cityscapes needs a login: set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD (register at "
+            "https://www.cityscapes-dataset.com/register/); --save-credentials keeps them for later runs"
+        )
     archives = download_cityscapes(dest or data_root / "downloads" / spec.name, username, password, progress=progress)
     if save_credentials:
         _save_credentials(store, username, password)

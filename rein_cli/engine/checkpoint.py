@@ -39,6 +39,7 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
     backbone_saved = not model_config.pretrained or model_config.method == "full" or bool(model_config.weights)
     state = model.state_dict() if backbone_saved else trainable_state_dict(model)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    provenance = _stored_provenance(model.provenance)
     config = {
         "format": FORMAT,
         "rein_version": __version__,
@@ -47,6 +48,7 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
         "classes": list(model.classes),
         "palette": [list(c) for c in model.palette],
         "normalization": {"mean": list(model.mean), "std": list(model.std)},
+        **({"provenance": provenance} if provenance else {}),
         **(info or {}),
     }
     path = Path(path)
@@ -71,6 +73,25 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
     return path
 
 
+def _stored_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint keeps of its model's provenance: never the local path it was loaded from."""
+    return {k: v for k, v in provenance.items() if k != "checkpoint"}
+
+
+def checkpoint_dir(source: Path | str) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint given as a folder or as ``hf://org/name[@revision]`` -> its local folder and its provenance
+    (the Hub repo and the exact commit for a Hub checkpoint)."""
+    from rein_cli.hub import parse_hf_uri, revision_of, snapshot
+
+    hub = parse_hf_uri(str(source))
+    if hub is None:
+        return Path(source), {"checkpoint": str(source)}
+    repo, revision = hub
+    folder = snapshot(repo, revision)
+    commit = revision_of(folder / CONFIG_FILE) or revision
+    return folder, {"checkpoint": str(source), "hub_repo": repo, "hub_revision": commit}
+
+
 def read_checkpoint_config(path: Path) -> dict[str, Any]:
     path = Path(path)
     file = path / CONFIG_FILE
@@ -87,10 +108,11 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
 
 def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> Segmentor:
     """Rebuild a saved model in eval mode on ``device`` (``auto``, ``cpu``, ``cuda:N``), with the classes, palette,
-    normalisation and model config of its ``config.json``."""
+    normalisation and model config of its ``config.json``. ``path``: a checkpoint folder or
+    ``hf://org/name[@revision]`` (a rein checkpoint on the Hugging Face Hub)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path, provenance = checkpoint_dir(path)
     config = read_checkpoint_config(path)
     device = resolve_device(device)
     in_file = bool(config.get("backbone_in_checkpoint"))
@@ -103,6 +125,7 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
         palette=config.get("palette"),
         mean=normalization.get("mean"),
         std=normalization.get("std"),
+        provenance={**config.get("provenance", {}), **provenance},
     )
     try:
         state = load_file(str(path / WEIGHTS_FILE))
@@ -119,6 +142,30 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
     except RuntimeError as err:
         raise ReinError(f"checkpoint {path} has wrong shapes: {err}") from err
     return model.to(device).eval()
+
+
+def init_from_checkpoint(model: Segmentor, source: Path | str) -> dict[str, Any]:
+    """Start training from a checkpoint's weights (folder or ``hf://``): every trainable parameter of ``model``
+    must be in it with the same shape; the backbone's weights are taken too when the checkpoint stores them.
+    Returns the checkpoint's provenance."""
+    from safetensors.torch import load_file
+
+    folder, provenance = checkpoint_dir(source)
+    read_checkpoint_config(folder)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as err:
+        raise ReinError(f"cannot read {folder / WEIGHTS_FILE}: {err}") from err
+    own = model.state_dict()
+    wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    missing = sorted(set(trainable_state_dict(model)) - set(state))
+    if wrong or missing:
+        raise ReinError(
+            f"{source} does not fit this model (train.init_from): missing {missing[:4]}, wrong shapes {wrong[:4]}; "
+            "use a checkpoint of the same backbone, method, head and number of classes"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return provenance
 
 
 def model_card(config: dict[str, Any]) -> str:

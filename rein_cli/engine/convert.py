@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from rein_cli.config import ModelConfig, ReinConfig
+from rein_cli.config import ModelConfig, ReinConfig, config_from_dict, to_dict
 from rein_cli.engine.checkpoint import save_checkpoint
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
 from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
 from rein_cli.models.segmentor import segmentor_from_config
 from rein_cli.models.weights import resize_patch_embed, resize_pos_embed
+
+# Every official model normalises its inputs with the ImageNet mean and std (in 0..1 units), whatever the backbone.
+OFFICIAL_MEAN, OFFICIAL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # (ours, official) regular expressions, applied in order. Inverse rules are listed explicitly below.
 _TO_OFFICIAL = [
@@ -157,9 +162,20 @@ def load_official_into(model: torch.nn.Module, state: dict[str, Tensor], *, with
 
 
 def convert_official_checkpoint(
-    state: dict[str, Tensor], backbone: str, out: Path | str, *, crop_size: int = 512, source: str = ""
+    state: dict[str, Tensor],
+    backbone: str,
+    out: Path | str,
+    *,
+    crop_size: int = 512,
+    source: str = "",
+    settings: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """An official Rein release state dict -> a rein checkpoint directory at ``out``."""
+    """An official Rein release state dict -> a rein checkpoint directory at ``out``.
+
+    The classes and the Rein tokens come from the file; ``settings`` are other `ModelConfig` fields that are not
+    in the weights (e.g. ``feature_indices``); inputs are normalised as every official model normalises them
+    (ImageNet mean and std); ``provenance`` (e.g. the release's URL and SHA-256) is kept in ``config.json``."""
     args = official_model_args(state)
     rein = ReinConfig(token_length=args["token_length"], rank=args["rank"])
     # With the backbone in the file it is filled from the file (and saved); else it comes from the Hub when loaded.
@@ -171,7 +187,8 @@ def convert_official_checkpoint(
         crop_size=crop_size,
         rein=rein,
     )
-    model = segmentor_from_config(cfg, load_backbone=False)
+    cfg = config_from_dict({"model": {**to_dict(cfg), **(settings or {})}}).model  # checked like any config
+    model = segmentor_from_config(cfg, load_backbone=False, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, provenance=provenance)
     load_official_into(model, state, with_backbone=args["with_backbone"])
     return save_checkpoint(model, Path(out), info={"converted_from": source})
 
@@ -214,13 +231,14 @@ def convert_dinov2_release(
     return out
 
 
+def is_official_checkpoint(state: dict[str, Tensor]) -> bool:
+    """An official Rein release file (Rein and head weights), as opposed to backbone weights."""
+    return any(k.startswith(("decode_head.", "backbone.reins.")) for k in state)
+
+
 def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int = 512) -> Path:
     """Either kind of official file, told apart by its keys."""
     backbone_spec(backbone)  # an unknown name fails before the file is read
     state = load_state_dict_file(src)
-    kind = (
-        convert_official_checkpoint
-        if any(k.startswith(("decode_head.", "backbone.reins.")) for k in state)
-        else convert_dinov2_release
-    )
+    kind = convert_official_checkpoint if is_official_checkpoint(state) else convert_dinov2_release
     return kind(state, backbone, out, crop_size=crop_size, source=Path(src).name)

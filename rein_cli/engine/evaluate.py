@@ -56,6 +56,7 @@ def evaluate(
         "mode": mode,
         "crop": crop,
         "stride": stride if mode == "slide" else None,
+        "model": {"backbone": model.config.backbone, "revision": model.config.backbone_revision, **model.provenance},
         "datasets": {},
     }
     manifests = [ensure_prepared(name, data_dir, progress=progress) for name in datasets]  # fail early on bad names

@@ -15,12 +15,13 @@ from rein_cli.data.catalog import locate
 from rein_cli.data.dataset import SegmentationDataset, infinite_loader
 from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.transforms import TrainTransform
-from rein_cli.engine.checkpoint import save_checkpoint
+from rein_cli.engine.checkpoint import init_from_checkpoint, save_checkpoint
 from rein_cli.engine.evaluate import evaluate
 from rein_cli.engine.optim import build_optimizer, lr_at
 from rein_cli.engine.runs import choose_run_dir, make_dir, resolve_device, seed_everything
 from rein_cli.errors import ReinError
 from rein_cli.io import write_text
+from rein_cli.models.backbone import backbone_spec
 from rein_cli.models.segmentor import count_parameters, segmentor_from_config
 from rein_cli.progress import Progress
 
@@ -37,7 +38,8 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
     run = choose_run_dir(out)
     device = resolve_device(cfg.train.device)
     root = data_root(cfg.data)
-    for name in [cfg.data.train, *cfg.data.eval]:  # unknown names fail now, not after training
+    backbone_spec(cfg.model.backbone)  # unknown names fail now, before any data is prepared or model built
+    for name in [cfg.data.train, *cfg.data.eval]:
         locate(name, root)
     manifest = ensure_prepared(cfg.data.train, root, progress=progress)
     if len(manifest.classes) != cfg.model.num_classes:
@@ -47,6 +49,9 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
         )
     seed_everything(cfg.train.seed)
     model = segmentor_from_config(cfg.model, download=True, classes=manifest.classes, palette=manifest.palette)
+    if cfg.train.init_from:
+        init_from_checkpoint(model, cfg.train.init_from)
+        log.info("initialised from %s", cfg.train.init_from)
     model = model.to(device)
     transform = TrainTransform(
         cfg.model.crop_size,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +14,7 @@ from torch import Tensor, nn
 
 from rein_cli.config import Head, Method, ModelConfig, ReinConfig, check_choice
 from rein_cli.errors import ReinError
+from rein_cli.hub import revision_of
 from rein_cli.labels import default_classes, default_palette
 from rein_cli.models.backbone import (
     FAMILIES,
@@ -34,7 +38,8 @@ class Segmentor(nn.Module):
 
     Declared metadata: ``classes`` and ``palette`` (what the K outputs mean and how to draw them),
     ``mean`` and ``std`` (the input normalisation, 0..1 units), ``crop_size`` (training crop and slide
-    window) and ``config``, the `ModelConfig` the model was built from.
+    window), ``config`` (the `ModelConfig` the model was built from) and ``provenance`` (where its weights
+    came from: the checkpoint, and for a released adapter its source URL and SHA-256).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class Segmentor(nn.Module):
         palette: Sequence[Sequence[int]] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -65,6 +71,7 @@ class Segmentor(nn.Module):
         self.mean = tuple(mean) if mean is not None else backbone.mean  # the backbone's own unless told otherwise
         self.std = tuple(std) if std is not None else backbone.std
         self.crop_size = backbone.crop_size
+        self.provenance = dict(provenance or {})  # where the weights came from (checkpoint, release, Hub revision)
 
     def forward(self, images: Tensor):
         features, queries = self.backbone(images)
@@ -139,6 +146,7 @@ def segmentor_from_config(
     palette: Sequence[Sequence[int]] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Segmentor:
     """Build the model a `ModelConfig` describes. Pretrained backbone weights come from ``cfg.weights`` or the
     Hub cache (downloaded when ``download``); ``load_backbone=False`` leaves the backbone randomly initialised
@@ -152,13 +160,16 @@ def segmentor_from_config(
             f"crop_size {cfg.crop_size} must be a multiple of {stride} and at least {2 * stride} for {cfg.backbone}"
         )
     weights = None
-    if load_backbone and (cfg.weights or cfg.pretrained):  # found (or downloaded) before anything is built
-        weights = cfg.weights or pretrained_weights_path(cfg.backbone, download=download)
+    if load_backbone and cfg.weights:
+        weights = cfg.weights
+    elif load_backbone and cfg.pretrained:  # found (or downloaded) before anything is built; its commit recorded
+        weights = pretrained_weights_path(cfg.backbone, download=download, revision=cfg.backbone_revision)
+        cfg = dataclasses.replace(cfg, backbone_revision=revision_of(Path(weights)) or cfg.backbone_revision)
     model = create_timm_model(cfg.backbone, cfg.crop_size, **cfg.backbone_kwargs)
     if weights is not None:
-        from rein_cli.models.weights import load_backbone_weights
+        from rein_cli.models.weights import converted_path, load_backbone_weights
 
-        load_backbone_weights(model, weights, spec)
+        load_backbone_weights(model, weights, spec, cache=converted_path(cfg.backbone, weights, cfg.crop_size))
     rein = cfg.rein
     rein_args = dict(token_length=rein.token_length, query_dim=rein.query_dim, scale_init=rein.scale_init)
 
@@ -193,23 +204,34 @@ def segmentor_from_config(
     else:
         decode = FPNHead(body.out_channels, cfg.num_classes, channels=cfg.head_channels)
     return Segmentor(
-        body, decode, num_classes=cfg.num_classes, config=cfg, classes=classes, palette=palette, mean=mean, std=std
+        body,
+        decode,
+        num_classes=cfg.num_classes,
+        config=cfg,
+        classes=classes,
+        palette=palette,
+        mean=mean,
+        std=std,
+        provenance=provenance,
     )
 
 
-def pretrained_weights_path(backbone: str, *, download: bool) -> str:
-    """The backbone's timm weights: from the local Hub cache, or downloaded when ``download`` is set."""
+def pretrained_weights_path(backbone: str, *, download: bool, revision: str | None = None) -> str:
+    """The backbone's timm weights (at a Hub ``revision``, default the latest): from the local Hub cache, or
+    downloaded when ``download`` is set."""
     from rein_cli.hub import WEIGHTS_FILE, cached_file, download_file
 
     repo = backbone_spec(backbone).hub_repo
-    path = cached_file(repo)
+    path = cached_file(repo, revision=revision)
     if path is None:
         if not download:
+            at = f" --revision {revision}" if revision else ""
             raise ReinError(
                 f"pretrained weights for {backbone} ({repo}) are not on disk; download them with "
-                f"`hf download {repo} {WEIGHTS_FILE}` or train with --set model.pretrained=false"
+                f"`rein pull {backbone}` (or `hf download {repo} {WEIGHTS_FILE}{at}`) or train with "
+                "--set model.pretrained=false"
             )
-        path = download_file(repo)
+        path = download_file(repo, revision=revision)
     return str(path)
 
 

@@ -8,14 +8,24 @@ kernel resize, antialiased grid), so weights are loaded through these functions 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rein_cli.config import rein_home
 from rein_cli.errors import ReinError
+from rein_cli.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 
 def resize_patch_embed(weight: Tensor, patch_size: int) -> Tensor:
@@ -70,15 +80,55 @@ def adapt_state_dict(state: dict[str, Tensor], model: nn.Module, pos_mode: str =
     return state
 
 
-def load_backbone_weights(model: nn.Module, path: Path | str, spec=None) -> None:
-    """Load a timm-format safetensors file into ``model`` with the official resizing; every weight must be filled."""
+CONVERSION_VERSION = 1  # bump when the conversion changes: converted files of other versions are not reused
+
+
+def source_hash(path: Path | str) -> str:
+    """SHA-256 of a weights file. A Hub cache blob is named by it already; other files are hashed once and the
+    result kept in a small index beside the converted weights (keyed by path, size and modification time)."""
+    path = Path(path)
+    blob = path.resolve().name
+    if re.fullmatch(r"[0-9a-f]{64}", blob):
+        return blob
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    index_path = rein_home() / "weights" / "sources.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if key not in index:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+        index[key] = digest.hexdigest()
+        with contextlib.suppress(ReinError):  # a read-only REIN_HOME: hash again next time
+            write_json(index_path, index)
+    return index[key]
+
+
+def converted_path(backbone: str, source: Path | str, crop_size: int) -> Path:
+    """Where the converted weights of ``source`` for ``crop_size`` are kept: $REIN_HOME/weights, keyed by the
+    source's hash, the crop and the conversion version."""
+    name = f"{source_hash(source)[:16]}-crop{crop_size}-v{CONVERSION_VERSION}.safetensors"
+    return rein_home() / "weights" / backbone / name
+
+
+def load_backbone_weights(model: nn.Module, path: Path | str, spec=None, *, cache: Path | None = None) -> None:
+    """Load a timm-format safetensors file into ``model`` with the official resizing; every weight must be filled.
+
+    With ``cache`` (see `converted_path`), a conversion that resized anything is written there once and later
+    loads read it instead of converting again."""
     from safetensors.torch import load_file
 
+    if cache is not None and Path(cache).is_file():
+        path = cache
     try:
-        state = load_file(str(path))
+        source = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ReinError(f"cannot read backbone weights {path}: {err}; delete the file and download it again") from err
-    state = adapt_state_dict(state, model, spec.pos_mode if spec is not None else "bicubic")
+    state = adapt_state_dict(source, model, spec.pos_mode if spec is not None else "bicubic")
     missing = sorted(set(model.state_dict()) - set(state))
     if missing:
         raise ReinError(
@@ -89,3 +139,44 @@ def load_backbone_weights(model: nn.Module, path: Path | str, spec=None) -> None
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ReinError(f"backbone weights {path} do not fit: {err}") from err
+    if cache is not None and path != cache:
+        _keep(state, source, cache)
+
+
+def convert_backbone_file(backbone: str, source: Path | str, crop_size: int, **timm_kwargs: Any) -> Path:
+    """The official conversion of a backbone weights file for ``crop_size``, on disk: written once to
+    `converted_path` and reused; ``source`` itself when nothing needs resizing. ``timm_kwargs`` as in
+    ``model.backbone_kwargs``."""
+    from safetensors.torch import load_file
+
+    from rein_cli.models.backbone import backbone_spec, create_timm_model
+
+    cache = converted_path(backbone, source, crop_size)
+    if cache.is_file():
+        return cache
+    with torch.device("meta"):  # only the shapes are needed
+        model = create_timm_model(backbone, crop_size, **timm_kwargs)
+    try:
+        state = load_file(str(source))
+    except Exception as err:
+        raise ReinError(f"cannot read backbone weights {source}: {err}; delete the file and download it again") from err
+    adapted = adapt_state_dict(state, model, backbone_spec(backbone).pos_mode)
+    missing = sorted(set(model.state_dict()) - set(adapted))
+    if missing:
+        raise ReinError(f"backbone weights {source} lack {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+    return cache if _keep(adapted, state, cache) else Path(source)
+
+
+def _keep(state: dict[str, Tensor], source: dict[str, Tensor], cache: Path) -> bool:
+    """Write a conversion that resized anything to ``cache``; True when it did."""
+    from safetensors.torch import save_file
+
+    if not any(state[k].shape != source[k].shape for k in state):
+        return False
+    try:
+        with atomic_path(Path(cache)) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    except (ReinError, OSError) as err:  # a read-only REIN_HOME only costs the conversion next time
+        log.warning("could not keep the converted weights in %s: %s", cache, err)
+        return False
+    return True

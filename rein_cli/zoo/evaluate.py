@@ -1,0 +1,220 @@
+"""`rein eval` by name: a backbone's released adapter (or an adapter, a checkpoint folder, an ``hf://`` repo) on
+named targets, checked before anything is downloaded or computed, with the published figures beside ours."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rein_cli.config import InferenceMode
+from rein_cli.data.catalog import locate
+from rein_cli.data.registry import lookup
+from rein_cli.errors import ReinError
+from rein_cli.progress import duration
+from rein_cli.zoo.pull import adapter_ready, backbone_file, checkpoint_path, find_release, pull_adapter
+from rein_cli.zoo.releases import ACDC_RELEASE, DEFAULT_RELEASE, RELEASES, Release
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One model and the targets it is evaluated on."""
+
+    model: str  # a release name, a checkpoint folder or hf://org/name[@revision]
+    targets: tuple[str, ...]
+    why: str  # why this model, for the log
+
+    @property
+    def release(self) -> Release | None:
+        return RELEASES.get(self.model)
+
+
+def split_targets(values: list[str]) -> list[str]:
+    """``["bdd,citys", "map"]`` -> ``["bdd", "citys", "map"]`` (repeatable and comma-separated, order kept)."""
+    targets = [t.strip() for value in values for t in str(value).split(",") if t.strip()]
+    if not targets:
+        raise ReinError("no target to evaluate on; name one with --target, e.g. --target cityscapes")
+    return list(dict.fromkeys(targets))
+
+
+def plan(targets: list[str], *, checkpoint: str | None, adapter: str | None, backbone: str | None) -> list[Plan]:
+    """Which model evaluates which targets: the one given, or a backbone's default release (the Cityscapes one
+    for ACDC targets, where it has one)."""
+    given = [x for x in (checkpoint, adapter, backbone) if x]
+    if len(given) != 1:
+        raise ReinError(
+            "name the model once: a checkpoint (folder or hf://org/name), --adapter NAME or --backbone NAME"
+        )
+    if checkpoint:
+        return [Plan(str(checkpoint), tuple(targets), "the checkpoint given")]
+    if adapter:
+        release = find_release(adapter)
+        return [Plan(release.name, tuple(targets), "the adapter given")]
+    if backbone not in DEFAULT_RELEASE:
+        from rein_cli.models.backbone import backbone_spec
+
+        backbone_spec(backbone)  # an unknown name: "did you mean"
+        raise ReinError(
+            f"there is no released Rein adapter for {backbone}; train one with `rein train --backbone {backbone} "
+            f"--data gta5` and evaluate its checkpoint, or see `rein models`"
+        )
+    acdc = [t for t in targets if (spec := lookup(t)) is not None and (spec.parent or spec.name) == "acdc"]
+    plans = []
+    if backbone in ACDC_RELEASE and acdc:
+        plans.append(Plan(ACDC_RELEASE[backbone], tuple(acdc), f"the Cityscapes release of {backbone}, for ACDC"))
+    rest = [t for t in targets if t not in acdc or backbone not in ACDC_RELEASE]
+    if rest:
+        plans.append(Plan(DEFAULT_RELEASE[backbone], tuple(rest), f"the default release of {backbone}"))
+    return plans
+
+
+def preflight(plans: list[Plan], data_root: Path) -> list[str]:
+    """Everything that is missing, as lines that say how to get it; nothing is downloaded or generated here.
+    Releases that are not pulled yet count as missing when the Hub is offline, or when something else is missing
+    (otherwise they are pulled)."""
+    from rein_cli.hub import offline
+
+    missing, to_pull = [], []
+    for item in plans:
+        release = item.release
+        if release is not None:
+            if release.unsupported:
+                missing.append(f"{release.name} cannot be used: {release.unsupported}")
+            elif not adapter_ready(release.name):
+                to_pull.append(f"the adapter {release.name}: `rein pull {release.name}` (needs a connection)")
+        elif not str(item.model).startswith("hf://"):
+            missing += _checkpoint_missing(Path(item.model))
+        for target in item.targets:
+            found = locate(target, data_root)  # unknown names fail here, with a "did you mean"
+            spec = found.spec
+            if not found.prepared and (spec is None or spec.synthetic is None):
+                name = spec.name if spec else target
+                missing.append(
+                    f"the dataset {name}: prepare it with `rein data prepare {name} --from ...` "
+                    f"(`rein data info {name}` says where to get it)"
+                )
+    return missing + to_pull if missing or offline() else missing
+
+
+def _checkpoint_missing(folder: Path) -> list[str]:
+    from rein_cli.engine.checkpoint import read_checkpoint_config
+    from rein_cli.hub import offline
+
+    config = read_checkpoint_config(folder)  # not a checkpoint: a clear error now
+    model = config["model"]
+    if config.get("backbone_in_checkpoint") or not model.get("pretrained", True) or model.get("weights"):
+        return []
+    if backbone_file(model["backbone"], model.get("backbone_revision")) is None and offline():
+        return [f"the weights of {model['backbone']}: run `rein pull {model['backbone']}` with a connection"]
+    return []
+
+
+def evaluate_named(
+    targets: list[str],
+    *,
+    checkpoint: str | None = None,
+    adapter: str | None = None,
+    backbone: str | None = None,
+    data_root: Path,
+    out: Path | None = None,
+    mode: InferenceMode = "slide",
+    stride: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate on ``targets`` (names, aliases, prepared folders; comma-separated allowed) with the model named by
+    exactly one of ``checkpoint``, ``adapter`` or ``backbone`` (its released adapter). Everything missing is listed
+    in one error before any download; missing releases are then pulled. Writes ``out/results.json`` with the
+    model's provenance and, for released adapters, the published figures beside ours."""
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.report import json_safe
+    from rein_cli.engine.runs import resolve_device
+    from rein_cli.io import write_json
+
+    targets = split_targets(targets)
+    plans = plan(targets, checkpoint=checkpoint, adapter=adapter, backbone=backbone)
+    missing = preflight(plans, data_root)
+    if missing:
+        raise ReinError("missing before evaluation can start: " + "; ".join(missing) + "; then rerun")
+    results: dict[str, Any] = {"datasets": {}, "models": []}
+    for item in plans:
+        log.info("model: %s (%s) on %s", item.model, item.why, ", ".join(item.targets))
+        source = item.model
+        if item.release is not None:
+            if not adapter_ready(item.release.name):
+                pull_adapter(item.release.name, progress=progress)
+            source = checkpoint_path(item.release.name)
+        model = load_segmentor(source, resolve_device(device))
+        if next(model.parameters()).device.type == "cpu":
+            log.info(_cpu_estimate(model, item.targets, data_root, mode, stride))
+        part = evaluate(model, list(item.targets), data_dir=data_root, mode=mode, stride=stride, progress=progress)
+        for name, entry in part["datasets"].items():
+            entry["model"] = item.model
+            if item.release is not None:
+                entry["reported"] = _reported(item.release, name)
+            results["datasets"][name] = entry
+        results["models"].append({"name": item.model, **part["model"], "crop": part["crop"], "targets": item.targets})
+        results.update(mode=part["mode"], crop=part["crop"], stride=part["stride"])
+    values = [round(r["mIoU"], 2) for r in results["datasets"].values()]
+    results["mean_mIoU"] = sum(values) / len(values)
+    if out is not None:
+        write_json(Path(out) / "results.json", json_safe(results))
+    return results
+
+
+def _reported(release: Release, dataset: str) -> list[dict]:
+    spec = lookup(dataset)
+    figures = release.reported.get(spec.name if spec else dataset, ())
+    return [{"mIoU": r.mIoU, "split": r.split, "source": r.source} for r in figures]
+
+
+def format_comparison(results: dict[str, Any]) -> str:
+    """Our mIoU beside the published figures, one line per target (empty when nothing was published)."""
+    lines = []
+    for name, entry in results["datasets"].items():
+        for r in entry.get("reported", []):
+            lines.append(
+                f"  {name:<18} ours {entry['mIoU']:6.2f}   published {r['mIoU']:6.2f} ({r['split']}, {r['source']})"
+            )
+    return "\n".join(["ours vs published (mIoU):", *lines]) if lines else ""
+
+
+def _cpu_estimate(model, targets: tuple[str, ...], data_root: Path, mode: str, stride: int | None) -> str:
+    """A rough time for the evaluation on this CPU: one timed forward pass (a crop-sized window, or in whole mode
+    the first image's size), times the passes every target's images need (judged by each target's first image)."""
+    import torch
+    from PIL import Image
+
+    from rein_cli.data.prepare import ensure_prepared
+    from rein_cli.data.transforms import keep_ratio_size
+    from rein_cli.engine.inference import default_stride, slide_windows
+
+    crop = model.crop_size
+    passes, shape = 0, (crop, crop)
+    for target in targets:
+        manifest = ensure_prepared(target, data_root, progress=False)
+        samples = manifest.samples("val")
+        with Image.open(samples[0][0]) as image:
+            width, height = image.size
+        spec = lookup(manifest.dataset)
+        size = spec.test_size_for(crop) if spec else None
+        if size is not None:
+            height, width = keep_ratio_size(height, width, *size)
+        if mode == "whole":
+            passes, shape = passes + len(samples), (height, width)
+        else:
+            passes += len(slide_windows(height, width, crop, stride or default_stride(crop))) * len(samples)
+    with torch.no_grad():
+        start = time.perf_counter()
+        model.semantic_scores(torch.zeros(1, 3, *shape))
+        seconds = time.perf_counter() - start
+    what = "images" if mode == "whole" else f"windows of {crop}x{crop}"
+    return (
+        f"on the CPU this takes about {duration(seconds * passes)} ({passes} {what}, {seconds:.1f} s each); "
+        "a GPU is much faster (--device cuda)"
+    )

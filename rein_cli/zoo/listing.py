@@ -1,0 +1,88 @@
+"""`rein models`: every backbone and released adapter, whether it is on disk, its size, licence and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rein_cli.models.backbone import BACKBONES
+from rein_cli.zoo.backbones import BACKBONE_LICENCES, conversion
+from rein_cli.zoo.pull import adapter_ready, backbone_file, checkpoint_path, recorded_hashes, zoo_home
+from rein_cli.zoo.releases import RELEASES
+
+
+def _bytes(path: Path | None) -> int | None:
+    if path is None or not path.exists():
+        return None
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def list_backbones() -> list[dict]:
+    rows = []
+    for name, spec in BACKBONES.items():
+        cached = backbone_file(name)
+        rows.append(
+            {
+                "name": name,
+                "hub_repo": spec.hub_repo,
+                "description": spec.description,
+                "licence": BACKBONE_LICENCES.get(name, ""),
+                "conversion": conversion(name),
+                "cached": cached is not None,
+                "bytes": _bytes(cached),
+            }
+        )
+    return rows
+
+
+def list_adapters() -> list[dict]:
+    hashes = recorded_hashes()
+    rows = []
+    for name, release in RELEASES.items():
+        file = zoo_home() / "releases" / name / release.file if release.file else None
+        verified = "published" if release.sha256 else "first download" if name in hashes else "unverified"
+        rows.append(
+            {
+                "name": name,
+                "backbone": release.backbone,
+                "crop": release.crop,
+                "trained_on": release.trained_on,
+                "description": release.description,
+                "licence": release.licence,
+                "pulled": release.backbone is not None and not release.unsupported and adapter_ready(name),
+                "bytes": _bytes(file) or _bytes(checkpoint_path(name)),
+                "sha256": release.sha256 or hashes.get(name, {}).get("sha256"),
+                "checksum": verified,
+                "unsupported": release.unsupported,
+                "reported": {
+                    target: [{"mIoU": r.mIoU, "split": r.split, "source": r.source} for r in figures]
+                    for target, figures in release.reported.items()
+                },
+            }
+        )
+    return rows
+
+
+def format_models(backbones: list[dict], adapters: list[dict]) -> str:
+    """The two tables `rein models` prints."""
+    lines = ["backbones", f"  {'name':<15} {'on disk':<10} {'licence':<38} hub repo"]
+    for row in backbones:
+        disk = _human(row["bytes"]) if row["cached"] else "-"
+        lines.append(f"  {row['name']:<15} {disk:<10} {row['licence']:<38} {row['hub_repo']}")
+    lines += ["", "released adapters (reported mIoU: target split value [source])"]
+    lines.append(f"  {'name':<27} {'backbone':<11} {'on disk':<10} {'checksum':<15} reported")
+    for row in adapters:
+        disk = _human(row["bytes"]) if row["pulled"] else "-"
+        figures = "; ".join(
+            f"{target} {r['split']} {r['mIoU']:g} [{r['source']}]"
+            for target, reported in row["reported"].items()
+            for r in reported[:1]
+        )
+        status = f"unsupported: {row['unsupported']}" if row["unsupported"] else figures
+        lines.append(f"  {row['name']:<27} {row['backbone'] or '-':<11} {disk:<10} {row['checksum']:<15} {status}")
+    return "\n".join(lines)
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"

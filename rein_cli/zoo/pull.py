@@ -1,0 +1,204 @@
+"""`rein pull`: backbones from the Hugging Face Hub and official release files, fetched, verified, converted and
+cached once under $REIN_HOME so that every later use works offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rein_cli.config import rein_home
+from rein_cli.engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from rein_cli.errors import ReinError, unknown_name
+from rein_cli.io import write_json
+from rein_cli.models.backbone import BACKBONES, backbone_spec
+from rein_cli.zoo.backbones import BACKBONE_LICENCES
+from rein_cli.zoo.releases import DEFAULT_RELEASES_URL, RELEASES, Release
+
+log = logging.getLogger(__name__)
+
+
+def zoo_home() -> Path:
+    """$REIN_HOME/zoo: release files (``releases/``), converted checkpoints (``models/``), recorded hashes."""
+    return rein_home() / "zoo"
+
+
+def releases_url() -> str:
+    """``$REIN_RELEASES_URL`` (a mirror of the release files), else the official repository's release downloads."""
+    return (os.environ.get("REIN_RELEASES_URL") or DEFAULT_RELEASES_URL).rstrip("/")
+
+
+def release_url(release: Release) -> str:
+    return f"{releases_url()}/{release.path}"
+
+
+def checkpoint_path(name: str) -> Path:
+    """Where the converted checkpoint of a release lives once pulled."""
+    return zoo_home() / "models" / name
+
+
+def find_release(name: str) -> Release:
+    if name not in RELEASES:
+        raise unknown_name("released adapter", name, RELEASES, "`rein models` lists them")
+    return RELEASES[name]
+
+
+def kind_of(name: str) -> str:
+    """``backbone`` or ``adapter``; an error with a "did you mean" for anything else."""
+    if name in BACKBONES:
+        return "backbone"
+    if name in RELEASES:
+        return "adapter"
+    raise unknown_name("model", name, [*BACKBONES, *RELEASES], "`rein models` lists the backbones and adapters")
+
+
+# ----------------------------------------------------------------------------- recorded hashes
+
+
+def _hashes_file() -> Path:
+    return zoo_home() / "hashes.json"
+
+
+def recorded_hashes() -> dict[str, dict]:
+    """{release name: {"sha256", "size", "url"}} of the first download of each release without a published hash."""
+    try:
+        return json.loads(_hashes_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def expected_hash(release: Release) -> tuple[str | None, int | None]:
+    """The published SHA-256 (and no size), else the first download's SHA-256 and size, else (None, None)."""
+    if release.sha256:
+        return release.sha256, None
+    record = recorded_hashes().get(release.name) or {}
+    return record.get("sha256"), record.get("size")
+
+
+def _record(release: Release, sha256: str, size: int) -> None:
+    hashes = recorded_hashes()
+    if release.sha256 or release.name in hashes:
+        return
+    hashes[release.name] = {"sha256": sha256, "size": size, "url": release_url(release)}
+    write_json(_hashes_file(), hashes)
+    log.info("%s: no published checksum; recorded this download's SHA-256 %s (%d bytes)", release.name, sha256, size)
+
+
+# ----------------------------------------------------------------------------- what is on disk
+
+
+def backbone_file(name: str, revision: str | None = None) -> Path | None:
+    """The backbone's pretrained weights in the local Hub cache, or None."""
+    from rein_cli.hub import cached_file
+
+    return cached_file(backbone_spec(name).hub_repo, revision=revision)
+
+
+def adapter_ready(name: str) -> bool:
+    """The release's checkpoint is converted and its backbone's weights are in the Hub cache."""
+    release = find_release(name)
+    folder = checkpoint_path(name)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        return False
+    revision = read_checkpoint_config(folder)["model"].get("backbone_revision")
+    return backbone_file(release.backbone, revision) is not None
+
+
+# ----------------------------------------------------------------------------- pulling
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What `pull` made ready: a backbone's converted weights, or an adapter's checkpoint folder."""
+
+    name: str
+    kind: str
+    path: Path
+    revision: str | None = None  # a backbone's Hub commit
+    sha256: str | None = None  # an adapter's release file
+
+
+def pull(name: str, *, crop: int | None = None, progress: bool = True) -> Pulled:
+    """Make a backbone or a released adapter ready for offline use (see `pull_backbone`, `pull_adapter`)."""
+    if kind_of(name) == "backbone":
+        return pull_backbone(name, crop=crop or 512)
+    return pull_adapter(name, progress=progress)
+
+
+def pull_backbone(
+    name: str, *, crop: int = 512, revision: str | None = None, timm_kwargs: Mapping[str, Any] | None = None
+) -> Pulled:
+    """Download a backbone's pretrained weights into the Hub cache (after saying what, how big and under which
+    licence) and write their official conversion for ``crop`` once under $REIN_HOME/weights. ``timm_kwargs``:
+    architecture overrides, as ``model.backbone_kwargs``."""
+    from rein_cli.hub import download_file, file_size, offline, revision_of
+    from rein_cli.models.weights import convert_backbone_file
+
+    spec = backbone_spec(name)
+    source = backbone_file(name, revision)
+    if source is None:
+        if offline():
+            raise ReinError(
+                f"the weights of {name} ({spec.hub_repo}) are not in the local Hugging Face cache and the Hub is "
+                f"offline; run `rein pull {name}` where there is a connection"
+            )
+        size = file_size(spec.hub_repo, revision=revision)
+        licence = BACKBONE_LICENCES.get(name, "see the Hub repo")
+        log.info("downloading %s: %s/model.safetensors (%s), licence %s", name, spec.hub_repo, _size(size), licence)
+        source = download_file(spec.hub_repo, revision=revision)
+    converted = convert_backbone_file(name, source, crop, **(timm_kwargs or {}))
+    return Pulled(name, "backbone", converted, revision=revision_of(source))
+
+
+def pull_adapter(name: str, *, progress: bool = True) -> Pulled:
+    """Download a release file (resumable, checked against its published or first-recorded SHA-256), convert it
+    strictly into a rein checkpoint under $REIN_HOME/zoo/models, and pull its backbone for offline use."""
+    from rein_cli.engine.convert import convert_official_checkpoint, load_state_dict_file
+    from rein_cli.fetch import fetch, remote_size
+    from rein_cli.hub import offline
+
+    release = find_release(name)
+    if release.unsupported:
+        raise ReinError(f"{name} cannot be used: {release.unsupported}")
+    folder = checkpoint_path(name)
+    file = zoo_home() / "releases" / name / release.file
+    url = release_url(release)
+    sha256, size = expected_hash(release)
+    if not (folder / CONFIG_FILE).is_file():
+        if not file.is_file() and offline():
+            raise ReinError(f"{name} is not pulled and the network is off; run `rein pull {name}` with a connection")
+        if not file.is_file():
+            log.info("downloading %s: %s (%s; %s)", name, url, _size(remote_size(url)), release.licence)
+        got = fetch(url, file, staging=zoo_home() / "staging", sha256=sha256, size=size, progress=progress)
+        _record(release, got.sha256, got.size)
+        provenance = {"adapter": name, "source": url, "sha256": got.sha256, "size": got.size}
+        state = load_state_dict_file(file)
+        convert_official_checkpoint(
+            state,
+            release.backbone,
+            folder,
+            crop_size=release.crop,
+            source=release.file,
+            settings=release.model_settings(),
+            provenance=provenance,
+        )
+    config = read_checkpoint_config(folder)
+    model = config["model"]
+    backbone = pull_backbone(
+        release.backbone,
+        crop=release.crop,
+        revision=model.get("backbone_revision"),
+        timm_kwargs=model["backbone_kwargs"],
+    )
+    if backbone.revision and not config["model"].get("backbone_revision"):
+        config["model"]["backbone_revision"] = backbone.revision  # the Hub commit, never a local path
+        write_json(folder / CONFIG_FILE, config)
+    return Pulled(name, "adapter", folder, backbone.revision, config.get("provenance", {}).get("sha256"))
+
+
+def _size(size: int | None) -> str:
+    return f"{size / 1e9:.2f} GB" if size and size >= 1e8 else f"{size / 1e6:.1f} MB" if size else "size unknown"
