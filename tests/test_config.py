@@ -97,3 +97,14 @@ def test_closed_choices_come_from_one_place():
         load_config(None, ["model.head=uper"])
     with pytest.raises(ReinError, match=r"optim\.betas must be a list of 2 values"):
         load_config(None, ["optim.betas=[0.9]"])
+
+
+def test_every_shipped_recipe_loads_and_round_trips():
+    from rein_cli.config import recipes_dir
+
+    names = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+    assert {"demo", "demo-dinov2-s"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg, name
+    assert load_config("demo-dinov2-s").model.backbone == "dinov2-s"
