@@ -151,7 +151,7 @@ def demo(
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="With --backbone: fall back to random weights.")
     ] = False,
-    iters: Annotated[int | None, typer.Option("--iters", help="Training iterations (recipe: 200).")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", min=0, help="Training iterations (recipe: 200).")] = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
@@ -175,8 +175,8 @@ def train(
     method: Annotated[Method | None, typer.Option("--method", help="rein, or the baselines frozen / full.")] = None,
     head: Annotated[Head | None, typer.Option("--head", help="mask2former (the paper's) or fpn (light).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Training dataset name or prepared folder.")] = None,
-    iters: Annotated[int | None, typer.Option("--iters", help="Training iterations.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", min=0, help="Training iterations.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     out: Out = None,
     progress: Progress = None,
@@ -215,7 +215,9 @@ def eval_(
     adapter: Annotated[str | None, typer.Option("--adapter", help="A released adapter (see `rein models`).")] = None,
     out: Out = None,
     mode: Mode = InferenceMode.slide,
-    stride: Annotated[int | None, typer.Option("--stride", help="Slide stride (default: 2/3 of the crop).")] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", min=1, help="Slide stride (default: 2/3 of the crop).")
+    ] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
@@ -245,7 +247,9 @@ def eval_(
 @app.command()
 def pull(
     name: Annotated[str, typer.Argument(help="A backbone (dinov2-l) or a released adapter (rein-dinov2-l-gta).")],
-    crop: Annotated[int | None, typer.Option("--crop", help="For a backbone: the crop to convert for (512).")] = None,
+    crop: Annotated[
+        int | None, typer.Option("--crop", min=32, help="For a backbone: the crop to convert for (512).")
+    ] = None,
     progress: Progress = None,
 ) -> None:
     """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
@@ -307,12 +311,13 @@ def convert(
         Path,
         typer.Option("--out", "-o", help="Checkpoint directory, or for DINOv2 weights a .safetensors file or folder."),
     ],
-    crop: Annotated[int, typer.Option("--crop", help="Training crop the weights are for: 512 or 1024.")] = 512,
+    crop: Annotated[int, typer.Option("--crop", min=32, help="Training crop the weights are for: 512 or 1024.")] = 512,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already at --out.")] = False,
 ) -> None:
     """Convert an official checkpoint (Rein + Mask2Former head, optionally the backbone) or DINOv2 release weights."""
     from rein_cli.engine.convert import convert as convert_
 
-    written = convert_(source, backbone, out, crop_size=crop)
+    written = convert_(source, backbone, out, crop_size=crop, overwrite=overwrite)
     typer.echo(f"wrote {written}")
 
 
@@ -349,10 +354,11 @@ def data_prepare(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Prepared folder (default DATA_ROOT/NAME).")] = None,
     custom_name: Annotated[str | None, typer.Option("--name", help="For custom: the name to prepare it as.")] = None,
     data_root: DataRoot = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
     allow_unknown: Annotated[
         bool, typer.Option("--allow-unknown", help="Map label values outside the dataset's ids to 255.")
     ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Prepare again a folder already prepared.")] = False,
     progress: Progress = None,
 ) -> None:
     """Archives or folders -> a prepared folder: checked pairs, train-id labels, manifest.json (written last)."""
@@ -366,6 +372,7 @@ def data_prepare(
         custom_name=custom_name,
         workers=workers,
         allow_unknown=allow_unknown,
+        overwrite=overwrite,
         progress=_progress(progress),
     )
     typer.echo(f"prepared {', '.join(f'{k}: {v}' for k, v in manifest.counts.items())} -> {manifest.path}")
@@ -381,12 +388,15 @@ def data_download(
         bool, typer.Option("--save-credentials", help="Store the login (mode 600) under $REIN_HOME.")
     ] = False,
     data_root: DataRoot = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Prepare again a dataset already prepared.")] = False,
     progress: Progress = None,
 ) -> None:
     """Download where the source allows it (Cityscapes, with its login), then prepare; otherwise say what to fetch."""
     from rein_cli.data.download import download
 
-    result = download(name, _data_root(data_root), dest=dest, save_credentials=save, progress=_progress(progress))
+    result = download(
+        name, _data_root(data_root), dest=dest, save_credentials=save, overwrite=overwrite, progress=_progress(progress)
+    )
     if result.manifest is None:
         typer.echo(result.instructions)
     else:
@@ -411,12 +421,16 @@ def data_verify(
 
 
 def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:
-    """run/eval for a checkpoint inside a run (run/checkpoints/NAME), eval/ beside another checkpoint folder, and
-    eval/NAME here for a model given by name or on the Hub."""
+    """run/eval for a checkpoint of a run (run/checkpoints/NAME beside run/config.yaml), eval/NAME beside any other
+    checkpoint folder (so that two checkpoints never share one), and eval/NAME here for a model given by name or
+    on the Hub."""
     if checkpoint is None or str(checkpoint).startswith("hf://"):
         return Path("eval") / (name or str(checkpoint).removeprefix("hf://").replace("/", "--").split("@")[0])
-    parent = Path(checkpoint).resolve().parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
+    folder = Path(checkpoint).resolve()
+    run = folder.parent.parent
+    if folder.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return run / "eval"
+    return folder.parent / "eval" / folder.name
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -426,6 +440,8 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
         long, short = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ReinError(f'--size "{text}" must look like 1024x512 (long x short side)') from None
+    if min(long, short) < 16 or short > long:
+        raise ReinError(f'--size "{text}" must give a long side >= the short side >= 16, e.g. 1024x512')
     return long, short
 
 

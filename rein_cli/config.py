@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -245,26 +246,91 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def check_config(cfg: Config) -> Config:
-    """Reject values no run can use, naming the key."""
-    rules = [
-        (
-            "model.crop_size",
-            cfg.model.crop_size,
-            cfg.model.crop_size >= 32 and cfg.model.crop_size % 16 == 0,
-            "a multiple of 16, >= 32",
-        ),
-        ("model.num_classes", cfg.model.num_classes, cfg.model.num_classes >= 1, ">= 1"),
-        ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, ">= 1"),
-        ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, ">= 0"),
-        ("optim.lr", cfg.optim.lr, cfg.optim.lr > 0, "> 0"),
-        ("train.max_iters", cfg.train.max_iters, cfg.train.max_iters >= 0, ">= 0"),
-        ("train.log_interval", cfg.train.log_interval, cfg.train.log_interval >= 1, ">= 1"),
-        ("train.checkpoint_interval", cfg.train.checkpoint_interval, cfg.train.checkpoint_interval >= 1, ">= 1"),
-    ]
-    for key, value, ok, expected in rules:
-        if not ok:
+def _positive(v: Any) -> bool:
+    return v >= 1
+
+
+def _finite(v: Any) -> bool:
+    return math.isfinite(v)
+
+
+def _optional_name(v: Any) -> bool:
+    return v is None or bool(str(v).strip())
+
+
+# Every configuration key and what it must be (a test fails when a key has no rule). The types are checked when
+# the value is set; these are the ranges, lengths and shapes no run can do without.
+RULES: dict[str, tuple[Any, str]] = {
+    "model.backbone": (lambda v: bool(v.strip()), "a backbone name (rein models lists them)"),
+    "model.pretrained": (lambda v: isinstance(v, bool), "true or false"),
+    "model.weights": (_optional_name, "null or the path of a safetensors file"),
+    "model.backbone_revision": (_optional_name, "null or a Hub revision (branch, tag or commit)"),
+    "model.method": (lambda v: v in choices(Method), " or ".join(choices(Method))),
+    "model.head": (lambda v: v in choices(Head), " or ".join(choices(Head))),
+    "model.head_channels": (_positive, ">= 1"),
+    "model.num_classes": (lambda v: 1 <= v <= 255, "between 1 and 255 (labels are 8-bit, 255 means ignore)"),
+    "model.crop_size": (lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32"),
+    "model.feature_indices": (
+        lambda v: v is None or (len(v) == 4 and list(v) == sorted(set(v)) and v[0] >= 0),
+        "null or 4 increasing block indices >= 0",
+    ),
+    "model.backbone_kwargs": (lambda v: all(isinstance(k, str) for k in v), "a mapping of timm argument names"),
+    "model.rein.token_length": (lambda v: v >= 2, ">= 2 (token 0 is dropped after the softmax)"),
+    "model.rein.rank": (lambda v: v >= 0, ">= 0 (0: full-rank tokens)"),
+    "model.rein.query_dim": (_positive, ">= 1"),
+    "model.rein.scale_init": (_finite, "a finite number"),
+    "data.train": (lambda v: bool(v.strip()), "a dataset name or prepared folder"),
+    "data.eval": (lambda v: all(str(x).strip() for x in v), "a list of dataset names or prepared folders"),
+    "data.root": (_optional_name, "null or a folder"),
+    "data.batch_size": (_positive, ">= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.resize_ratios": (lambda v: len(v) > 0 and all(r > 0 and math.isfinite(r) for r in v), "a list of ratios > 0"),
+    "data.max_size_ratio": (lambda v: v > 0 and math.isfinite(v), "> 0"),
+    "data.cat_max_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "data.photometric": (lambda v: isinstance(v, bool), "true or false"),
+    "optim.lr": (lambda v: v > 0 and math.isfinite(v), "> 0"),
+    "optim.weight_decay": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
+    "optim.betas": (lambda v: all(0 <= b < 1 for b in v), "two values in [0, 1), e.g. [0.9, 0.999]"),
+    "optim.eps": (lambda v: v > 0 and math.isfinite(v), "> 0"),
+    "optim.power": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
+    "optim.warmup_iters": (lambda v: v >= 0, ">= 0"),
+    "optim.backbone_lr_mult": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
+    "train.max_iters": (lambda v: v >= 0, ">= 0"),
+    "train.log_interval": (_positive, ">= 1"),
+    "train.checkpoint_interval": (_positive, ">= 1"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
+    "train.device": (lambda v: bool(v.strip()), "auto, cpu, cuda or cuda:N"),
+    "train.init_from": (_optional_name, "null or a checkpoint folder or hf://org/name"),
+    "eval.mode": (lambda v: v in choices(InferenceMode), " or ".join(choices(InferenceMode))),
+    "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
+}
+
+
+def check_section(section: Any, where: str) -> Any:
+    """Check every key of a config section (e.g. a checkpoint's ``model``) against `RULES`, naming the key."""
+    for f in dataclasses.fields(section):
+        key, value = f"{where}{f.name}", getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_section(value, f"{key}.")
+            continue
+        ok, expected = RULES[key]
+        try:
+            valid = bool(ok(value))
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
             raise ReinError(f"{key} = {value!r} is invalid; it must be {expected}")
+    return section
+
+
+def check_config(cfg: Config) -> Config:
+    """Reject values no run can use, naming the key: every key's rule, then the rules between keys."""
+    check_section(cfg, "")
+    if cfg.eval.stride is not None and cfg.eval.stride > cfg.model.crop_size:
+        raise ReinError(
+            f"eval.stride = {cfg.eval.stride} is larger than model.crop_size = {cfg.model.crop_size}: windows would "
+            "leave pixels out; use a stride <= the crop (default: 2/3 of it)"
+        )
     return cfg
 
 
@@ -276,9 +342,15 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     if recipe is not None:
         path = recipe_path(recipe)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ReinError(f"recipe {path} is not valid YAML: {err}") from err
+        except UnicodeDecodeError as err:
+            raise ReinError(
+                f"recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+            ) from err
+        except OSError as err:
+            raise ReinError(f"cannot read recipe {path}: {err.strerror}") from err
         if not isinstance(data, dict):
             raise ReinError(f"recipe {path} must be a mapping of sections (model, data, optim, train, eval)")
     cfg = config_from_dict(data)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,23 +28,47 @@ MARKER = "demo.json"
 OUTPUTS = ("data", "run", "predictions", "results.json", "miou.png", MARKER)  # what a demo writes, and may replace
 
 
-def prepare_out(out: Path) -> None:
-    """Refuse a non-empty folder unless it holds an earlier demo's output, which is then replaced."""
-    if out.exists():
-        if not out.is_dir():
-            raise ReinError(f"{out} exists and is not a directory; choose another --out")
-        entries = list(out.iterdir())
-        if entries and not (out / MARKER).is_file():
-            raise ReinError(f"{out} is not empty and is not an earlier demo output; choose another --out")
-        if any(e.name not in OUTPUTS for e in entries):
-            extra = next(e.name for e in entries if e.name not in OUTPUTS)
-            raise ReinError(f"{out} holds {extra}, which the demo did not write; move it or choose another --out")
-        for entry in entries:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+def check_out(out: Path) -> bool:
+    """Whether ``out`` holds an earlier demo's output (to be replaced); an error for anything else but an empty
+    or missing folder."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise ReinError(f"{out} exists and is not a directory; choose another --out")
+    entries = list(out.iterdir())
+    if entries and not (out / MARKER).is_file():
+        raise ReinError(f"{out} is not empty and is not an earlier demo output; choose another --out")
+    extra = next((e.name for e in entries if e.name not in OUTPUTS), None)
+    if extra is not None:
+        raise ReinError(f"{out} holds {extra}, which the demo did not write; move it or choose another --out")
+    return bool(entries)
+
+
+@contextlib.contextmanager
+def fresh_output(out: Path) -> Iterator[None]:
+    """An empty ``out`` for a new demo. An earlier demo there is set aside and deleted only when the new one is
+    complete; if the new one fails or is interrupted, its partial output goes and the earlier one comes back. A
+    demo killed outright leaves the earlier one at ``.<name>.previous``, which the next run puts back first."""
+    previous = out.with_name(f".{out.name}.previous")
+    if previous.is_dir():  # a killed run: the complete demo is the one set aside
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(previous, out)
+    if check_out(out):
+        os.replace(out, previous)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if previous.is_dir():
+            os.replace(previous, out)
         raise ReinError(f"cannot create {out}: {err.strerror}; choose a writable --out") from err
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if previous.is_dir():
+            os.replace(previous, out)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 DEFAULT_BACKBONE = "dinov2-s"  # pretrained, when its weights are cached or can be downloaded
@@ -114,25 +141,30 @@ def run_demo(
     from rein_cli.data.synthetic import generate_synthetic
     from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.runs import resolve_device
     from rein_cli.engine.train import train
 
     out = Path(out)
-    cfg, notes = demo_config(backbone, random_weights, iters, device)  # check names and weights before writing
-    prepare_out(out)
+    cfg, notes = demo_config(backbone, random_weights, iters, device)  # names, weights and the device: before writing
+    resolve_device(device)
+    check_out(out)
     start = time.perf_counter()
     for note in notes:
         log.info(note)
-    data = out / "data"
-    generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
-    run = train(cfg, out / "run", progress=progress, evaluate_after=False)
-    model = load_segmentor(run / "checkpoints" / "last", device)  # evaluate what was saved
-    names = [synthetic_name(c) for c in SYNTHETIC_CONDITIONS]
-    results = evaluate(model, names, out=out, data_dir=data, mode=cfg.eval.mode, progress=progress)
-    plot_miou(results, out / "miou.png")
-    write_overlays(model, data, out / "predictions")
-    seconds = time.perf_counter() - start
-    write_json(out / MARKER, {"seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()})
+    with fresh_output(out):
+        write_json(out / MARKER, {"complete": False})  # marks the folder as the demo's while it is being written
+        data = out / "data"
+        generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
+        run = train(cfg, out / "run", progress=progress, evaluate_after=False)
+        model = load_segmentor(run / "checkpoints" / "last", device)  # evaluate what was saved
+        names = [synthetic_name(c) for c in SYNTHETIC_CONDITIONS]
+        results = evaluate(model, names, out=out, data_dir=data, mode=cfg.eval.mode, progress=progress)
+        plot_miou(results, out / "miou.png")
+        write_overlays(model, data, out / "predictions")
+        seconds = time.perf_counter() - start
+        marker = {"complete": True, "seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()}
+        write_json(out / MARKER, marker)
     return {**results, "notes": notes, "seconds": seconds, "out": str(out)}
 
 

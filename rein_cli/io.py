@@ -18,7 +18,8 @@ from rein_cli.errors import ReinError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -34,13 +35,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as err:
         raise ReinError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the file the usual permissions
     tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path, option: str = "--out") -> None:
+    """Fail now, not after hours of work, when ``folder`` cannot be created or written to."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rein-write-test-"):
+            pass
+    except OSError as err:
+        raise ReinError(f"cannot write to {folder}: {err.strerror}; choose a writable {option}") from err
 
 
 def write_text(path: Path, text: str) -> None:

@@ -102,3 +102,53 @@ def test_loading_uses_the_stored_normalisation(tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     loaded = load_segmentor(path, "auto")
     assert loaded.mean == (0.1, 0.2, 0.3) and loaded.std == (0.4, 0.5, 0.6)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: [1, 2], "must hold a JSON object, not list"),
+        (lambda c: {k: v for k, v in c.items() if k != "model"}, "'model' must be an object"),
+        (lambda c: {**c, "model": {**c["model"], "head_channels": 0}}, "model.head_channels = 0 is invalid"),
+        (lambda c: {**c, "model": {**c["model"], "crop_size": "big"}}, "model.crop_size must be int"),
+        (lambda c: {**c, "classes": c["classes"][:3]}, "'classes' must list 19 class names"),
+        (lambda c: {**c, "palette": [[300, 0, 0]] * 19}, "'palette' must give 19 colours"),
+        (lambda c: {**c, "normalization": {"mean": [0.5, 0.5], "std": [0.5, 0.5, 0.5]}}, "'normalization.mean'"),
+        (lambda c: {**c, "normalization": {"mean": [0.5] * 3, "std": [0.5, 0.0, 0.5]}}, r"'normalization.std'.* > 0"),
+        (lambda c: {**c, "backbone_in_checkpoint": "yes"}, "'backbone_in_checkpoint' must be true or false"),
+    ],
+)
+def test_a_damaged_config_json_names_the_file_and_the_key(tmp_path, edit, message):
+    path = save(build(tiny_config()), tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(ReinError, match=rf"{path / 'config.json'}.*{message}"):
+        load_segmentor(path)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    path = save(build(tiny_config()), tmp_path / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    state["head.classifier.weight"][0, 0] = float("nan")
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(ReinError, match=r"holds NaN or infinite weights \(head.classifier.weight\)"):
+        load_segmentor(path)
+
+
+def test_checkpoints_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save(build(tiny_config()), tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not the private 0700 of a temporary folder
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in path.iterdir())
+
+
+def test_a_missing_local_weights_file_says_so(tmp_path):
+    cfg = load_config(None, [*TINY_SETS, f"model.weights={tmp_path / 'nope.safetensors'}"])
+    with pytest.raises(ReinError, match=r"model.weights .*nope.safetensors does not exist; give the safetensors file"):
+        segmentor_from_config(cfg.model)

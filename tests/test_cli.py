@@ -83,3 +83,55 @@ def test_closed_choices_come_from_the_configuration(capsys):
     assert "'lora' is not one of 'rein', 'frozen', 'full'" in usage_error()
     assert rein("eval", "ckpt", "--data", "synthetic", "--mode", "tiles") == 2
     assert "'tiles' is not one of 'slide', 'whole'" in usage_error()
+
+
+def test_every_numeric_option_has_a_range():
+    import typer
+
+    from rein_cli.cli import app
+
+    numeric, unranged = [], []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        for param in getattr(command, "params", []):
+            if param.type_descriptor.annotation in (int, float):
+                numeric.append(f"{path} --{param.name}")
+                if param.min is None and param.max is None:
+                    unranged.append(f"{path} --{param.name}")
+
+    walk(typer.main.get_command(app), "rein")
+    assert len(numeric) >= 7 and not unranged, f"numeric options without a range: {unranged}"  # --size: a string rule
+
+
+def test_bad_sizes_and_strides_are_one_line_errors(trained, synthetic_root, tmp_path, capsys):
+    ckpt = trained / "checkpoints" / "last"
+    image = synthetic_root / "synthetic" / "images" / "val" / "000000.jpg"
+    assert rein("predict", ckpt, image, "--out", tmp_path / "p", "--size", "0x0") == 1
+    assert '--size "0x0" must give a long side >= the short side >= 16' in errors(capsys)
+    assert not (tmp_path / "p").exists()
+    assert rein("eval", ckpt, "--target", "synthetic", "--data-root", synthetic_root, "--stride", "0") == 2
+    args = ["--target", "synthetic", "--data-root", synthetic_root, "--stride", "65", "--out", tmp_path / "e"]
+    assert rein("eval", ckpt, *args) == 1  # the crop is 64: a larger stride would skip pixels
+    assert "the slide stride 65 must be between 1 and the crop size 64" in errors(capsys)
+
+
+def test_eval_output_that_cannot_be_written_fails_before_evaluating(trained, synthetic_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = ["--target", "synthetic", "--data-root", synthetic_root, "--out", blocker / "sub"]
+    assert rein("eval", trained / "checkpoints" / "last", *args) == 1
+    err = errors(capsys)
+    assert err.startswith(f"error: cannot write to {blocker / 'sub'}") and "--out" in err
+    assert "on the CPU this takes" not in err  # nothing was evaluated
+
+
+def test_default_evaluation_folders_never_collide(tmp_path, trained):
+    from rein_cli.cli import default_eval_dir
+
+    assert default_eval_dir(trained / "checkpoints" / "last") == trained.resolve() / "eval"
+    converted = tmp_path / "checkpoints"
+    assert default_eval_dir(converted / "gta") != default_eval_dir(converted / "citys")
+    assert default_eval_dir(converted / "gta") == converted.resolve() / "eval" / "gta"
+    assert default_eval_dir("hf://lab/tiny@v1") == default_eval_dir(None, "lab--tiny")

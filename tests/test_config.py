@@ -108,3 +108,44 @@ def test_every_shipped_recipe_loads_and_round_trips():
         cfg = load_config(name)
         assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg, name
     assert load_config("demo-dinov2-s").model.backbone == "dinov2-s"
+
+
+def test_every_configuration_key_has_a_rule():
+    from rein_cli.config import RULES
+
+    def leaves(section, prefix=""):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            yield from leaves(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name]
+
+    assert set(RULES) == set(leaves(Config()))  # a new key without a rule fails here
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.head_channels=0", "model.head_channels = 0 is invalid; it must be >= 1"),
+        ("model.rein.rank=-1", "model.rein.rank = -1 is invalid"),
+        ("model.rein.token_length=0", "model.rein.token_length = 0 is invalid; it must be >= 2"),
+        ("optim.betas=[2.0,0.999]", r"optim.betas = \(2.0, 0.999\) is invalid; it must be two values in \[0, 1\)"),
+        ("model.num_classes=300", "model.num_classes = 300 is invalid; it must be between 1 and 255"),
+        ("data.cat_max_ratio=0", r"data.cat_max_ratio = 0.0 is invalid; it must be in \(0, 1\]"),
+        ("data.resize_ratios=[]", "data.resize_ratios = \\(\\) is invalid"),
+        ("model.feature_indices=[3,2,1,0]", "model.feature_indices = \\(3, 2, 1, 0\\) is invalid"),
+        ("optim.lr=1e400", "optim.lr = inf is invalid; it must be > 0"),
+        ("train.seed=-1", "train.seed = -1 is invalid"),
+        ("eval.stride=0", "eval.stride = 0 is invalid"),
+        ("eval.stride=1000", "eval.stride = 1000 is larger than model.crop_size = 512"),
+        ("model.backbone=' '", "model.backbone = ' ' is invalid"),
+    ],
+)
+def test_values_no_run_can_use_are_refused_naming_the_key(override, message):
+    with pytest.raises(ReinError, match=message):
+        load_config(None, [override])
+
+
+def test_a_recipe_that_is_not_utf8_is_a_clear_error(tmp_path):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("# caf\xe9\noptim: {lr: 0.001}\n".encode("latin-1"))
+    with pytest.raises(ReinError, match=r"latin1.yaml is not UTF-8 text .*save it as UTF-8"):
+        load_config(recipe)

@@ -244,3 +244,58 @@ def test_convnext_per_stage_reins_convert_too():
     load_official_into(target, state, with_backbone=False)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(target.eval().semantic_scores(x), source.eval().semantic_scores(x), rtol=0, atol=0)
+
+
+def test_an_existing_checkpoint_is_replaced_only_with_overwrite(dinov2_s_official, tmp_path, capsys):
+    _, path = dinov2_s_official
+    out = tmp_path / "ckpt"
+    assert rein("convert", path, "--backbone", "dinov2-s", "--out", out) == 0
+    before = (out / "model.safetensors").read_bytes()
+    assert rein("convert", path, "--backbone", "dinov2-s", "--out", out) == 1
+    assert "already holds a converted model; add --overwrite" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert rein("convert", path, "--backbone", "dinov2-s", "--out", out, "--overwrite") == 0
+
+
+def test_files_that_are_not_checkpoints_get_a_reason(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(ReinError, match=r"empty.pth is empty \(0 bytes\)"):
+        load_state_dict_file(empty)
+    with pytest.raises(ReinError, match=r"is a folder; give the checkpoint file itself"):
+        load_state_dict_file(tmp_path)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ReinError, match=r"cannot read .*junk.pth \(.+\): not a PyTorch checkpoint"):
+        load_state_dict_file(junk)
+
+
+def test_wrongly_shaped_official_tensors_are_named():
+    from rein_cli.engine.convert import official_model_args
+
+    state = {"decode_head.cls_embed.weight": torch.zeros(20, 256), "backbone.reins.learnable_tokens_a": torch.zeros(3)}
+    with pytest.raises(ReinError, match=r"learnable_tokens_a has shape \(3,\), expected \(layers, tokens, rank\)"):
+        official_model_args(state)
+    with pytest.raises(ReinError, match=r"cls_embed\.weight must be"):
+        official_model_args({"decode_head.cls_embed.weight": torch.zeros(20)})
+
+
+def test_meta_vit_g_swiglu_names_load_into_timm():
+    import timm
+    from safetensors.torch import save_file
+
+    from rein_cli.models.weights import load_backbone_weights
+
+    assert from_official("backbone.blocks.3.mlp.w12.weight") == "backbone.vit.blocks.3.mlp.fc1.weight"
+    assert from_official("backbone.blocks.3.mlp.w3.bias") == "backbone.vit.blocks.3.mlp.fc2.bias"
+    kwargs = {"depth": 2, "embed_dim": 48, "num_heads": 2, "img_size": 56}
+    source = timm.create_model("vit_giant_patch14_dinov2", pretrained=False, num_classes=0, **kwargs)
+    meta = {k.replace("mlp.fc1", "mlp.w12").replace("mlp.fc2", "mlp.w3"): v for k, v in source.state_dict().items()}
+    assert any("w12" in k for k in meta)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.contiguous() for k, v in meta.items()}, f"{tmp}/g.safetensors")
+        target = timm.create_model("vit_giant_patch14_dinov2", pretrained=False, num_classes=0, **kwargs)
+        load_backbone_weights(target, f"{tmp}/g.safetensors")
+    torch.testing.assert_close(target.blocks[1].mlp.fc1.weight, source.blocks[1].mlp.fc1.weight, rtol=0, atol=0)

@@ -109,3 +109,25 @@ def test_the_default_backbone_is_pretrained_dinov2_s_when_it_can_be_had(tmp_path
     )
     cfg, _ = demo_config(None, False, 5, "cpu")  # now from the cache, the iterations from the flag
     assert cfg.model.backbone == "dinov2-s" and cfg.train.max_iters == 5
+
+
+def test_a_failed_or_interrupted_demo_leaves_the_earlier_one_intact(demo_out, monkeypatch, capsys):
+    import torch
+
+    from rein_cli.engine import train as train_module
+
+    out, _ = demo_out
+    before = (out / "results.json").read_bytes()
+    if not torch.cuda.is_available():
+        assert rein("demo", "--out", out, "--device", "cuda:0") == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert (out / "results.json").read_bytes() == before
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, iters=1, num_train=8, num_val=1, device="cpu", progress=False)
+    assert (out / "results.json").read_bytes() == before  # the earlier demo is back
+    assert not list(out.parent.glob(f".{out.name}.previous"))

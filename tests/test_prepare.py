@@ -176,11 +176,12 @@ def test_acdc_and_its_conditions(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("zip") is None, reason="needs the zip tool to make a split archive")
-def test_split_zip_parts(tmp_path):
+@pytest.mark.parametrize("name", ["vistas", "mapillary-vistas-dataset_public_v2.0"])  # the official name has a dot
+def test_split_zip_parts(tmp_path, name):
     root, _ = fake.mapillary(tmp_path / "src")
     (root / "LICENSE.bin").write_bytes(np.random.default_rng(0).bytes(200_000))  # enough bytes for several parts
-    subprocess.run(["zip", "-q", "-r", "-s", "64k", str(tmp_path / "vistas.zip"), "."], cwd=root, check=True)
-    parts = sorted(tmp_path.glob("vistas.z*"))
+    subprocess.run(["zip", "-q", "-r", "-s", "64k", str(tmp_path / f"{name}.zip"), "."], cwd=root, check=True)
+    parts = sorted(tmp_path.glob(f"{name}.z*"))
     assert len(parts) > 2
     manifest = prepare("mapillary", parts, tmp_path / "out", workers=1, progress=False)
     assert json.loads(manifest.read_text())["counts"] == {"train": 3, "val": 2}
@@ -290,3 +291,45 @@ def test_prepare_dataset_chooses_the_folder_and_dispatches_custom(cityscapes_fol
     assert manifest.path == tmp_path / "root" / "cityscapes" / "manifest.json" and manifest.counts["train"] == 4
     with pytest.raises(ReinError, match="custom needs --name NAME and one --from FOLDER"):
         prepare_dataset("custom", [folder], tmp_path / "root")
+
+
+def test_a_prepared_dataset_is_never_lost_to_a_typo(cityscapes_folder, tmp_path, capsys):
+    from .helpers import errors, rein
+
+    folder, _ = cityscapes_folder
+    root = tmp_path / "root"
+    assert rein("data", "prepare", "cityscapes", "--from", folder, "--data-root", root, "--no-progress") == 0
+    manifest = root / "cityscapes" / "manifest.json"
+    before = manifest.read_bytes()
+    assert rein("data", "prepare", "cityscapes", "--from", tmp_path / "TYPO", "--data-root", root) == 1
+    assert "is already prepared (train 4, val 2); to prepare it again run `rein data prepare cityscapes" in errors(
+        capsys
+    )
+    assert manifest.read_bytes() == before
+    assert rein("data", "prepare", "cityscapes", "--from", tmp_path / "TYPO", "--data-root", root, "--overwrite") == 1
+    assert "TYPO does not exist" in errors(capsys)
+    assert manifest.read_bytes() == before  # the sources are checked before the old manifest goes
+    args = ["--from", folder, "--data-root", root, "--overwrite", "--no-progress"]
+    assert rein("data", "prepare", "cityscapes", *args) == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert rein("data", "prepare", "cityscapes", "--from", folder, "--out", blocker) == 1
+    assert "is a file, not a folder" in errors(capsys) and blocker.read_text() == "x"
+
+
+def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
+    import errno
+
+    from rein_cli.data import archives
+
+    sources, _ = fake.cityscapes(tmp_path / "src")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archives.shutil, "copyfileobj", full)
+    with pytest.raises(
+        ReinError, match=r"the disk of .* is full while extracting .*; free some space there, then rerun"
+    ):
+        prepare("cityscapes", sources, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -91,3 +91,34 @@ def test_without_a_terminal_training_prints_plain_progress_lines(synthetic_root,
     pattern = r"training [0-3]/3( loss \d+\.\d{3} lr \S+)?(( \d+\.\d+ (s/it|it/s) ETA \S+)| done in \S+)?"
     assert all(re.fullmatch(pattern, line) for line in lines), lines
     assert re.fullmatch(r"training 3/3 loss \d+\.\d{3} lr \S+ done in \d+s", lines[-1]), lines[-1]
+
+
+def test_a_run_directory_in_use_is_refused(synthetic_root, tmp_path, capsys):
+    from rein_cli.engine.runs import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):  # another live run holds it
+        args = sets(f"data.root={synthetic_root}", "data.eval=[]")
+        assert rein("train", *args, "--iters", 1, "--out", run, "--no-progress") == 1
+        assert f"{run} is in use by another run (pid " in errors(capsys)
+    assert [p.name for p in run.iterdir()] == [".lock"]  # nothing written by the refused run
+    assert rein("train", *sets(f"data.root={synthetic_root}", "data.eval=[]"), "--iters", 1, "--out", run) == 0
+
+
+def test_evaluation_datasets_are_checked_before_training(tmp_path, capsys):
+    from . import fake_datasets as fake
+
+    src = tmp_path / "mine"
+    for split, n in (("train", 2), ("val", 1)):
+        for i in range(n):
+            fake.image(src / "images" / split / f"{i}.png", seed=i, size=(64, 64))
+            fake.label(src / "masks" / split / f"{i}.png", [0, 1, 2], seed=i, size=(64, 64))
+    (src / "classes.yaml").write_text("classes: [a, b, c]\n")
+    root = tmp_path / "root"
+    assert rein("data", "prepare", "custom", "--from", src, "--name", "three", "--data-root", root) == 0
+    args = sets(f"data.root={root}", "data.train=three", "model.num_classes=3")  # data.eval left at synthetic
+    assert rein("train", *args, "--iters", 1000, "--out", tmp_path / "run") == 1
+    err = errors(capsys)
+    assert "evaluation dataset synthetic has 19 classes but the model 3" in err and "data.eval=[three]" in err
+    assert not (tmp_path / "run").exists()  # refused before a single iteration

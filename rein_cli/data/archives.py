@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import io
 import json
@@ -10,6 +12,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from rein_cli.errors import ReinError
@@ -82,9 +85,9 @@ class _Concatenated(io.RawIOBase):
 
 def _split_parts(path: Path) -> list[Path]:
     """name.z01, name.z02, ... then name.zip for a split zip; [path] otherwise."""
-    stem = path.with_suffix("")
-    parts = sorted(stem.parent.glob(stem.name + ".z[0-9][0-9]"))
-    return [*parts, stem.with_suffix(".zip")] if parts else [path]
+    base = path.name[: -len(path.suffix)] if path.suffix else path.name  # "x_v2.0.zip" -> "x_v2.0"
+    parts = sorted(path.parent.glob(glob.escape(base) + ".z[0-9][0-9]"))
+    return [*parts, path.parent / f"{base}.zip"] if parts else [path]
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -178,7 +181,20 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
                         continue
                     t.extract(member, dest, filter="data")
                     bar.update(member.size)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EFBIG):
+            raise ReinError(
+                f"the disk of {dest} is full while extracting {archive_path.name} (it needs {need / 1e9:.1f} GB in "
+                "all); free some space there, then rerun: finished archives are not extracted again"
+            ) from err
+        if err.errno is None:  # a decoding error, not the file system
+            raise ReinError(
+                f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again"
+            ) from err
+        raise ReinError(
+            f"extracting {archive_path} failed: {err.strerror} ({err.filename or dest}); check {dest}"
+        ) from err
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, zlib.error) as err:
         raise ReinError(
             f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again"
         ) from err

@@ -15,7 +15,7 @@ from pathlib import Path
 from rein_cli.config import rein_home
 from rein_cli.data.catalog import prepare_target
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest
-from rein_cli.data.prepare import prepare
+from rein_cli.data.prepare import check_output, prepare
 from rein_cli.data.registry import DatasetSpec, find_spec
 from rein_cli.errors import ReinError
 from rein_cli.fetch import fetch
@@ -96,7 +96,7 @@ def download_cityscapes(
 
 def manual_instructions(spec: DatasetSpec, data_root: Path) -> str:
     """What to fetch for a dataset without an automatic download, and the prepare command that follows."""
-    sources = " ".join(f"--from {a}" for a in spec.archives) or "--from EXTRACTED_FOLDER"
+    sources = " ".join(f"--from {a}" for a in spec.downloads or spec.archives) or "--from EXTRACTED_FOLDER"
     return (
         f"{spec.name} must be downloaded by hand ({spec.licence}).\n{spec.instructions}\n"
         f"Then: rein data prepare {spec.name} {sources}\n"
@@ -120,17 +120,20 @@ def download(
     username: str | None = None,
     password: str | None = None,
     save_credentials: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Downloaded:
     """`rein data download`: download a dataset where its source allows it (Cityscapes), then prepare it.
 
     The Cityscapes login comes from ``username`` / ``password``, else CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD,
     else the credentials saved under $REIN_HOME (``save_credentials`` stores them there, mode 600); nothing is
-    ever asked interactively. Other datasets return the instructions for fetching them by hand.
+    ever asked interactively. Other datasets return the instructions for fetching them by hand. A prepared copy is
+    replaced only with ``overwrite`` (checked before anything is downloaded).
     """
     spec, data_root = find_spec(name), Path(data_root)
     if spec.download != "cityscapes":
         return Downloaded(None, manual_instructions(spec, data_root))
+    check_output(prepare_target(spec, data_root), overwrite, f"rein data download {spec.name} --overwrite")
     store = rein_home() / "credentials" / "cityscapes.json"
     saved_user, saved_password = credentials(store)
     username, password = username or saved_user, password or saved_password
@@ -142,5 +145,5 @@ def download(
     archives = download_cityscapes(dest or data_root / "downloads" / spec.name, username, password, progress=progress)
     if save_credentials:
         _save_credentials(store, username, password)
-    prepare(spec.name, archives, prepare_target(spec, data_root), progress=progress)
+    prepare(spec.name, archives, prepare_target(spec, data_root), overwrite=overwrite, progress=progress)
     return Downloaded(read_manifest(prepare_target(spec, data_root) / MANIFEST))

@@ -51,6 +51,19 @@ def ensure_prepared(dataset: str | Path, data_root: Path, *, progress: bool = Tr
     return read_manifest(found.manifest)
 
 
+def check_output(out: Path, overwrite: bool, command: str) -> None:
+    """Refuse an output that is a file, or a complete prepared dataset unless ``overwrite`` (naming ``command``)."""
+    if out.exists() and not out.is_dir():
+        raise ReinError(f"{out} is a file, not a folder; give --out a folder to prepare the dataset in")
+    manifest = out / MANIFEST
+    if manifest.is_file() and not overwrite:
+        try:
+            counts = ", ".join(f"{k} {v}" for k, v in read_manifest(manifest).counts.items())
+        except ReinError:
+            counts = "a manifest"
+        raise ReinError(f"{out} is already prepared ({counts}); to prepare it again run `{command}`")
+
+
 def prepare_dataset(
     name: str,
     sources: list[str | Path],
@@ -60,24 +73,33 @@ def prepare_dataset(
     custom_name: str | None = None,
     workers: int | None = None,
     allow_unknown: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Manifest:
     """`rein data prepare`: a registry dataset from its archives or folders, or ``custom`` (with ``custom_name``)
-    from one folder or ``hf://org/name``, into ``out`` (default: under ``data_root``)."""
+    from one folder or ``hf://org/name``, into ``out`` (default: under ``data_root``). A prepared folder is
+    replaced only with ``overwrite``."""
     if name == "custom":
         from rein_cli.data.custom import prepare_custom
 
         if not custom_name or len(sources) != 1:
             raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
         source = str(sources[0])
-        target = out or Path(data_root) / custom_name
+        target = Path(out or Path(data_root) / custom_name)
+        check_output(target, overwrite, f"rein data prepare custom --name {custom_name} --from {source} --overwrite")
         path = prepare_custom(
             source if source.startswith("hf://") else Path(source), custom_name, target, progress=progress
         )
     else:
         target = out or prepare_target(find_spec(name), data_root)
         path = prepare(
-            name, [Path(s) for s in sources], target, workers=workers, allow_unknown=allow_unknown, progress=progress
+            name,
+            [Path(s) for s in sources],
+            target,
+            workers=workers,
+            allow_unknown=allow_unknown,
+            overwrite=overwrite,
+            progress=progress,
         )
     return read_manifest(path)
 
@@ -237,12 +259,15 @@ def prepare(
     *,
     workers: int | None = None,
     allow_unknown: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Prepare the registry dataset ``name`` from ``sources`` into ``out``; returns the manifest path.
 
     ``allow_unknown``: label values outside the dataset's id set become 255 (reported) instead of an error.
     A dataset with subsets in the registry (acdc: acdc-fog, ...) also gets one manifest per subset beside ``out``.
+    A complete prepared folder (one with a manifest) is prepared again only with ``overwrite``, and its manifest is
+    removed only once the sources have been checked; an interrupted preparation (no manifest) resumes.
     """
     spec = find_spec(name)
     if spec.synthetic is not None:
@@ -250,8 +275,8 @@ def prepare(
     if spec.parent:  # acdc-fog: prepare acdc, which writes the per-condition manifests too
         spec = DATASETS[spec.parent]
     out = Path(out)
+    check_output(out, overwrite, f"rein data prepare {spec.name} --from ... --overwrite")
     start = time.perf_counter()
-    (out / MANIFEST).unlink(missing_ok=True)  # the folder is not complete until the new manifest is written
     folders, records = _gather_sources(sources, out, spec, progress)
     root = find_root(folders, spec.root_marker)
     roots = [root, *[f for f in folders if f != root]]
@@ -295,6 +320,7 @@ def prepare(
                 f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder"
             )
         splits[split], paths[split] = items, rels
+    (out / MANIFEST).unlink(missing_ok=True)  # sources checked: the folder is not complete until the new manifest
     reports = parallel_map(convert_pair, tasks, workers=workers, progress=progress, desc=f"checking {spec.name}")
     unknown = {Path(r["image"]).name: r["unknown"] for r in reports if "unknown" in r}
     if unknown and not allow_unknown:

@@ -41,7 +41,8 @@ class DatasetSpec:
     synthetic: str | None = None  # the condition, for the embedded benchmark (generated on demand)
     homepage: str = ""
     licence: str = ""
-    archives: tuple[str, ...] = ()  # the official archive names (globs)
+    archives: tuple[str, ...] = ()  # the official archive names (globs) preparation recognises
+    downloads: tuple[str, ...] = ()  # what the instructions ask to download, when not all of ``archives``
     md5: dict[str, str] = field(default_factory=dict)  # published checksums by archive name
     root_marker: str = ""  # a path that only the dataset root contains (to find it inside extracted folders)
     splits: dict[str, SplitRule] = field(default_factory=dict)
@@ -175,6 +176,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 "10k_images_val.zip",
                 "bdd100k_sem_seg_labels_trainval.zip",
             ),
+            downloads=("bdd100k_images_10k.zip", "bdd100k_sem_seg_labels_trainval.zip"),
             md5={
                 "bdd100k_images_10k.zip": "08f26aecceda982568063d3d5873378e",
                 "bdd100k_sem_seg_labels_trainval.zip": "098c0c17ca58364c47c5882b3eb7058d",

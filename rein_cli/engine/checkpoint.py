@@ -8,6 +8,7 @@ needed to rebuild the model. Nothing is unpickled when loading.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -17,10 +18,10 @@ from typing import Any
 import torch
 
 from rein_cli import __version__
-from rein_cli.config import config_from_dict, to_dict
+from rein_cli.config import check_section, config_from_dict, to_dict
 from rein_cli.engine.runs import resolve_device
 from rein_cli.errors import ReinError
-from rein_cli.io import write_json
+from rein_cli.io import umask, write_json
 from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainable_state_dict
 
 FORMAT = 1
@@ -57,10 +58,12 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; a checkpoint is shared like any folder
     except OSError as err:
         raise ReinError(f"cannot write checkpoint {path}: {err.strerror}") from err
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
+        os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())
         write_json(tmp / CONFIG_FILE, config)
         (tmp / "README.md").write_text(model_card(config))
         old = path.with_name(f".{path.name}.old")
@@ -93,17 +96,57 @@ def checkpoint_dir(source: Path | str) -> tuple[Path, dict[str, Any]]:
 
 
 def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``config.json``, checked against the schema (every problem names the file and the key)."""
     path = Path(path)
     file = path / CONFIG_FILE
     if not file.is_file():
         raise ReinError(f"{path} is not a rein checkpoint (no {CONFIG_FILE}); give a checkpoint directory")
     try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReinError(f"{file} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ReinError(f"{file} must hold a JSON object, not {type(config).__name__}; the checkpoint is damaged")
     if config.get("format") != FORMAT:
         raise ReinError(f"{path} has checkpoint format {config.get('format')!r}; this rein reads format {FORMAT}")
+    try:
+        _check_schema(config)
+    except ReinError as err:
+        raise ReinError(f"{file}: {err}; the checkpoint is damaged or was edited by hand") from err
     return config
+
+
+def _check_schema(config: dict[str, Any]) -> None:
+    """The keys loading relies on: a valid ``model`` section, classes and palette for every output, the
+    normalisation, whether the backbone is inside."""
+    if not isinstance(config.get("model"), dict):
+        raise ReinError("'model' must be an object with the model's configuration")
+    model = check_section(config_from_dict({"model": config["model"]}).model, "model.")
+    classes, palette = config.get("classes"), config.get("palette")
+    if (
+        not isinstance(classes, list)
+        or len(classes) != model.num_classes
+        or not all(isinstance(c, str) for c in classes)
+    ):
+        raise ReinError(f"'classes' must list {model.num_classes} class names (model.num_classes)")
+    if not isinstance(palette, list) or len(palette) < model.num_classes or not all(_is_colour(c) for c in palette):
+        raise ReinError(f"'palette' must give {model.num_classes} colours as [r, g, b] integers 0-255")
+    normalization = config.get("normalization", {})
+    for key in ("mean", "std"):
+        values = normalization.get(key, [0.5, 0.5, 0.5]) if isinstance(normalization, dict) else None
+        if not _is_triple(values) or (key == "std" and min(values) <= 0):
+            raise ReinError(f"'normalization.{key}' must be three numbers" + (" > 0" if key == "std" else ""))
+    if not isinstance(config.get("backbone_in_checkpoint", False), bool):
+        raise ReinError("'backbone_in_checkpoint' must be true or false")
+
+
+def _is_colour(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+
+
+def _is_triple(value: Any) -> bool:
+    numbers = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return numbers and len(value) == 3 and all(math.isfinite(v) for v in value)
 
 
 def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> Segmentor:
@@ -131,6 +174,12 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
         state = load_file(str(path / WEIGHTS_FILE))
     except Exception as err:  # missing or corrupt file
         raise ReinError(f"cannot read {path / WEIGHTS_FILE}: {err}") from err
+    broken = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise ReinError(
+            f"{path / WEIGHTS_FILE} holds NaN or infinite weights ({', '.join(broken[:3])}); the run that saved "
+            "it diverged or the file is damaged: use an earlier checkpoint"
+        )
     expected = set(model.state_dict() if in_file else trainable_state_dict(model))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(model.state_dict()))
     if missing or unexpected:

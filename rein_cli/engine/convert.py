@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 from rein_cli.config import ModelConfig, ReinConfig, config_from_dict, to_dict
-from rein_cli.engine.checkpoint import save_checkpoint
+from rein_cli.engine.checkpoint import CONFIG_FILE, save_checkpoint
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
 from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
 from rein_cli.models.segmentor import segmentor_from_config
-from rein_cli.models.weights import resize_patch_embed, resize_pos_embed
+from rein_cli.models.weights import META_NAMES, resize_patch_embed, resize_pos_embed
 
 # Every official model normalises its inputs with the ImageNet mean and std (in 0..1 units), whatever the backbone.
 OFFICIAL_MEAN, OFFICIAL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -51,6 +51,7 @@ _FROM_OFFICIAL = [
     (r"pixel_decoder\.lateral_convs\.0\.", "pixel_decoder.lateral_conv."),
     (r"pixel_decoder\.output_convs\.0\.", "pixel_decoder.output_conv."),
     (r"^backbone\.vit\.register_tokens$", "backbone.vit.reg_token"),  # Meta's name for DINOv2 registers
+    *META_NAMES,  # Meta's names for ViT-g's packed SwiGLU
 ]
 # Official backbone tensors that timm's model does not have and the forward never uses.
 UNUSED_OFFICIAL = {"backbone.mask_token"}
@@ -74,8 +75,12 @@ def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
     """A state dict from ``.pth``/``.pt`` (``weights_only=True``: nothing arbitrary is unpickled) or
     ``.safetensors``; a ``state_dict`` or ``model`` wrapper is unwrapped and a ``module.`` prefix removed."""
     path = Path(path)
+    if path.is_dir():
+        raise ReinError(f"{path} is a folder; give the checkpoint file itself (e.g. iter_40000_published.pth)")
     if not path.is_file():
-        raise ReinError(f"checkpoint not found: {path}")
+        raise ReinError(f"checkpoint not found: {path}; check the path")
+    if path.stat().st_size == 0:
+        raise ReinError(f"{path} is empty (0 bytes): an interrupted download? fetch it again")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -93,7 +98,10 @@ def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
                 "weights_only=False); torch.save(c.get('state_dict', c), 'OUT')\""
             ) from err
         except (RuntimeError, EOFError, OSError, ValueError) as err:
-            raise ReinError(f"cannot read {path}: {err}") from err
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ReinError(
+                f"cannot read {path} ({reason}): not a PyTorch checkpoint, or a truncated one; fetch it again"
+            ) from err
     if isinstance(data, dict):
         for wrapper in ("state_dict", "model"):
             if isinstance(data.get(wrapper), dict):
@@ -118,10 +126,22 @@ def official_model_args(state: dict[str, Tensor]) -> dict:
         for k, v in state.items()
         if (m := re.fullmatch(r"backbone\.reins\.(?:\d+\.)?(learnable_tokens(?:_a)?)", k))
     }
+    if state["decode_head.cls_embed.weight"].dim() != 2 or args["num_classes"] < 1:
+        raise ReinError("decode_head.cls_embed.weight must be (classes + 1, 256); the file is not a Rein checkpoint")
     if "learnable_tokens_a" in tokens:  # per layer (L, T, r); ConvNeXt has one set per stage, backbone.reins.<stage>.*
-        _, args["token_length"], args["rank"] = tokens["learnable_tokens_a"].shape
+        shape = tokens["learnable_tokens_a"].shape
+        if len(shape) != 3:
+            raise ReinError(
+                f"backbone.reins...learnable_tokens_a has shape {tuple(shape)}, expected (layers, tokens, rank)"
+            )
+        _, args["token_length"], args["rank"] = shape
     elif "learnable_tokens" in tokens:
-        args["token_length"], args["rank"] = tokens["learnable_tokens"].shape[1], 0
+        shape = tokens["learnable_tokens"].shape
+        if len(shape) != 3:
+            raise ReinError(
+                f"backbone.reins...learnable_tokens has shape {tuple(shape)}, expected (layers, tokens, dim)"
+            )
+        args["token_length"], args["rank"] = shape[1], 0
     else:
         raise ReinError("not an official Rein checkpoint: no backbone.reins tokens")
     args["with_backbone"] = any(k.startswith("backbone.") and not k.startswith("backbone.reins.") for k in state)
@@ -236,9 +256,16 @@ def is_official_checkpoint(state: dict[str, Tensor]) -> bool:
     return any(k.startswith(("decode_head.", "backbone.reins.")) for k in state)
 
 
-def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int = 512) -> Path:
-    """Either kind of official file, told apart by its keys."""
+def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int = 512, overwrite: bool = False) -> Path:
+    """Either kind of official file, told apart by its keys. An existing checkpoint or weights file at ``out`` is
+    replaced only with ``overwrite``."""
     backbone_spec(backbone)  # an unknown name fails before the file is read
+    out = Path(out)
+    existing = out if out.suffix == ".safetensors" and out.exists() else out / CONFIG_FILE
+    if existing.exists() and not overwrite:
+        raise ReinError(
+            f"{out} already holds a converted model; add --overwrite to replace it, or choose another --out"
+        )
     state = load_state_dict_file(src)
     kind = convert_official_checkpoint if is_official_checkpoint(state) else convert_dinov2_release
     return kind(state, backbone, out, crop_size=crop_size, source=Path(src).name)

@@ -15,7 +15,7 @@ from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.registry import lookup
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
-from rein_cli.engine.inference import default_stride, infer
+from rein_cli.engine.inference import check_stride, infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.engine.report import json_safe
 from rein_cli.errors import ReinError
@@ -51,7 +51,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     crop = model.crop_size
-    stride = stride or default_stride(crop)
+    stride = check_stride(stride, crop)
     results: dict[str, Any] = {
         "mode": mode,
         "crop": crop,

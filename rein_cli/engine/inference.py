@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rein_cli.config import InferenceMode, check_choice
+from rein_cli.errors import ReinError
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -36,6 +37,16 @@ def slide_inference(model: nn.Module, image: Tensor, crop: int = 512, stride: in
 @torch.no_grad()
 def whole_inference(model: nn.Module, image: Tensor) -> Tensor:
     return model.semantic_scores(image)
+
+
+def check_stride(stride: int | None, crop: int) -> int:
+    """The slide stride to use (default two thirds of the crop); a stride outside [1, crop] would skip pixels."""
+    stride = default_stride(crop) if stride is None else stride
+    if not 1 <= stride <= crop:
+        raise ReinError(
+            f"the slide stride {stride} must be between 1 and the crop size {crop}; windows would skip pixels"
+        )
+    return stride
 
 
 def infer(model: nn.Module, image: Tensor, *, mode: InferenceMode, crop: int, stride: int | None = None) -> Tensor:

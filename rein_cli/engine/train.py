@@ -18,7 +18,7 @@ from rein_cli.data.transforms import TrainTransform
 from rein_cli.engine.checkpoint import init_from_checkpoint, save_checkpoint
 from rein_cli.engine.evaluate import evaluate
 from rein_cli.engine.optim import build_optimizer, lr_at
-from rein_cli.engine.runs import choose_run_dir, make_dir, resolve_device, seed_everything
+from rein_cli.engine.runs import choose_run_dir, claim_run_dir, resolve_device, seed_everything
 from rein_cli.errors import ReinError
 from rein_cli.io import write_text
 from rein_cli.models.backbone import backbone_spec
@@ -47,6 +47,14 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
             f"dataset {manifest.dataset} has {len(manifest.classes)} classes but model.num_classes is "
             f"{cfg.model.num_classes}; set --set model.num_classes={len(manifest.classes)}"
         )
+    for name in cfg.data.eval:  # evaluation after training must be possible: known now, not after hours
+        target = ensure_prepared(name, root, progress=progress)
+        if len(target.classes) != cfg.model.num_classes:
+            raise ReinError(
+                f"evaluation dataset {target.dataset} has {len(target.classes)} classes but the model "
+                f"{cfg.model.num_classes}; evaluate on datasets with the same classes, e.g. "
+                f'--set "data.eval=[{manifest.dataset}]", or none with --set "data.eval=[]"'
+            )
     seed_everything(cfg.train.seed)
     model = segmentor_from_config(cfg.model, download=True, classes=manifest.classes, palette=manifest.palette)
     if cfg.train.init_from:
@@ -74,75 +82,78 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
         eps=cfg.optim.eps,
         backbone_lr_mult=cfg.optim.backbone_lr_mult,
     )
-    make_dir(run)  # only once the model and the data are known to be fine
-    write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    trainable, frozen = count_parameters(model, True), count_parameters(model, False)
-    log.info(
-        "model: %s backbone, %s trainable / %s frozen parameters; %d training images from %s",
-        cfg.model.backbone,
-        f"{trainable:,}",
-        f"{frozen:,}",
-        len(dataset),
-        manifest.dataset,
-    )
-
-    def checkpoint(step: int) -> Path:
-        info = {"trained_on": manifest.dataset, "iterations": step}
-        return save_checkpoint(model, run / "checkpoints" / "last", info=info)
-
-    model.train()
-    max_iters = cfg.train.max_iters
-    start, window = time.perf_counter(), []
-    with open(run / "metrics.jsonl", "a") as metrics, Progress(max_iters, "training", bar=progress, leave=True) as bar:
-        for step in range(max_iters):
-            lr = lr_at(
-                step,
-                base_lr=cfg.optim.lr,
-                max_iters=max_iters,
-                power=cfg.optim.power,
-                warmup_iters=cfg.optim.warmup_iters,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            images, labels = next(loader)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            losses = model.training_loss(images, labels)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise ReinError(
-                    f"the loss became {loss.item()} at iteration {step}; lower optim.lr or check the labels"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-            window.append(loss.item())
-            if (step + 1) % cfg.train.log_interval == 0 or step + 1 == max_iters:
-                record = {
-                    "step": step + 1,
-                    "lr": lr,
-                    "loss": sum(window) / len(window),
-                    **{k: v.item() for k, v in losses.items()},
-                    "time": time.perf_counter() - start,
-                }
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                bar.set(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
-                window = []
-            bar.update()
-            if (step + 1) % cfg.train.checkpoint_interval == 0 and step + 1 < max_iters:
-                checkpoint(step + 1)
-    last = checkpoint(max_iters)
-    log.info("trained %d iterations in %.0f s; checkpoint: %s", max_iters, time.perf_counter() - start, last)
-
-    if evaluate_after and cfg.data.eval:
-        evaluate(
-            model,
-            list(cfg.data.eval),
-            out=run / "eval",
-            data_dir=root,
-            mode=cfg.eval.mode,
-            stride=cfg.eval.stride,
-            progress=progress,
+    with claim_run_dir(run):  # only once the model and the data are known to be fine; held until the run ends
+        write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        trainable, frozen = count_parameters(model, True), count_parameters(model, False)
+        log.info(
+            "model: %s backbone, %s trainable / %s frozen parameters; %d training images from %s",
+            cfg.model.backbone,
+            f"{trainable:,}",
+            f"{frozen:,}",
+            len(dataset),
+            manifest.dataset,
         )
-    return run
+
+        def checkpoint(step: int) -> Path:
+            info = {"trained_on": manifest.dataset, "iterations": step}
+            return save_checkpoint(model, run / "checkpoints" / "last", info=info)
+
+        model.train()
+        max_iters = cfg.train.max_iters
+        start, window = time.perf_counter(), []
+        with (
+            open(run / "metrics.jsonl", "a") as metrics,
+            Progress(max_iters, "training", bar=progress, leave=True) as bar,
+        ):
+            for step in range(max_iters):
+                lr = lr_at(
+                    step,
+                    base_lr=cfg.optim.lr,
+                    max_iters=max_iters,
+                    power=cfg.optim.power,
+                    warmup_iters=cfg.optim.warmup_iters,
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group["lr_mult"]
+                images, labels = next(loader)
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                losses = model.training_loss(images, labels)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise ReinError(
+                        f"the loss became {loss.item()} at iteration {step}; lower optim.lr or check the labels"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+                window.append(loss.item())
+                if (step + 1) % cfg.train.log_interval == 0 or step + 1 == max_iters:
+                    record = {
+                        "step": step + 1,
+                        "lr": lr,
+                        "loss": sum(window) / len(window),
+                        **{k: v.item() for k, v in losses.items()},
+                        "time": time.perf_counter() - start,
+                    }
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    bar.set(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+                    window = []
+                bar.update()
+                if (step + 1) % cfg.train.checkpoint_interval == 0 and step + 1 < max_iters:
+                    checkpoint(step + 1)
+        last = checkpoint(max_iters)
+        log.info("trained %d iterations in %.0f s; checkpoint: %s", max_iters, time.perf_counter() - start, last)
+
+        if evaluate_after and cfg.data.eval:
+            evaluate(
+                model,
+                list(cfg.data.eval),
+                out=run / "eval",
+                data_dir=root,
+                mode=cfg.eval.mode,
+                stride=cfg.eval.stride,
+                progress=progress,
+            )
+        return run

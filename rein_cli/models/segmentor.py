@@ -161,6 +161,11 @@ def segmentor_from_config(
         )
     weights = None
     if load_backbone and cfg.weights:
+        if not Path(cfg.weights).is_file():
+            raise ReinError(
+                f"model.weights {cfg.weights} does not exist; give the safetensors file of backbone weights (e.g. "
+                "written by `rein convert`), or leave model.weights unset to use the Hub's"
+            )
         weights = cfg.weights
     elif load_backbone and cfg.pretrained:  # found (or downloaded) before anything is built; its commit recorded
         weights = pretrained_weights_path(cfg.backbone, download=download, revision=cfg.backbone_revision)

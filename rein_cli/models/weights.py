@@ -56,10 +56,22 @@ def resize_rel_pos(rel_pos: Tensor, length: int) -> Tensor:
     return F.interpolate(rel_pos.T[None].float(), size=length, mode="linear")[0].T
 
 
+# Meta's DINOv2 files name the packed SwiGLU of ViT-g ``mlp.w12`` / ``mlp.w3``; timm names them ``fc1`` / ``fc2``.
+META_NAMES = ((r"\.mlp\.w12\.", ".mlp.fc1."), (r"\.mlp\.w3\.", ".mlp.fc2."))
+
+
+def timm_name(key: str) -> str:
+    """A backbone weight's name as timm's model has it (Meta's DINOv2 names translated)."""
+    for pattern, replacement in META_NAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
 def adapt_state_dict(state: dict[str, Tensor], model: nn.Module, pos_mode: str = "bicubic") -> dict[str, Tensor]:
     """A timm state dict resized to ``model``'s patch size, position grid (and SAM's relative position
     tables); keys the model lacks (classifier heads) dropped."""
     own = model.state_dict()
+    state = {timm_name(k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if k in own}
     if "patch_embed.proj.weight" in state:
         state["patch_embed.proj.weight"] = resize_patch_embed(
@@ -171,7 +183,7 @@ def _keep(state: dict[str, Tensor], source: dict[str, Tensor], cache: Path) -> b
     """Write a conversion that resized anything to ``cache``; True when it did."""
     from safetensors.torch import save_file
 
-    if not any(state[k].shape != source[k].shape for k in state):
+    if not any(k not in source or state[k].shape != source[k].shape for k in state):  # resized or renamed
         return False
     try:
         with atomic_path(Path(cache)) as tmp:

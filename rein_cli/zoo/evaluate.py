@@ -134,13 +134,15 @@ def evaluate_named(
     from rein_cli.engine.evaluate import evaluate
     from rein_cli.engine.report import json_safe
     from rein_cli.engine.runs import resolve_device
-    from rein_cli.io import write_json
+    from rein_cli.io import check_writable, write_json
 
     targets = split_targets(targets)
     plans = plan(targets, checkpoint=checkpoint, adapter=adapter, backbone=backbone)
     missing = preflight(plans, data_root)
     if missing:
         raise ReinError("missing before evaluation can start: " + "; ".join(missing) + "; then rerun")
+    if out is not None:
+        check_writable(Path(out))
     results: dict[str, Any] = {"datasets": {}, "models": []}
     for item in plans:
         log.info("model: %s (%s) on %s", item.model, item.why, ", ".join(item.targets))
