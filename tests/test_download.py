@@ -130,3 +130,12 @@ def test_the_library_function_never_asks(server, tmp_path, monkeypatch):
         download("cityscapes", tmp_path / "root", progress=False)  # refused before anything is downloaded
     again = download("cityscapes", tmp_path / "root", overwrite=True, progress=False)  # the saved login is used
     assert again.manifest.path == result.manifest.path
+
+
+def test_manual_instructions_name_only_what_they_ask_for(tmp_path):
+    from rein_cli.data.download import download
+
+    bdd = download("bdd", tmp_path).instructions
+    assert "--from bdd100k_images_10k.zip --from bdd100k_sem_seg_labels_trainval.zip" in bdd
+    assert "10k_images_train.zip" not in bdd  # accepted by prepare, but not what the instructions ask for
+    assert "--from mapillary-vistas-dataset_public_v2.0.zip" in download("map", tmp_path).instructions
