@@ -3,10 +3,14 @@
     python benchmarks/data_speed.py [--pairs 48] [--samples 40] [--workers N]
 
 1. prepare: a Cityscapes-layout folder of 2048x1024 images and label-id maps (random blocks), prepared
-   with every check (image decode, pairing, sizes, values) and the table lookup; pairs per second.
+   with every check (full decode of images and labels, pairing, sizes, values) and the table lookup; pairs
+   per second.
 2. loader: the official training pipeline (short-edge resize, 512 crop with cat_max_ratio, flip,
    photometric distortion, normalisation) on those 2048x1024 images, one process; samples per second
    per data-loader worker. Writes benchmarks/results/data_speed.json.
+
+Each step also records its CPU seconds (this process and its finished worker processes), which other load on
+the machine changes less than the wall-clock time.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +49,12 @@ def make_cityscapes(root: Path, pairs: int) -> None:
         Image.fromarray(ids).save(label)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its worker processes that have finished."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=48)
@@ -55,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "cityscapes"
         make_cityscapes(source, args.pairs)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         manifest = prepare("cityscapes", [source], Path(tmp) / "prepared", workers=args.workers, progress=False)
         seconds = time.perf_counter() - start
         results["prepare_cityscapes_2048x1024"] = {
@@ -63,6 +74,7 @@ def main() -> None:
             "workers": args.workers,
             "seconds": round(seconds, 2),
             "pairs_per_s": round(args.pairs / seconds, 1),
+            "cpu_ms_per_pair": round(1000 * (cpu_seconds() - cpu) / args.pairs, 1),
         }
         transform = TrainTransform(
             512, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize_ratios=[k / 10 for k in range(5, 21)]
@@ -70,7 +82,7 @@ def main() -> None:
         data = SegmentationDataset(manifest, "train", transform)
         torch.manual_seed(0)
         data[0]  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         for i in range(args.samples):
             data[i % len(data)]
         seconds = time.perf_counter() - start
@@ -78,6 +90,7 @@ def main() -> None:
             "samples": args.samples,
             "seconds": round(seconds, 2),
             "samples_per_s_per_worker": round(args.samples / seconds, 1),
+            "cpu_ms_per_sample": round(1000 * (cpu_seconds() - cpu) / args.samples, 1),
         }
     for key, value in results.items():
         print(key, value)

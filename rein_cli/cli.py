@@ -291,13 +291,25 @@ def predict(
         str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")
     ] = None,
     device: Device = "auto",
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Segment the readable inputs, list the others, then exit 1.")
+    ] = False,
     progress: Progress = None,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays."""
     from rein_cli.engine.predict import predict as predict_
 
     bars = _progress(progress)
-    written = predict_(checkpoint, inputs, out, mode=mode.value, size=_parse_size(size), device=device, progress=bars)
+    written = predict_(
+        checkpoint,
+        inputs,
+        out,
+        mode=mode.value,
+        size=_parse_size(size),
+        device=device,
+        skip_bad=skip_bad,
+        progress=bars,
+    )
     typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
 import tempfile
+import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,32 +77,189 @@ def save_image(path: Path, array: np.ndarray, *, palette: np.ndarray | None = No
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     options = {"quality": 95} if fmt == "JPEG" else {"compress_level": compress_level}
     with atomic_path(path) as tmp:
-        image.save(tmp, format=fmt, **options)
+        try:
+            image.save(tmp, format=fmt, **options)
+        except OSError as err:
+            raise ReinError(f"cannot write {path}: {err.strerror or err}; free space or choose another place") from err
 
 
-def _open(path: Path) -> Image.Image:
+# What each reader does with each Pillow mode (the mode is known from the header, before any decoding).
+# Images: RGB as is; RGBA, LA, PA and RGBa drop their alpha (as OpenCV's colour read in the official pipeline
+# does: no compositing onto a background that would change the pixels); L and 1 repeat their grey in the three
+# channels; P and PA give their palette colours; YCbCr is converted by the JPEG formula; 16-bit greyscale (I;16...)
+# keeps its high byte, as OpenCV does (Pillow's own conversion would clip everything above 255 to white).
+# CMYK (needs its colour profile), 32-bit integer (I) and float (F) images are refused: no conversion is right
+# for all of them. Labels: L, P (the palette index, never the colour) and 1 (0/1) are class ids; 16-bit labels
+# (I;16, or 16-bit colour PNGs whose first channel holds the id) only where the label format is 16-bit.
+IMAGE_MODES = ("RGB", "RGBA", "RGBa", "L", "LA", "1", "P", "PA", "YCbCr")
+LABEL_MODES = ("L", "P", "1")
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")  # MPO: a JPEG with extra pictures (many phones)
+DEFAULT_MAX_PIXELS = 100_000_000
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_LOW_BIT_GREY = {"L;2": 85, "L;4": 17}  # Pillow scales 2- and 4-bit greyscale to 0-255: divide back to the values
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, zlib.error)
+
+
+def max_pixels() -> int:
+    """The most pixels (width x height) an image may declare: ``$REIN_MAX_PIXELS`` (read at each call), else 100 M."""
+    text = os.environ.get("REIN_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = 0.0
+    if not value.is_integer() or value < 1:
+        raise ReinError(f"REIN_MAX_PIXELS={text!r} must be a positive whole number of pixels, e.g. 200000000")
+    return int(value)
+
+
+def _formats() -> list[str]:
+    Image.init()  # loads the plugins once; a format this Pillow lacks (WebP) is left out
+    return [f for f in FORMATS if f in Image.OPEN]
+
+
+def _open_past_pillow_ceiling(path: Path) -> Image.Image:
+    """The header of an image that Pillow's own open refuses (over twice its global ``MAX_IMAGE_PIXELS``), read by
+    the format's plugin, so that REIN_MAX_PIXELS alone decides without changing Pillow's global setting."""
+    data = path.read_bytes()
+    for name in _formats():
+        factory, accept = Image.OPEN[name]
+        if accept is not None and accept(data[:16]) is not True:
+            continue
+        try:
+            return factory(io.BytesIO(data), str(path))
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError(f"cannot identify image file {path}")
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """``path`` with its header read and nothing decoded, after the checks every read shares: the file exists, is
+    not empty, is a PNG, JPEG, BMP, TIFF or WebP, and declares at most `max_pixels` pixels."""
     path = Path(path)
     if not path.is_file():
-        raise ReinError(f"image not found: {path}; check the path")
+        raise ReinError(f"{what} not found: {path}; check the path")
+    if path.stat().st_size == 0:
+        raise ReinError(f"cannot read {what} {path}: the file is empty (0 bytes); replace or remove it")
     try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ReinError(f"cannot read image {path}: {err}; replace or remove the file") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is the one that counts
+            try:
+                image = Image.open(path, formats=_formats())
+            except Image.DecompressionBombError:
+                image = _open_past_pillow_ceiling(path)
+    except UnidentifiedImageError:
+        kind = "not a PNG, JPEG, BMP, TIFF or WebP image"
+        raise ReinError(f"cannot read {what} {path}: {kind}; replace or remove it") from None
+    except _DECODE_ERRORS as err:
+        raise ReinError(f"cannot read {what} {path}: {err}; replace or remove the file") from None
+    width, height = image.size
+    limit = max_pixels()
+    if width * height > limit:
+        image.close()
+        raise ReinError(
+            f"{what} {path} declares {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), over the limit "
+            f"of {limit / 1e6:g} megapixels (a decompression bomb?); if it is genuine, set "
+            f"REIN_MAX_PIXELS={width * height}"
+        )
     return image
 
 
+def _decode(image: Image.Image, path: Path, what: str) -> None:
+    """Decode every pixel; truncated or damaged data is an error (Pillow's LOAD_TRUNCATED_IMAGES is left False)."""
+    try:
+        image.load()
+    except _DECODE_ERRORS as err:
+        raise ReinError(f"cannot decode {what} {path} ({err}); the file is damaged or truncated: replace it") from None
+
+
+def _raw_mode(image: Image.Image) -> str:
+    """How the file stores its pixels (e.g. 'L;4', 'RGB;16B'), known before decoding; '' when not told."""
+    args = image.tile[0][3] if image.tile else ""
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
+
+
+def _is_sixteen_bit_grey(image: Image.Image) -> bool:
+    return image.mode in _SIXTEEN_BIT or (image.mode == "I" and _raw_mode(image).startswith("I;16"))
+
+
+def _check_image_mode(image: Image.Image, path: Path) -> None:
+    if image.mode not in IMAGE_MODES and not _is_sixteen_bit_grey(image):
+        raise ReinError(
+            f"image {path} has mode {image.mode}; expected an 8-bit RGB, greyscale or palette image "
+            f"({', '.join(IMAGE_MODES)}) or 16-bit greyscale: convert it to RGB"
+        )
+
+
+def check_image(path: Path) -> tuple[int, int]:
+    """(width, height) of an image after every check of `read_image`, the full decode included, without converting
+    the pixels (for images that are only checked, such as those `prepare` leaves in place)."""
+    path = Path(path)
+    with _open(path, "image") as image:
+        _check_image_mode(image, path)
+        _decode(image, path, "image")
+        return image.size
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An RGB image as (H, W, 3) uint8."""
-    return np.asarray(_open(path).convert("RGB"))
+    """An image fully decoded as (H, W, 3) uint8 RGB (see `IMAGE_MODES` for what each mode becomes); every
+    problem is a `ReinError` naming the file."""
+    path = Path(path)
+    with _open(path, "image") as image:
+        _check_image_mode(image, path)
+        _decode(image, path, "image")
+        if _is_sixteen_bit_grey(image):
+            grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)  # the high byte, as OpenCV reads it
+            return np.repeat(grey[..., None], 3, axis=2)
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
-def read_label(path: Path) -> np.ndarray:
-    """A single-channel label map as (H, W) uint8 (palette PNGs give their indices)."""
-    image = _open(path)
-    if image.mode not in ("L", "P"):
-        raise ReinError(f"label {path} has mode {image.mode}; labels must be single-channel 8-bit PNGs of class ids")
-    return np.asarray(image)
+def read_label(path: Path, *, bits: int = 8) -> np.ndarray:
+    """A label map of class ids as (H, W), fully decoded: uint8 from L, P (palette indices) or 1 (0/1) PNGs; with
+    ``bits=16`` (a 16-bit label format) also uint16 from 16-bit greyscale, or from the first channel of a 16-bit
+    colour PNG (read by OpenCV). Any other mode is a `ReinError` naming the file, its mode and what is expected."""
+    path = Path(path)
+    with _open(path, "label") as image:
+        raw = _raw_mode(image)
+        if image.mode in LABEL_MODES:
+            _decode(image, path, "label")
+            label = np.asarray(image).astype(np.uint8, copy=False)
+            return label // _LOW_BIT_GREY[raw] if raw in _LOW_BIT_GREY else label
+        if bits == 16 and _is_sixteen_bit_grey(image):
+            _decode(image, path, "label")
+            return np.asarray(image).astype(np.uint16)
+        if bits == 16 and image.mode in ("RGB", "RGBA") and raw.endswith(";16B"):
+            return _read_sixteen_bit_colour(path, image.size)
+        if image.mode in _SIXTEEN_BIT or image.mode == "I":
+            depth = "16-bit" if _is_sixteen_bit_grey(image) else "32-bit"
+            raise ReinError(
+                f"label {path} has mode {image.mode} ({depth}); labels here are {bits}-bit at most: save it as an "
+                "8-bit single-channel (L) or palette (P) PNG of class ids"
+            )
+        expected = "a single-channel 8-bit (L) or palette (P) PNG of class ids"
+        if bits == 16:
+            raise ReinError(f"label {path} has mode {image.mode}; expected a 16-bit PNG or {expected}")
+        raise ReinError(
+            f"label {path} has mode {image.mode}; expected {expected}: convert colours to class ids (a custom "
+            "dataset can give each class its colour in classes.yaml)"
+        )
+
+
+def _read_sixteen_bit_colour(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """The first (red) channel of a 16-bit colour PNG, where SYNTHIA stores the class id. Pillow keeps only 8 bits
+    of each channel, so OpenCV decodes it (after `_open`'s checks of the file and its size)."""
+    try:
+        import cv2
+    except ImportError as err:
+        raise ReinError(
+            f"label {path} is a 16-bit colour PNG, which needs OpenCV: pip install 'rein-cli[synthia]'"
+        ) from err
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (H, W, 3 or 4) uint16, BGR(A)
+    if array is None or array.ndim != 3 or array.shape[1::-1] != size:
+        raise ReinError(f"cannot decode label {path}; the file is damaged or truncated: replace it")
+    return np.ascontiguousarray(array[:, :, 2])
 
 
 def list_images(directory: Path) -> list[Path]:

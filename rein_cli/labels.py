@@ -103,12 +103,13 @@ LabelFormatName = Literal["train-ids", "cityscapes-ids", "mapillary-v1.2", "synt
 
 @dataclass(frozen=True)
 class LabelFormat:
-    """How a dataset's label files encode classes: the ids that exist and the table to train ids (None: already
-    train ids, values only checked)."""
+    """How a dataset's label files encode classes: the ids that exist, the table to train ids (None: already
+    train ids, values only checked) and the bits per id in the files (16: SYNTHIA's 16-bit PNGs)."""
 
     description: str
     known_ids: frozenset[int]
     table: np.ndarray | None = None
+    bits: int = 8
 
 
 LABEL_FORMATS: dict[str, LabelFormat] = {
@@ -119,7 +120,7 @@ LABEL_FORMATS: dict[str, LabelFormat] = {
         "Mapillary v1.2 ids -> train ids", frozenset(range(66)), lookup_table(MAPILLARY_V12_IDS)
     ),
     "synthia": LabelFormat(
-        "SYNTHIA ids (16-bit) -> train ids", frozenset(range(23)), lookup_table(SYNTHIA_IDS, 1 << 16)
+        "SYNTHIA ids (16-bit) -> train ids", frozenset(range(23)), lookup_table(SYNTHIA_IDS, 1 << 16), bits=16
     ),
     "train-ids": LabelFormat("none: already train ids (values checked)", frozenset(range(19))),
 }

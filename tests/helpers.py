@@ -78,3 +78,23 @@ def read_pairs(manifest, split: str) -> list:
 
     data = SegmentationDataset(manifest, split)
     return [(Path(item["path"]), item["label"].numpy()) for item in (data[k] for k in range(len(data)))]
+
+
+def bomb_png(path, width: int, height: int) -> None:
+    """A tiny PNG (a few hundred bytes) whose header declares ``width`` x ``height`` greyscale pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width + 1), 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    """Cut a file to its first ``keep`` share of bytes, as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])

@@ -1,12 +1,17 @@
 """Custom datasets: folders of images and masks with classes.yaml, and hf:// datasets; training on them by name."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from rein_cli.errors import ReinError
+
 from . import fake_datasets as fake
-from .helpers import read_pairs, rein, sets
+from .helpers import errors, read_pairs, rein, sets, truncate
 
 
 def test_custom_folders(tmp_path, capsys):
@@ -82,3 +87,118 @@ def test_hugging_face_datasets_through_the_datasets_library(tmp_path, monkeypatc
     ]
     _, label = read_pairs(root / "hfc" / "manifest.json", "val")[0]
     assert (label == 0).all()  # row 3: 3 % 3
+
+
+def custom_folder(src: Path, classes_yaml: str, n: int = 3) -> dict[str, np.ndarray]:
+    """images/ + masks/ (index masks of 0, 1, 2) + classes.yaml; returns the true ids by stem."""
+    (src / "images").mkdir(parents=True, exist_ok=True)
+    (src / "classes.yaml").write_text(classes_yaml)
+    truth = {}
+    for i in range(n):
+        fake.image(src / "images" / f"p{i}.jpg", seed=i)
+        truth[f"p{i}"] = fake.label(src / "masks" / f"p{i}.png", [0, 1, 2], seed=i)
+    return truth
+
+
+def test_palette_colour_masks_are_read_by_colour(tmp_path):
+    from rein_cli.data.custom import prepare_custom
+
+    src = tmp_path / "mine"
+    truth = custom_folder(
+        src,
+        "classes: [{name: sky, color: [0, 0, 255]}, {name: road, color: [128, 64, 128]}, "
+        "{name: car, color: [255, 0, 0]}]\n",
+    )
+    colors = np.array([[0, 0, 255], [128, 64, 128], [255, 0, 0]], np.uint8)
+    for stem, ids in truth.items():  # a drawing program's palette, in another order than the classes
+        order = [2, 0, 1]  # palette index k holds the colour of class order[k]
+        mask = Image.fromarray(np.argsort(order).astype(np.uint8)[ids], mode="L").convert("P")
+        mask.putpalette(colors[order].ravel().tolist())
+        mask.save(src / "masks" / f"{stem}.png")
+        assert not np.array_equal(np.asarray(Image.open(src / "masks" / f"{stem}.png")), ids)  # indices would be wrong
+    manifest = prepare_custom(src, "palette", tmp_path / "out", progress=False)
+    for split in ("train", "val"):
+        for image, label in read_pairs(manifest, split):
+            assert np.array_equal(label, truth[image.stem]), image
+
+
+def test_index_masks_without_colours_are_used_in_place(tmp_path):
+    from rein_cli.data.custom import prepare_custom
+
+    src = tmp_path / "mine"
+    truth = custom_folder(src, "classes: [a, b, c]\n")
+    fake.label(src / "masks" / "p1.png", [0, 1, 2], seed=1, palette=True)  # a palette PNG: its indices count
+    manifest = prepare_custom(src, "index", tmp_path / "out", progress=False)
+    pairs = read_pairs(manifest, "train") + read_pairs(manifest, "val")
+    assert len(pairs) == 3 and not (tmp_path / "out" / "labels").exists()
+    for image, label in pairs:
+        assert np.array_equal(label, truth[image.stem])
+
+
+@pytest.mark.parametrize(
+    ("where", "spoil", "expected"),
+    [
+        ("masks", lambda p: p.write_bytes(b""), "mask-or-image: the file is empty \\(0 bytes\\)"),
+        ("images", lambda p: p.write_bytes(b""), "mask-or-image: the file is empty \\(0 bytes\\)"),
+        ("images", lambda p: p.write_text("a note, not a photo"), "mask-or-image: not a PNG, JPEG"),
+        ("masks", lambda p: truncate(p, 0.5), "mask-or-image .*damaged or truncated"),
+        ("masks", lambda p: Image.new("RGB", (fake.W, fake.H)).save(p), "mask-or-image has mode RGB.*classes.yaml"),
+    ],
+)
+def test_damaged_files_in_a_custom_folder_are_named(tmp_path, capsys, where, spoil, expected):
+    src = tmp_path / "mine"
+    custom_folder(src, "classes: [a, b, c]\n")
+    victim = src / where / ("p1.png" if where == "masks" else "p1.jpg")
+    spoil(victim)
+    root = tmp_path / "root"
+    assert rein("data", "prepare", "custom", "--from", src, "--name", "bad", "--data-root", root) == 1
+    assert re.search(expected.replace("mask-or-image", re.escape(str(victim))), errors(capsys))
+    assert not (root / "bad" / "manifest.json").exists()
+
+
+def test_unknown_mask_values_name_the_mask(tmp_path, capsys):
+    src = tmp_path / "mine"
+    custom_folder(src, "classes: [a, b]\nignore_index: 9\n")  # masks hold 0, 1 and 2
+    assert rein("data", "prepare", "custom", "--from", src, "--name", "bad", "--data-root", tmp_path / "root") == 1
+    assert f"mask {src / 'masks' / 'p0.png'} holds values [2], but there are 2 classes (ignore 9)" in errors(capsys)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("classes: [a, {color: [1, 2, 3]}]", r"classes\[1\] \(None\) needs a name"),
+        ("classes: [a, null]", r"classes\[1\] \(None\) needs a name"),
+        ("classes: [a, b]\nignore_index: none", r"ignore_index must be an integer from 0 to 255 \(got 'none'\)"),
+        ("classes: [a, b]\nignore_index: 300", r"ignore_index must be an integer from 0 to 255 \(got 300\)"),
+        ("classes: [a, b]\nignore_index: 1", r"ignore_index \(1\) must be >= the number of classes \(2\)"),
+        ("classes: [{name: a, color: [red, 0, 0]}]", r"classes\[0\] color is \['red', 0, 0\]; a colour is three int"),
+        ("classes: [a, b]\ncolors: [[0, 0, 0], [0, 0, 256]]", r"colors\[1\] \(b\) is \[0, 0, 256\]"),
+        ("classes: [a, b]\ncolors: [[0, 0, 0]]", r"'colors' must give one \[r, g, b\] per class \(2 classes\)"),
+        ("classes: [{name: a, color: [0, 0, 0]}, b]", r"classes\[1\] \(b\) has no color"),
+        ("classes: [a, b, a]", r"classes\[2\] repeats the name 'a' of classes\[0\]"),
+        (
+            "classes: [{name: a, colour: [0, 0, 0]}]",
+            r'classes\[0\] has an unknown key "colour" \(did you mean "color"\?\)',
+        ),
+        ("classes: [a]\nignore: 255", r'unknown key "ignore" \(did you mean "ignore_index"\?\)'),
+        ("classes: [a, b]\ncolors: [[1, 1, 1], [1, 1, 1]]", r"two classes have the same colour"),
+        ("- a\n- b", r"must be a mapping with 'classes'"),
+        ("classes: [a, b", r"is not valid YAML"),
+    ],
+)
+def test_classes_yaml_mistakes_name_the_file_and_the_entry(tmp_path, text, expected):
+    from rein_cli.data.custom import read_classes
+
+    (tmp_path / "classes.yaml").write_text(text + "\n")
+    with pytest.raises(ReinError, match=re.escape(str(tmp_path / "classes.yaml")) + ".*" + expected):
+        read_classes(tmp_path / "classes.yaml")
+
+
+def test_classes_yaml_forms(tmp_path):
+    from rein_cli.data.custom import read_classes
+
+    path = tmp_path / "classes.yaml"
+    path.write_text("classes: [{name: sky, color: [0, 0, 255]}, {name: road, color: [9, 9, 9]}]\nignore_index: 250\n")
+    assert read_classes(path) == (["sky", "road"], [[0, 0, 255], [9, 9, 9]], 250)
+    path.write_text("classes: [sky, road]\n")
+    assert read_classes(path) == (["sky", "road"], None, 255)

@@ -1,6 +1,8 @@
 """Evaluation and prediction of a trained checkpoint: predicted files reproduce the evaluated mIoU."""
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -8,8 +10,9 @@ import torch
 from PIL import Image
 
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
+from rein_cli.errors import ReinError
 
-from .helpers import rein
+from .helpers import errors, rein, truncate
 
 
 def test_eval_and_predict_agree(trained, synthetic_root, tmp_path, capsys):
@@ -58,3 +61,48 @@ def test_predict_a_single_file_with_resize(trained, synthetic_root, tmp_path):
         == 0
     )
     assert Image.open(tmp_path / "labels" / "000001.png").size == (128, 64)  # back at the input's resolution
+
+
+def inputs_with_a_bad_last_one(synthetic_root, folder) -> list:
+    """Three synthetic JPEGs copied to ``folder``; the last by name is cut short after its header."""
+    folder.mkdir(parents=True)
+    for i in range(3):
+        shutil.copy(synthetic_root / "synthetic" / "images" / "val" / f"{i:06d}.jpg", folder / f"{i}.jpg")
+    truncate(folder / "2.jpg", 0.6)
+    with Image.open(folder / "2.jpg") as image:
+        image.verify()  # what the old check looked at: it passes
+    return sorted(folder.iterdir())
+
+
+def test_a_truncated_later_input_stops_predict_before_anything_is_written(tiny_model, synthetic_root, tmp_path):
+    from rein_cli.engine.predict import predict
+
+    inputs = inputs_with_a_bad_last_one(synthetic_root, tmp_path / "in")
+    with pytest.raises(ReinError, match=rf"cannot decode image {re.escape(str(inputs[2]))} .*nothing was written"):
+        predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_bad_writes_the_readable_inputs_and_exits_1(trained, synthetic_root, tmp_path, capsys):
+    inputs = inputs_with_a_bad_last_one(synthetic_root, tmp_path / "in")
+    (tmp_path / "in" / "3.png").write_bytes(b"")
+    ckpt = trained / "checkpoints" / "last"
+    args = ("predict", ckpt, tmp_path / "in", "--out", tmp_path / "out", "--mode", "whole", "--no-progress")
+    assert rein(*args, "--skip-bad") == 1
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["0.png", "1.png"]
+    assert len(list((tmp_path / "out" / "overlay").glob("*.jpg"))) == 2
+    assert not list((tmp_path / "out").rglob("*.tmp"))  # every file written whole (atomically)
+    lines = errors(capsys).splitlines()
+    skipped = [line for line in lines if line.startswith("skipped: ")]  # one line per unreadable input
+    assert len(skipped) == 2 and str(inputs[2]) in skipped[0]
+    assert f"{tmp_path / 'in' / '3.png'}: the file is empty" in skipped[1]
+    assert lines[-1].startswith("error: 2 of 4 inputs could not be read and were skipped")
+
+
+def test_skip_bad_as_a_library_call_raises_after_writing(tiny_model, synthetic_root, tmp_path):
+    from rein_cli.engine.predict import predict
+
+    inputs_with_a_bad_last_one(synthetic_root, tmp_path / "in")
+    with pytest.raises(ReinError, match=r"1 of 3 inputs could not be read and were skipped .*the other 2 are in"):
+        predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", skip_bad=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["0.png", "1.png"]

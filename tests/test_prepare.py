@@ -2,9 +2,11 @@
 tables, safe extraction, bad inputs, resuming, the Mapillary half-resolution copy, custom folders."""
 
 import json
+import re
 import shutil
 import subprocess
 import tarfile
+import time
 import zipfile
 
 import numpy as np
@@ -13,9 +15,10 @@ from PIL import Image
 
 from rein_cli.data.prepare import prepare
 from rein_cli.errors import ReinError
+from rein_cli.io import relative_path
 
 from . import fake_datasets as fake
-from .helpers import read_pairs
+from .helpers import bomb_png, read_pairs, truncate
 
 # The tables, written out independently of the code under test (rein-facts §9).
 CITYSCAPES = {
@@ -145,7 +148,7 @@ def test_bdd100k_labels_are_used_in_place_after_checking(tmp_path):
     shutil.copytree(tmp_path / "out" / "source", bad)
     victim = next((bad / "bdd100k" / "labels" / "sem_seg" / "masks" / "val").glob("*.png"))
     Image.fromarray(np.full((fake.H, fake.W), 40, np.uint8)).save(victim)
-    with pytest.raises(ReinError, match=rf"not train-ids ids, e.g. {victim.stem}.jpg: \[40\]"):
+    with pytest.raises(ReinError, match=rf"not train-ids ids, e\.g\. {re.escape(str(victim))}: \[40\]"):  # the label
         prepare("bdd", [bad], tmp_path / "out2", workers=1, progress=False)
     assert not (tmp_path / "out2" / "manifest.json").exists()
 
@@ -227,10 +230,11 @@ def test_bad_pairs_name_the_file(cityscapes_folder, tmp_path):
     with pytest.raises(ReinError, match=rf"label {labels[0]} is 10x10 but its image .* is 48x24"):
         prepare("cityscapes", [folder], tmp_path / "o2", workers=1, progress=False)
     Image.fromarray(np.full((24, 48), 45, np.uint8)).save(labels[0])  # 45 is no Cityscapes id
-    with pytest.raises(ReinError, match=r"not cityscapes-ids ids, e\.g\. aachen_000000_000000_leftImg8bit.png: \[45\]"):
+    with pytest.raises(ReinError, match=rf"not cityscapes-ids ids, e\.g\. {re.escape(str(labels[0]))}: \[45\]"):
         prepare("cityscapes", [folder], tmp_path / "o3", workers=1, progress=False)
     manifest = prepare("cityscapes", [folder], tmp_path / "o4", workers=1, allow_unknown=True, progress=False)
-    assert json.loads(manifest.read_text())["unknown_label_values"] == {"aachen_000000_000000_leftImg8bit.png": [45]}
+    unknown = json.loads(manifest.read_text())["unknown_label_values"]
+    assert unknown == {relative_path(labels[0], tmp_path / "o4"): [45]}  # the label file, as the manifest names files
     image = folder / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000001_leftImg8bit.png"
     image.write_bytes(image.read_bytes()[:100])
     with pytest.raises(ReinError, match=rf"cannot decode image {image}"):
@@ -333,3 +337,85 @@ def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
     ):
         prepare("cityscapes", sources, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+DAMAGES = {
+    "empty": (lambda p: p.write_bytes(b""), "the file is empty \\(0 bytes\\)"),
+    "truncated": (lambda p: truncate(p, 0.6), "damaged or truncated"),
+    "not an image": (lambda p: p.write_text("<html>login</html>"), "not a PNG, JPEG"),
+    "colour": (lambda p: Image.new("RGB", (fake.W, fake.H)).save(p), "has mode RGB; expected a single-channel"),
+    "16-bit": (lambda p: Image.fromarray(np.full((fake.H, fake.W), 7, np.uint16)).save(p), "has mode I;16"),
+    "bomb": (lambda p: bomb_png(p, 50_000, 50_000), "declares 50000x50000 pixels"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_label_is_named_also_from_worker_processes(cityscapes_folder, tmp_path, damage):
+    folder, _ = cityscapes_folder
+    victim = sorted((folder / "gtFine" / "val").rglob("*_labelIds.png"))[-1]
+    spoil, expected = DAMAGES[damage]
+    spoil(victim)
+    start = time.perf_counter()
+    with pytest.raises(ReinError) as err:
+        prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False)
+    assert time.perf_counter() - start < 30
+    assert re.search(rf"label {re.escape(str(victim))}[: ]", str(err.value)) and re.search(expected, str(err.value))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not list((tmp_path / "out").rglob("*.tmp"))  # nothing half-written
+
+
+def test_a_damaged_or_oversized_image_is_named(cityscapes_folder, tmp_path):
+    folder, _ = cityscapes_folder
+    image = sorted((folder / "leftImg8bit" / "train").rglob("*.png"))[0]
+    data = image.read_bytes()
+    bomb_png(image, 30_000, 30_000)
+    start = time.perf_counter()
+    with pytest.raises(
+        ReinError, match=rf"image {re.escape(str(image))} declares 30000x30000 pixels .*REIN_MAX_PIXELS"
+    ):
+        prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False)
+    assert time.perf_counter() - start < 5
+    image.write_bytes(b"")
+    with pytest.raises(ReinError, match=rf"image {re.escape(str(image))}: the file is empty"):
+        prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False)
+    image.write_bytes(data)
+    assert prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False).is_file()
+
+
+def test_a_truncated_synthia_label_is_named(tmp_path):
+    pytest.importorskip("cv2")
+    sources, _ = fake.synthia(tmp_path / "src")
+    victim = sorted((tmp_path / "src").rglob("LABELS/*.png"))[1]
+    truncate(victim, 0.5)
+    with pytest.raises(ReinError, match=rf"label {re.escape(str(victim))}"):
+        prepare("synthia", sources, tmp_path / "out", workers=2, progress=False)
+
+
+# The same damage, once prepared: `rein data verify` and the training dataset say the same thing.
+PREPARED_DAMAGES = {
+    "truncated": lambda p: truncate(p, 0.6),
+    "colour": lambda p: Image.new("RGB", (fake.W, fake.H)).save(p),
+    "16-bit": lambda p: Image.fromarray(np.full((fake.H, fake.W), 3, np.uint16)).save(p),
+    "size": lambda p: Image.fromarray(np.zeros((fake.H, fake.W - 8), np.uint8)).save(p),
+    "values": lambda p: Image.fromarray(np.full((fake.H, fake.W), 19, np.uint8)).save(p),
+}
+
+
+@pytest.mark.parametrize("damage", PREPARED_DAMAGES)
+def test_verify_and_training_share_the_checks_of_prepare(cityscapes_folder, tmp_path, damage):
+    from rein_cli.data.dataset import SegmentationDataset
+    from rein_cli.data.verify import verify
+
+    folder, _ = cityscapes_folder
+    manifest = prepare("cityscapes", [folder], tmp_path / "out", workers=1, progress=False)
+    assert verify(tmp_path / "out", tmp_path, workers=1, progress=False)[1] == []
+    data = SegmentationDataset(manifest, "train")
+    victim = data.samples[1][1]
+    PREPARED_DAMAGES[damage](victim)
+    _, problems = verify(tmp_path / "out", tmp_path, workers=2, progress=False)
+    assert len(problems) == 1 and re.match(rf"(cannot decode )?label {re.escape(str(victim))} ", problems[0])
+    with pytest.raises(ReinError) as training:
+        data[1]
+    assert str(training.value) == problems[0]
+    if damage == "values":
+        assert "holds values [19] that are no class id (0-18) nor the ignore index 255" in problems[0]

@@ -8,40 +8,93 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from rein_cli.data.manifest import MANIFEST, write_manifest
-from rein_cli.errors import ReinError
-from rein_cli.io import IMAGE_SUFFIXES, relative_path, save_image
+from rein_cli.data.pairs import check_size, unknown_values
+from rein_cli.errors import ReinError, did_you_mean
+from rein_cli.io import IMAGE_SUFFIXES, check_image, read_image, read_label, relative_path, save_image
 from rein_cli.labels import default_palette
 from rein_cli.progress import track
 
 log = logging.getLogger(__name__)
 
+_KEYS = ("classes", "colors", "ignore_index")  # of classes.yaml
+
 
 def read_classes(path: Path) -> tuple[list[str], list[list[int]] | None, int]:
-    """classes.yaml: ``classes`` (names, or {name, color} entries), optional ``colors`` and ``ignore_index``."""
+    """classes.yaml: ``classes`` (each a name, or ``{name, color}``), optional ``colors`` (one [r, g, b] per class)
+    and ``ignore_index`` (default 255). Returns (names, colours or None, ignore index); every problem is an error
+    that names the file and the entry."""
     if not path.is_file():
         raise ReinError(f"{path} is missing; write the class names there, e.g. 'classes: [background, crack]'")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ReinError(f"{path} is not valid YAML: {err}") from err
-    entries = data.get("classes") if isinstance(data, dict) else None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ReinError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ReinError(f"{path} must be a mapping with 'classes', e.g. 'classes: [background, crack]'")
+    for key in data:
+        if key not in _KEYS:
+            raise ReinError(f'{path}: unknown key "{key}"{did_you_mean(str(key), _KEYS)}; known: {", ".join(_KEYS)}')
+    entries = data.get("classes")
     if not isinstance(entries, list) or not entries:
-        raise ReinError(f"{path} needs a non-empty list 'classes'")
-    names = [e["name"] if isinstance(e, dict) else str(e) for e in entries]
-    colors = data.get("colors") or (
-        [e.get("color") for e in entries] if all(isinstance(e, dict) and "color" in e for e in entries) else None
-    )
-    if colors is not None and (
-        len(colors) != len(names) or not all(isinstance(c, list) and len(c) == 3 for c in colors)
-    ):
-        raise ReinError(f"{path}: 'colors' must give one [r, g, b] per class ({len(names)})")
-    ignore = int(data.get("ignore_index", 255))
-    if len(names) > 255 or not 0 <= ignore <= 255 or ignore < len(names):
-        raise ReinError(f"{path}: at most 255 classes, and ignore_index ({ignore}) must be >= the number of classes")
+        raise ReinError(f"{path} needs a non-empty list 'classes', e.g. 'classes: [background, crack]'")
+    names, own_colors = [], []
+    for i, entry in enumerate(entries):
+        name, color = _class_entry(path, i, entry)
+        if name in names:
+            raise ReinError(f"{path}: classes[{i}] repeats the name {name!r} of classes[{names.index(name)}]")
+        names.append(name)
+        own_colors.append(color)
+    colors = data.get("colors")
+    if colors is not None:
+        if any(c is not None for c in own_colors):
+            raise ReinError(f"{path}: colours are given both in 'colors' and in 'classes'; keep one of them")
+        if not isinstance(colors, list) or len(colors) != len(names):
+            raise ReinError(f"{path}: 'colors' must give one [r, g, b] per class ({len(names)} classes)")
+        colors = [_color(path, f"colors[{i}] ({names[i]})", c) for i, c in enumerate(colors)]
+    elif None not in own_colors:
+        colors = own_colors
+    elif any(c is not None for c in own_colors):
+        missing = own_colors.index(None)
+        raise ReinError(f"{path}: classes[{missing}] ({names[missing]}) has no color; give every class one, or none")
+    if colors is not None and len({tuple(c) for c in colors}) != len(colors):
+        raise ReinError(f"{path}: two classes have the same colour; each class needs its own")
+    ignore = data.get("ignore_index", 255)
+    if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 255:
+        raise ReinError(f"{path}: ignore_index must be an integer from 0 to 255 (got {ignore!r}); 255 is the usual")
+    if len(names) > 255 or ignore < len(names):
+        raise ReinError(
+            f"{path}: at most 255 classes, and ignore_index ({ignore}) must be >= the number of classes ({len(names)})"
+        )
     return names, colors, ignore
+
+
+def _class_entry(path: Path, index: int, entry: object) -> tuple[str, list[int] | None]:
+    """(name, colour or None) of ``classes[index]``: a name, or a mapping with ``name`` and optional ``color``."""
+    where = f"{path}: classes[{index}]"
+    color = None
+    if isinstance(entry, dict):
+        for key in entry:
+            if key not in ("name", "color"):
+                raise ReinError(f'{where} has an unknown key "{key}"{did_you_mean(str(key), ("name", "color"))}')
+        if "color" in entry:
+            color = _color(path, f"classes[{index}] color", entry["color"])
+        entry = entry.get("name")
+    if isinstance(entry, bool) or not isinstance(entry, str | int | float) or not str(entry).strip():
+        raise ReinError(f"{where} ({entry!r}) needs a name: write '- NAME' or '- {{name: NAME, color: [r, g, b]}}'")
+    return str(entry).strip(), color
+
+
+def _color(path: Path, where: str, value: object) -> list[int]:
+    """[r, g, b]: three integers from 0 to 255."""
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
+        raise ReinError(f"{path}: {where} is {value!r}; a colour is three integers from 0 to 255, e.g. [255, 0, 0]")
+    return [int(v) for v in value]
 
 
 def _pairs(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
@@ -53,7 +106,7 @@ def _pairs(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
     groups = {s: images_dir / s for s in subsets} if subsets else {"all": images_dir}
     pairs: dict[str, list[tuple[Path, Path]]] = {}
     for split, directory in groups.items():
-        images = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         items = []
         for image in images:
             rel = image.relative_to(images_dir).with_suffix(".png")
@@ -77,8 +130,9 @@ def _pairs(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
 
 
 def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool = True) -> Path:
-    """Check and convert a custom folder; returns the manifest. Index masks are used in place; colour masks
-    are mapped to indices through the classes.yaml colours and written to labels/."""
+    """Check and convert a custom folder; returns the manifest. When classes.yaml gives colours, every mask is read
+    by colour (palette PNGs included) and its class indices are written to labels/; otherwise masks are index maps
+    (L, P or 1-bit PNGs), used in place. Images and masks are decoded in full (`rein_cli.io`)."""
     if isinstance(source, str) and source.startswith("hf://"):
         return prepare_hf(source[5:], name, Path(out), progress=progress)
     source, out = Path(source), Path(out)
@@ -87,27 +141,26 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
     splits = {}
     for split, items in _pairs(source).items():
         entries = []
-        for image, mask in track(items, desc=f"checking {split}", unit="pair", bar=progress):
-            size = Image.open(image).size
-            with Image.open(mask) as m:
-                if m.size != size:
-                    raise ReinError(f"mask {mask} is {m.size[0]}x{m.size[1]} but {image} is {size[0]}x{size[1]}")
-                label = np.asarray(m.convert("RGB")) if m.mode in ("RGB", "RGBA") else np.asarray(m)
+        for image_path, mask in track(items, desc=f"checking {split}", unit="pair", bar=progress):
+            width, height = check_image(image_path)
+            image_shape = (height, width)
             target = mask
-            if label.ndim == 3:
-                if colors is None:
-                    raise ReinError(
-                        f"mask {mask} is a colour image; give each class a colour in classes.yaml ('colors')"
-                    )
+            if colors is not None:  # by colour, whatever the PNG's mode (a palette PNG gives its palette's colours)
+                label = read_image(mask)
+                check_size(image_path, image_shape, mask, label)
                 label = _colors_to_indices(label, colors, mask)
                 target = out / "labels" / split / mask.relative_to(source / "masks").with_suffix(".png")
-                save_image(target, label)
-            bad = sorted(int(v) for v in np.unique(label) if v >= len(names) and v != ignore)
+            else:
+                label = read_label(mask)  # a colour mask is refused here, with the hint to give colours
+                check_size(image_path, image_shape, mask, label)
+            bad = unknown_values(label, len(names), ignore)
             if bad:
                 raise ReinError(
                     f"mask {mask} holds values {bad[:8]}, but there are {len(names)} classes (ignore {ignore})"
                 )
-            entries.append({"image": relative_path(image, out), "label": relative_path(target, out)})
+            if target != mask:
+                save_image(target, label)
+            entries.append({"image": relative_path(image_path, out), "label": relative_path(target, out)})
         splits[split] = entries
     space = {"classes": names, "palette": colors or default_palette(len(names)), "ignore_index": ignore}
     origin = {"folder": str(source.resolve())}
@@ -124,7 +177,10 @@ def _colors_to_indices(rgb: np.ndarray, colors: list[list[int]], path: Path) -> 
     found = keys[order][pos] == code
     if not found.all():
         unknown = sorted({tuple(int(c) for c in rgb[i]) for i in zip(*np.nonzero(~found), strict=True)})[:5]
-        raise ReinError(f"mask {path} has colours that are no class in classes.yaml: {unknown}")
+        raise ReinError(
+            f"mask {path} has colours that are no class in classes.yaml: {unknown}; masks are read by colour "
+            "because classes.yaml gives colours (leave them out for masks of class indices)"
+        )
     return order[pos].astype(np.uint8)
 
 

@@ -11,13 +11,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from rein_cli.data.manifest import Manifest, read_manifest
+from rein_cli.data.pairs import read_pair
 from rein_cli.errors import ReinError
-from rein_cli.io import read_image, read_label
 
 
 class SegmentationDataset(Dataset):
     """(image, label) pairs of one split of a prepared dataset, passed through ``transform``.
 
+    Every item is checked as `prepare` and `rein data verify` check it (`rein_cli.data.pairs.read_pair`): decoded in
+    full, label of its image's size, values within the manifest's classes or its ignore index.
     Without a transform, items are (H, W, 3) uint8 and (H, W) uint8 tensors. Each item is a dict with
     ``image``, ``label`` and ``path`` (the image file, for naming outputs).
     """
@@ -35,12 +37,11 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image_path, label_path = self.samples[index]
-        image = torch.from_numpy(np.array(read_image(image_path)))
-        label = torch.from_numpy(np.array(read_label(label_path))) if label_path is not None else None
-        if label is not None and tuple(label.shape) != tuple(image.shape[:2]):
-            raise ReinError(
-                f"label {label_path} is {tuple(label.shape)} but image {image_path} is {tuple(image.shape[:2])}"
-            )
+        rgb, ids = read_pair(
+            image_path, label_path, num_classes=len(self.manifest.classes), ignore_index=self.manifest.ignore_index
+        )  # the checks of `prepare` and `rein data verify`
+        image = torch.from_numpy(np.array(rgb))
+        label = torch.from_numpy(np.array(ids)) if ids is not None else None
         if self.transform is not None:
             image, label = self.transform(image, label)
         return {"image": image, "label": label, "path": str(image_path)}

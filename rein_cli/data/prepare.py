@@ -18,14 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
 from rein_cli.data.catalog import locate, prepare_target
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.io import relative_path, save_image
+from rein_cli.io import check_image, read_image, read_label, relative_path, save_image
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, LABEL_FORMATS
 from rein_cli.parallel import parallel_map
 
@@ -129,37 +130,6 @@ def find_root(folders: list[Path], marker: str) -> Path:
     )
 
 
-def _read_label(path: Path, label_format: str) -> np.ndarray:
-    if label_format == "synthia":  # 16-bit RGB PNGs: Pillow cannot read them, OpenCV can
-        try:
-            import cv2
-        except ImportError as err:
-            raise ReinError("SYNTHIA labels are 16-bit PNGs that need OpenCV: pip install 'rein-cli[synthia]'") from err
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise ReinError(f"cannot read label {path}; replace the file")
-        return array[:, :, -1] if array.ndim == 3 else array  # the class id is in the channel OpenCV returns last
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P"):
-            raise ReinError(f"label {path} has mode {image.mode}; expected a single-channel or palette PNG")
-        return np.asarray(image)
-
-
-def _check_image(path: Path) -> tuple[int, int]:
-    """(width, height) after checking the file decodes (PNG: every chunk's CRC; JPEG: a reduced-size decode)."""
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-                image.load()
-            else:
-                image.verify()
-        return size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ReinError(f"cannot decode image {path} ({err}); replace it or remove the pair") from None
-
-
 @dataclass(frozen=True)
 class PairTask:
     """One image/label pair to check and, unless its label is usable as it is, convert."""
@@ -174,42 +144,35 @@ class PairTask:
 
 
 def convert_pair(task: PairTask) -> dict:
-    """Check one image/label pair and write its train-id label (unless it is one already). Returns a report."""
-    image_path, label_path, out_path, label_format = task.image, task.label, task.out, task.label_format
-    resize_to_image, half_out, allow_unknown = task.resize_to_image, task.half, task.allow_unknown
-    report: dict = {"image": str(image_path)}
-    size = _check_image(image_path)
-    done = half_out is not None and all(Path(p).is_file() for p in half_out)
-    if done or (out_path is not None and Path(out_path).is_file()):  # written by an earlier run (atomically)
-        if resize_to_image and label_format != "synthia":
-            with Image.open(label_path) as label:
-                if label.size != size:
-                    report["resized"] = f"{Path(label_path).name}: {label.size[0]}x{label.size[1]}"
-        return report
-    label = _read_label(label_path, label_format)
-    if (label.shape[1], label.shape[0]) != size:
-        if not resize_to_image:
-            raise ReinError(
-                f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} is "
-                f"{size[0]}x{size[1]}; replace the pair"
-            )
-        report["resized"] = f"{Path(label_path).name}: {label.shape[1]}x{label.shape[0]}"
-        label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST)).astype(label.dtype)
-    table, known = LABEL_FORMATS[label_format].table, LABEL_FORMATS[label_format].known_ids
-    unknown = sorted(int(v) for v in np.unique(label) if int(v) not in known and int(v) != IGNORE_INDEX)
+    """Check one image/label pair and write its train-id label (unless it is one already). Returns a report.
+
+    The checks are the ones training makes (`rein_cli.data.pairs`), with the label format's own ids; they run on
+    every pair, also when an earlier run already wrote its label, so the report is complete after a resume."""
+    label_format = LABEL_FORMATS[task.label_format]
+    report: dict = {"image": str(task.image), "label": str(task.label)}
+    width, height = check_image(task.image)  # decoded in full; the pixels are needed only for a half-size copy
+    label = read_label(task.label, bits=label_format.bits)
+    if label.shape != (height, width):
+        if not task.resize_to_image:
+            check_size(task.image, (height, width), task.label, label)
+        report["resized"] = f"{Path(task.label).name}: {label.shape[1]}x{label.shape[0]}"
+        label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST)).astype(label.dtype)
+    unknown = unknown_values(label, label_format.known_ids, IGNORE_INDEX)
     if unknown:
         report["unknown"] = unknown
-        if not allow_unknown:
+        if not task.allow_unknown:
             return report  # nothing written: the run fails and a rerun will look at this file again
-    train = table[label] if table is not None else label
-    if half_out is not None:  # Mapillary validation: the official half-resolution copy
-        half = (size[0] // 2, size[1] // 2)
-        with Image.open(image_path) as image:
-            save_image(Path(half_out[0]), np.asarray(image.convert("RGB").resize(half, Image.BICUBIC)))
-        train = np.asarray(Image.fromarray(train).resize(half, Image.NEAREST))
-        out_path = half_out[1]
-    if out_path is not None:
-        save_image(Path(out_path), train.astype(np.uint8), compress_level=1)
+    outputs = task.half or ((task.out,) if task.out is not None else ())
+    if not outputs or all(Path(p).is_file() for p in outputs):  # in place, or written by an earlier run (atomically)
+        return report
+    train = label_format.table[label] if label_format.table is not None else label
+    if task.half is not None:  # Mapillary validation: the official half-resolution copy
+        half = (width // 2, height // 2)
+        image = Image.fromarray(read_image(task.image))
+        save_image(Path(task.half[0]), np.asarray(image.resize(half, Image.BICUBIC)))
+        save_image(Path(task.half[1]), np.asarray(Image.fromarray(train).resize(half, Image.NEAREST)), compress_level=1)
+    else:
+        save_image(Path(task.out), train.astype(np.uint8), compress_level=1)
     return report
 
 
@@ -322,13 +285,14 @@ def prepare(
         splits[split], paths[split] = items, rels
     (out / MANIFEST).unlink(missing_ok=True)  # sources checked: the folder is not complete until the new manifest
     reports = parallel_map(convert_pair, tasks, workers=workers, progress=progress, desc=f"checking {spec.name}")
-    unknown = {Path(r["image"]).name: r["unknown"] for r in reports if "unknown" in r}
+    unknown = {r["label"]: r["unknown"] for r in reports if "unknown" in r}
     if unknown and not allow_unknown:
         first = next(iter(unknown.items()))
         raise ReinError(
             f"{len(unknown)} labels hold values that are not {spec.label_format} ids, e.g. {first[0]}: "
             f"{first[1]}; check the files, or pass --allow-unknown to map them to 255"
         )
+    unknown = {relative_path(Path(label), out): values for label, values in unknown.items()}
     resized = [r["resized"] for r in reports if "resized" in r]
     if resized:
         warnings.append(f"{len(resized)} label maps differ in size from their image and were resized (nearest) to it")

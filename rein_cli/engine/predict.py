@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from rein_cli.config import InferenceMode, check_choice
@@ -24,10 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(image file, output name relative to the output folder) for files and directories of images.
-
-    Every file is checked before anything is predicted, so a bad input never leaves partial output.
-    """
+    """(image file, output name relative to the output folder) for files and directories of images."""
     if not inputs:
         raise ReinError("no inputs given; name image files or directories")
     items: list[tuple[Path, Path]] = []
@@ -44,13 +40,19 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ReinError(f"two inputs would both write {dup}; predict them into separate --out folders")
-    for path, _ in items:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ReinError(f"cannot read image {path}: {err}; replace or remove the file") from err
     return items
+
+
+def unreadable_inputs(items: list[tuple[Path, Path]], *, progress: bool = True) -> dict[Path, str]:
+    """{input: the one-line reason} for every input that the safe reader cannot decode in full (empty, truncated,
+    too large, unsupported mode, not an image); each image is dropped once decoded, so memory holds one at a time."""
+    problems = {}
+    for path, _ in track(items, desc="checking inputs", unit="img", bar=progress):
+        try:
+            read_image(path)
+        except ReinError as err:
+            problems[path] = str(err)
+    return problems
 
 
 def predict(
@@ -63,9 +65,14 @@ def predict(
     size: tuple[int, int] | None = None,
     device: str = "auto",
     overlay_alpha: float = 0.5,
+    skip_bad: bool = False,
     progress: bool = True,
 ) -> list[Path]:
     """Segment every input image; writes ``out/labels``, ``out/color`` and ``out/overlay``. Returns the label files.
+
+    Every input is decoded in full before anything is written: an unreadable one stops the run with nothing written,
+    or with ``skip_bad`` the others are segmented, the unreadable ones logged one line each, and a `ReinError` at
+    the end says how many failed.
 
     ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512) for
     Cityscapes-like inputs); predictions are resized back to the input's resolution. Colours come from the
@@ -73,6 +80,18 @@ def predict(
     """
     check_choice("mode", mode, InferenceMode)
     items = collect_inputs(inputs)
+    bad = unreadable_inputs(items, progress=progress)
+    if bad and not skip_bad:
+        first, *others = bad.values()
+        for problem in others:
+            log.error("%s", problem)
+        also = f" (and {len(others)} more inputs, listed above)" if others else ""
+        raise ReinError(f"{first}{also}; nothing was written (--skip-bad segments the readable inputs)")
+    items = [(path, name) for path, name in items if path not in bad]
+    if not items:
+        for problem in bad.values():
+            log.error("%s", problem)
+        raise ReinError(f"none of the {len(bad)} inputs can be read (listed above); nothing was written")
     if not isinstance(model, nn.Module):
         model = load_segmentor(model, device)
     transform = EvalTransform(model.mean, model.std, size)
@@ -93,4 +112,11 @@ def predict(
         save_image(out / "overlay" / f"{name}.jpg", blend.astype(np.uint8))
         written.append(out / "labels" / f"{name}.png")
     log.info("wrote %d predictions to %s", len(written), out)
+    if bad:
+        for problem in bad.values():
+            log.error("skipped: %s", problem)
+        raise ReinError(
+            f"{len(bad)} of {len(bad) + len(written)} inputs could not be read and were skipped (listed "
+            f"above); the other {len(written)} are in {out}"
+        )
     return written

@@ -13,6 +13,7 @@ from rein_cli.config import InferenceMode
 from rein_cli.data.catalog import locate
 from rein_cli.data.registry import lookup
 from rein_cli.errors import ReinError
+from rein_cli.io import check_image
 from rein_cli.progress import duration
 from rein_cli.zoo.pull import adapter_ready, backbone_file, checkpoint_path, find_release, pull_adapter
 from rein_cli.zoo.releases import ACDC_RELEASE, DEFAULT_RELEASE, RELEASES, Release
@@ -190,7 +191,6 @@ def _cpu_estimate(model, targets: tuple[str, ...], data_root: Path, mode: str, s
     """A rough time for the evaluation on this CPU: one timed forward pass (a crop-sized window, or in whole mode
     the first image's size), times the passes every target's images need (judged by each target's first image)."""
     import torch
-    from PIL import Image
 
     from rein_cli.data.prepare import ensure_prepared
     from rein_cli.data.transforms import keep_ratio_size
@@ -201,8 +201,7 @@ def _cpu_estimate(model, targets: tuple[str, ...], data_root: Path, mode: str, s
     for target in targets:
         manifest = ensure_prepared(target, data_root, progress=False)
         samples = manifest.samples("val")
-        with Image.open(samples[0][0]) as image:
-            width, height = image.size
+        width, height = check_image(samples[0][0])
         spec = lookup(manifest.dataset)
         size = spec.test_size_for(crop) if spec else None
         if size is not None:
