@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from rein_cli import __version__, config
-from rein_cli.errors import ReinError
+from rein_cli.errors import EXIT_INTERRUPTED, ReinError, explain
 
 log = logging.getLogger("rein_cli")
 
@@ -29,28 +30,38 @@ class Options:
     debug: bool = False
 
 
+# click's own ways out (usage errors: exit code 2, --help, --version, ctx.exit); newer typer vendors click
+_CLICK_EXITS = (
+    typer.Exit,
+    typer.Abort,
+    *([typer.TyperException] if hasattr(typer, "TyperException") else []),
+    click.ClickException,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+)
+
+
 class ReinGroup(TyperGroup):
-    """Runs a command; a `ReinError` becomes one line on stderr and exit code 1 (a traceback with --debug)."""
+    """Runs a command: every failure ends as one line on stderr and a documented exit code (docs/errors.md).
+
+    Expected failures (`ReinError`, the operating system's errors, running out of memory, a worker's error) print
+    only the line; anything else is a bug, and its traceback follows the line. ``--debug`` prints the traceback
+    of every failure. click's own exits (usage errors: 2, ``--help``, ``--version``) pass through untouched."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ReinError as err:
-            if isinstance(ctx.obj, Options) and ctx.obj.debug:
-                raise
-            typer.echo(f"error: {_one_line(err)}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            ctx.exit(130)
-
-
-def _one_line(err: ReinError) -> str:
-    """The error's own message; a data-loader worker wraps it in a traceback, of which the last line is kept."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    if len(lines) > 1 and "Traceback" in str(err):
-        return lines[-1].split("ReinError: ", 1)[-1]
-    return str(err)
+        except _CLICK_EXITS:
+            raise
+        except (Exception, KeyboardInterrupt) as err:
+            failure = explain(err, ctx.invoked_subcommand)
+            debug = isinstance(ctx.obj, Options) and ctx.obj.debug
+            if debug:  # the traceback first, the line last
+                traceback.print_exception(err, file=sys.stderr)
+            typer.echo(("" if failure.code == EXIT_INTERRUPTED else "error: ") + failure.message, err=True)
+            if failure.bug and not debug:  # the line first: it says what the traceback is
+                traceback.print_exception(err, file=sys.stderr)
+            ctx.exit(failure.code)
 
 
 app = typer.Typer(
@@ -75,7 +86,7 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors, and debug logging.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and results.")] = False,
     offline: Annotated[
         bool, typer.Option("--offline", help="No network: only what is cached (as HF_HUB_OFFLINE=1).")
@@ -84,6 +95,7 @@ def main(
     ctx.obj = Options(debug=debug)
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("rein_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Hub client logs every request at INFO
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry warnings; our errors say what failed
     if offline:

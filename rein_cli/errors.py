@@ -1,9 +1,16 @@
-"""The one exception type for problems the user can fix (bad input, missing files, unknown names)."""
+"""The one exception type, "did you mean", and what the command line makes of a failure: one line, one exit code."""
 
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import re
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # docs/errors.md; usage errors (2) are click's own
 
 
 class ReinError(Exception):
@@ -21,3 +28,129 @@ def unknown_name(kind: str, value: str, choices: Iterable[str], hint: str = "") 
     choices = sorted(choices)
     message = f'unknown {kind} "{value}"{did_you_mean(value, choices)}; known: {", ".join(choices)}'
     return ReinError(message + (f"; {hint}" if hint else ""))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the command line prints for an exception (one line, after ``error: ``) and the exit code it ends with.
+
+    ``bug``: not an expected failure; the traceback is printed after the line."""
+
+    message: str
+    code: int = EXIT_ERROR
+    bug: bool = False
+
+
+INTERRUPTED = "interrupted; run the same command again to resume where it can"
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# A DataLoader worker's exception arrives re-created from the worker's formatted traceback.
+_WORKER = re.compile(r"Caught (\w+) (in DataLoader worker process \d+)\.\nOriginal Traceback")
+_ERRNO = re.compile(r"\[Errno (\d+)\] ([^:\n]+)(?:: '(.*?)'(?: -> '.*')?)?\s*$")  # str(OSError(...))
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # a Rust library's I/O error, e.g. safetensors writing a file
+_LIBRARY_ERRNOS = DISK_FULL | {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EMFILE, errno.ENFILE}
+_HOST_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory")
+_DEVICE_MEMORY = ("out of memory",)  # CUDA out of memory, CUDA error: out of memory, MPS backend out of memory
+_SETTINGS = {  # per command: what uses less memory
+    "train": "lower data.batch_size (--batch-size) or model.crop_size (--set model.crop_size=...)",
+    "demo": "choose a smaller --backbone",
+    "eval": "use --mode slide (crop-sized windows) rather than --mode whole",
+    "predict": "use --mode slide (crop-sized windows) rather than --mode whole, or a smaller --size",
+    "data": "use fewer --workers",
+}
+_ANY = "lower data.batch_size or model.crop_size when training; use --mode slide rather than whole when evaluating"
+
+
+def explain(err: BaseException, command: str | None = None) -> Failure:
+    """The line and exit code for ``err``, raised while running ``command`` (``train``, ``eval``, ``data``...,
+    whose settings the hints name); pure. Anything not known as an expected failure is a bug."""
+    if isinstance(err, KeyboardInterrupt):
+        return Failure(INTERRUPTED, EXIT_INTERRUPTED)
+    name, text, where = type(err).__name__, str(err), ""
+    if wrapped := _WORKER.match(text):
+        name, text, where = wrapped[1], _original_message(text, wrapped[1]), f" ({wrapped[2]})"
+    if isinstance(err, ReinError):
+        return Failure(" ".join(text.split()) if where else text)
+    code, filename = (err.errno, err.filename) if isinstance(err, OSError) else (None, None)
+    if isinstance(err, OSError) and code is None and (found := _ERRNO.search(text)):
+        code, filename = int(found[1]), found[3]
+    if code == errno.ENOMEM:
+        return Failure(memory_message("RAM", text, command))
+    if code is not None:
+        return Failure(os_message(code, filename, command))
+    if memory := _memory(err, text):
+        return Failure(memory_message(memory, text, command))
+    if (found := _OS_ERROR.search(text)) and int(found[1]) in _LIBRARY_ERRNOS:
+        return Failure(os_message(int(found[1]), None, command))
+    if isinstance(err, RuntimeError) and text.startswith("DataLoader worker (pid"):
+        return Failure(
+            f"a data-loading worker died ({_first_line(text)}), most often for lack of memory or of shared memory "
+            "(/dev/shm); lower data.num_workers or data.batch_size (data.num_workers=0 loads in the main process)"
+        )
+    if any(kind.__name__ == "BrokenProcessPool" for kind in type(err).__mro__):
+        fewer = " with fewer --workers" if command == "data" else ""
+        return Failure(
+            f"a worker process died (killed, most often for lack of memory); run the same command again{fewer}: "
+            "it resumes where it stopped"
+        )
+    report = f"{name}: {_first_line(text)}" if text.strip() else name
+    return Failure(
+        f"bug in rein{where}: {report}; please report it with its traceback (rerun with --debug for the full report)",
+        bug=True,
+    )
+
+
+def os_message(code: int, filename: str | os.PathLike | None, command: str | None = None) -> str:
+    """One line for an operating-system error ``code`` (an ``errno``) on ``filename``: what failed and what to do."""
+    reason = os.strerror(code)
+    path = f" {os.fsdecode(filename)}" if filename is not None else ""
+    if code in DISK_FULL:
+        return (
+            f"cannot write{path}: the disk or the file-size limit is full ({reason}); free space there "
+            "(`df -h`; `ulimit -f` shows the file-size limit) and run the same command again"
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        target = path.strip() or "a file or folder"
+        return f"cannot write or read {target} ({reason}); fix its permissions or choose another path"
+    if code == errno.ENOENT:
+        return f"not found:{path}; check the path" if path else f"a file or folder was not found ({reason})"
+    if code == errno.EROFS:
+        return f"cannot write{path}: it is on a read-only file system; choose a writable location"
+    if code in (errno.EMFILE, errno.ENFILE):
+        workers = "data.num_workers" if command == "train" else "--workers"
+        return f"too many open files ({reason}{path and ':' + path}); raise `ulimit -n` or use fewer {workers}"
+    if code == errno.ENOTDIR and path:
+        return f"{path.strip()}: a part of this path is a file, not a folder; choose another path"
+    return f"{reason}{path and ':' + path}; check the path and run the same command again"
+
+
+def memory_message(memory: str, text: str, command: str | None = None) -> str:
+    """One line for running out of memory (``memory``: ``"GPU"`` or ``"RAM"``) in ``command``."""
+    lower = _SETTINGS.get(command or "", _ANY)
+    if memory == "GPU":
+        detail = ". ".join(_first_line(text).split(". ")[:2]).rstrip(".")
+        return f"out of GPU memory ({detail}); {lower}, or run on the CPU with --device cpu"
+    extra = " or data.num_workers" if command == "train" else ""
+    return f"out of memory (RAM); {lower}{extra}, or close other programs"
+
+
+def _memory(err: BaseException, text: str) -> str | None:
+    """``"RAM"`` or ``"GPU"`` when ``err`` is running out of memory, else None."""
+    torch = sys.modules.get("torch")  # not imported: the error cannot be torch's
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(s in text for s in _HOST_MEMORY)):
+        return "RAM"
+    if torch is not None and isinstance(err, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(err, RuntimeError) and any(s in text for s in _DEVICE_MEMORY):  # torch.AcceleratorError among them
+        return "GPU"
+    return None
+
+
+def _original_message(text: str, name: str) -> str:
+    """The message of the exception ``name`` at the end of a formatted traceback (all of it, if it spans lines)."""
+    starts = list(re.finditer(rf"^(?:[\w.]+\.)?{name}: ", text, re.MULTILINE))
+    return text[starts[-1].end() :].strip() if starts else text.splitlines()[-1]
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

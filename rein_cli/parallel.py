@@ -1,13 +1,18 @@
-"""Running a function over many items on all cores, with progress (fork where the platform has it)."""
+"""Running a function over many items on all cores, with progress (fork where the platform has it), and child
+processes that end with their parent."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from rein_cli.progress import Progress
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def parallel_map(
@@ -21,18 +26,65 @@ def parallel_map(
 ) -> list:
     """``[fn(t) for t in tasks]`` in ``workers`` processes (default: all cores), results in task order.
 
-    ``progress``: a bar (else plain lines, see `rein_cli.progress`)."""
+    ``progress``: a bar (else plain lines, see `rein_cli.progress`). The workers end with this process, whether it
+    is killed (`end_with_parent`) or fails or is interrupted (the tasks not started are dropped, the workers stopped
+    at once); Ctrl-C is left to this process (the workers ignore SIGINT), which raises `KeyboardInterrupt`."""
     workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
     results = []
     with Progress(len(tasks), desc, unit=unit, bar=progress) as bar:
         if workers > 1:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
+            )
+            try:
                 for result in pool.map(fn, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
                     results.append(result)
                     bar.update()
+            except BaseException:
+                _stop(pool)
+                raise
+            pool.shutdown()
         else:
             for task in tasks:
                 results.append(fn(task))
                 bar.update()
     return results
+
+
+def end_with_parent(parent: int) -> None:
+    """In a child process of ``parent``: have Linux send it SIGTERM when the parent dies, even by SIGKILL.
+
+    Does nothing on other platforms. A parent that died before this call ends the child now. Linux ties the signal
+    to the thread that started the child: start children from a thread that outlives them (the main thread)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this C library: nothing to ask for
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent handles it
+    end_with_parent(parent)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Drop the tasks not started and end the workers now, rather than after the tasks already handed out."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14
+        pool.terminate_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # public only from Python 3.14 on
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from rein_cli.data.manifest import Manifest, read_manifest
 from rein_cli.data.pairs import read_pair
 from rein_cli.errors import ReinError
+from rein_cli.parallel import end_with_parent
 
 
 class SegmentationDataset(Dataset):
@@ -51,10 +54,17 @@ def _collate(items: list[dict]) -> tuple[Tensor, Tensor]:
     return torch.stack([i["image"] for i in items]), torch.stack([i["label"] for i in items])
 
 
+def _init_worker(parent: int, worker_id: int) -> None:
+    end_with_parent(parent)
+
+
 def infinite_loader(
     dataset: Dataset, *, batch_size: int, num_workers: int, seed: int
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled (images, labels) batches forever; reshuffled every pass, deterministic for a seed."""
+    """Shuffled (images, labels) batches forever; reshuffled every pass, deterministic for a seed.
+
+    The worker processes end with this process, even when it is killed (`rein_cli.parallel.end_with_parent`);
+    that changes nothing in their seeding (torch seeds each worker before calling ``worker_init_fn``)."""
     if len(dataset) < batch_size:
         raise ReinError(f"the training set has {len(dataset)} images, fewer than the batch size {batch_size}")
     generator = torch.Generator().manual_seed(seed)
@@ -68,6 +78,7 @@ def infinite_loader(
         pin_memory=torch.cuda.is_available(),
         generator=generator,
         collate_fn=_collate,
+        worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
     )
     while True:
         yield from loader
