@@ -6,6 +6,7 @@ Heavy imports (torch, timm) happen inside the commands, so `rein --help` stays f
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -13,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -30,14 +30,12 @@ class Options:
     debug: bool = False
 
 
-# click's own ways out (usage errors: exit code 2, --help, --version, ctx.exit); newer typer vendors click
+# click's own ways out (usage errors: exit code 2, --help, --version, ctx.exit), taken from typer, which ships its
+# own copy of click in newer versions: the base of its usage errors is the ClickException of whichever click it uses.
 _CLICK_EXITS = (
     typer.Exit,
     typer.Abort,
-    *([typer.TyperException] if hasattr(typer, "TyperException") else []),
-    click.ClickException,
-    click.exceptions.Exit,
-    click.exceptions.Abort,
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
 )
 
 
@@ -48,7 +46,7 @@ class ReinGroup(TyperGroup):
     only the line; anything else is a bug, and its traceback follows the line. ``--debug`` prints the traceback
     of every failure. click's own exits (usage errors: 2, ``--help``, ``--version``) pass through untouched."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except _CLICK_EXITS:
@@ -113,8 +111,21 @@ def _go_offline() -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Console entry point."""
-    app(args=argv, prog_name="rein")
+    """Console entry point. SIGTERM (``kill``, a job scheduler's stop) ends a command as Ctrl-C does: cleanly, with
+    its one line and exit code 130."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        app(args=argv, prog_name="rein")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _choices(name: str, closed: Any) -> type[StrEnum]:

@@ -44,6 +44,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a failed write of an open file names none: name the final path
+            err.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -68,19 +72,24 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def save_image(path: Path, array: np.ndarray, *, palette: np.ndarray | None = None, compress_level: int = 6) -> None:
-    """Save an (H, W, 3) RGB or (H, W) uint8 array; a (K, 3) ``palette`` makes a palette PNG from an index map."""
+def save_image(
+    path: Path, array: np.ndarray, *, palette: np.ndarray | None = None, compress_level: int = 6, quality: int = 95
+) -> None:
+    """Save an (H, W, 3) RGB or (H, W) uint8 array; a (K, 3) ``palette`` makes a palette PNG from an index map.
+    ``quality``: a JPEG's; ``compress_level``: a PNG's."""
     image = Image.fromarray(array)
     if palette is not None:
         image = image.convert("P")
         image.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist())
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    options = {"quality": 95} if fmt == "JPEG" else {"compress_level": compress_level}
+    options = {"quality": quality} if fmt == "JPEG" else {"compress_level": compress_level}
     with atomic_path(path) as tmp:
         try:
             image.save(tmp, format=fmt, **options)
         except OSError as err:
-            raise ReinError(f"cannot write {path}: {err.strerror or err}; free space or choose another place") from err
+            if err.errno is not None:  # a full disk, a permission: the error boundary explains it, naming the file
+                raise
+            raise ReinError(f"cannot write {path}: {err}; choose another place or format") from err
 
 
 # What each reader does with each Pillow mode (the mode is known from the header, before any decoding).

@@ -59,7 +59,10 @@ def end_with_parent(parent: int) -> None:
     """In a child process of ``parent``: have Linux send it SIGTERM when the parent dies, even by SIGKILL.
 
     Does nothing on other platforms. A parent that died before this call ends the child now. Linux ties the signal
-    to the thread that started the child: start children from a thread that outlives them (the main thread)."""
+    to the thread that started the child: start children from a thread that outlives them (the main thread).
+    SIGTERM gets its default action back in the child (the CLI's handler, inherited through fork, would turn it
+    into an interrupt and a traceback): the child just ends."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not sys.platform.startswith("linux"):
         return
     import ctypes

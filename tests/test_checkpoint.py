@@ -67,6 +67,25 @@ def test_saving_replaces_an_old_checkpoint_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary or old folders left
 
 
+def test_a_save_killed_between_its_renames_is_named_then_put_back(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = build(tiny_config())
+    save(model, tmp_path / "ckpt")
+    (tmp_path / "ckpt").rename(tmp_path / ".ckpt.old")  # the old one set aside, the new one not yet in place
+    with pytest.raises(ReinError, match=r"ckpt was being replaced .*\.ckpt\.old: rename it to ckpt"):
+        load_segmentor(tmp_path / "ckpt")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space"):  # the next save puts the old one back first, then fails
+        save(model, tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert load_segmentor(tmp_path / "ckpt").classes == tuple(CLASSES)
+
+
 def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ReinError, match="not a rein checkpoint"):
         load_segmentor(tmp_path)

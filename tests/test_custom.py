@@ -202,3 +202,22 @@ def test_classes_yaml_forms(tmp_path):
     assert read_classes(path) == (["sky", "road"], [[0, 0, 255], [9, 9, 9]], 250)
     path.write_text("classes: [sky, road]\n")
     assert read_classes(path) == (["sky", "road"], None, 255)
+
+
+def test_preparing_again_from_a_bad_folder_keeps_the_prepared_copy(tmp_path):
+    from rein_cli.data.custom import prepare_custom
+
+    classes = "classes: [{name: sky, color: [0, 0, 0]}, {name: road, color: [1, 1, 1]}, {name: car, color: [2, 2, 2]}]"
+    src = tmp_path / "mine"
+    custom_folder(src, classes + "\n", n=4)
+    for mask in (src / "masks").iterdir():  # colour masks: the ids as grey colours (0, 1, 2) in RGB
+        Image.open(mask).convert("RGB").save(mask)
+    out = tmp_path / "out"
+    manifest = prepare_custom(src, "mine", out, progress=False)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    Image.fromarray(np.full((fake.H, fake.W, 3), 9, np.uint8)).save(src / "masks" / "p3.png")  # no class's colour
+    with pytest.raises(ReinError, match=r"mask .*p3\.png has colours that are no class"):
+        prepare_custom(src, "mine", out, progress=False)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before  # the manifest and every label as they were; the new labels, built aside, are gone
+    assert read_pairs(manifest, "train")

@@ -4,6 +4,7 @@ worker processes (preparation pools, data-loader workers) end with their parent,
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,21 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(spawn, synthetic_root, 
     assert err == "interrupted; run the same command again to resume where it can\n"
 
 
+@needs_proc
+def test_sigterm_stops_training_as_ctrl_c_does_and_its_workers_with_it(spawn, synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    args = training(run, synthetic_root, "data.num_workers=1", "train.log_interval=1")
+    process = spawn("-m", "rein_cli", *args)
+    wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").stat().st_size > 0)
+    workers = descendants(process.pid)
+    assert workers
+    process.terminate()  # SIGTERM to the main process only, as `kill PID` or a job scheduler sends it
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "interrupted; run the same command again to resume where it can\n"  # no worker's traceback
+    wait_for(lambda: not alive(workers), timeout=5)
+
+
 FULL_DISK = """
 import resource, signal, sys
 from rein_cli.engine import train
@@ -222,6 +238,86 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(s
     assert '"iterations": 2' in (run / "checkpoints" / "last" / "config.json").read_text()
 
 
+FULL_DISK_FROM = """
+import importlib, resource, signal, sys
+limit, hook = int(sys.argv[1]), sys.argv[2]  # the file-size limit in bytes, and from when: now or a function's call
+del sys.argv[1:3]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+
+def full():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+if hook == "now":
+    full()
+else:
+    module, name = hook.rsplit(".", 1)
+    module = importlib.import_module(module)
+    original = getattr(module, name)
+
+    def full_then_call(*args, **kwargs):
+        full()
+        return original(*args, **kwargs)
+
+    setattr(module, name, full_then_call)
+from rein_cli.cli import run
+run(sys.argv[1:])
+"""
+
+
+def test_a_full_disk_during_prediction_is_one_line_and_keeps_the_earlier_predictions(
+    spawn, trained, synthetic_root, tmp_path
+):
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.io import read_image
+
+    checkpoint, images = trained / "checkpoints" / "last", synthetic_root / "synthetic" / "images" / "val"
+    out = tmp_path / "predictions"
+    args = ["--quiet", "predict", checkpoint, images, "--out", out, "--mode", "whole", "--no-progress"]
+    process = spawn("-m", "rein_cli", *args)
+    assert process.wait(timeout=300) == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*.*"))}
+    assert len(before) == 3 * 4
+
+    process = spawn("-c", FULL_DISK_FROM, 1_000, "now", *args)  # a few small files fit, then one does not
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(str(out))}/(labels|color|overlay)/00000\d\.(png|jpg): the disk or the "
+        r"file-size limit is full \(File too large\); free space there \(`df -h`; `ulimit -f` shows the file-size "
+        r"limit\) and run the same command again\n",
+        err,
+    ), err
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.*"))} == before  # no temporary file, nothing cut short
+    assert all(read_image(p).size for p in before)
+    assert load_segmentor(checkpoint, device="cpu").classes
+
+
+def test_a_full_disk_during_preparation_names_the_label_and_a_rerun_completes(spawn, tmp_path):
+    from rein_cli.data.verify import verify
+
+    from . import fake_datasets as fake
+
+    sources, _ = fake.cityscapes(tmp_path / "src")
+    out = tmp_path / "cityscapes"
+    args = ["--quiet", "data", "prepare", "cityscapes", "--out", out, "--workers", 2, "--no-progress"]
+    args += [arg for source in sources for arg in ("--from", source)]
+    # the archives are extracted, then the disk is full when the workers write the first train-id labels
+    process = spawn("-c", FULL_DISK_FROM, 100, "rein_cli.data.prepare.parallel_map", *args)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(str(out))}/labels/train/\S+\.png: the disk or the file-size limit is "
+        r"full \(File too large\); .* and run the same command again\n",
+        err,
+    ), err
+    assert not (out / "manifest.json").exists() and not list(out.rglob("*.tmp"))
+    process = spawn("-m", "rein_cli", *args)  # the same command, with space again: it resumes and completes
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    manifest, problems = verify(out, tmp_path, workers=1, progress=False)
+    assert problems == [] and manifest.counts == {"train": 4, "val": 2}
+
+
 @pytest.fixture
 def unwritable() -> Path:
     """A folder no one may create, root included (sysfs)."""
@@ -242,7 +338,7 @@ def test_an_unwritable_output_path_is_one_line_naming_it(trained, unwritable, sy
     checkpoint = trained / "checkpoints" / "last"
     assert rein("predict", checkpoint, image, "--out", unwritable / "p", "--mode", "whole", "--no-progress") == 1
     err = errors(capsys).splitlines()[-1]
-    assert err.startswith("error: cannot write /sys/rein-unwritable/p/") and "choose a writable location" in err
+    assert err.startswith("error: cannot write to /sys/rein-unwritable/p: ") and "choose a writable --out" in err
 
 
 def test_a_bug_says_so_first_then_shows_its_traceback(monkeypatch, capsys):

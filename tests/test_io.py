@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from rein_cli.errors import ReinError
-from rein_cli.io import check_image, read_image, read_label
+from rein_cli.io import atomic_path, check_image, read_image, read_label
 
 from .helpers import bomb_png, truncate
 
@@ -190,3 +190,11 @@ def test_the_limit_decides_even_above_pillows_own_ceiling(tmp_path, monkeypatch)
         Image.open(path)
     assert read_image(path).shape == (50, 60, 3)  # 3000 pixels: within the default limit of 100 megapixels
     assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's setting untouched
+
+
+def test_a_failed_write_names_the_file_it_was_for(tmp_path):
+    target = tmp_path / "results.json"
+    with pytest.raises(OSError) as caught, atomic_path(target):
+        raise OSError(27, "File too large")  # what a write of an open file raises: no file name
+    assert caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone, nothing took the final name

@@ -106,3 +106,13 @@ def test_skip_bad_as_a_library_call_raises_after_writing(tiny_model, synthetic_r
     with pytest.raises(ReinError, match=r"1 of 3 inputs could not be read and were skipped .*the other 2 are in"):
         predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", skip_bad=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["0.png", "1.png"]
+
+
+@pytest.mark.parametrize("stride", [0, -5, 10_000])
+def test_a_stride_that_would_skip_pixels_is_refused_before_writing(tiny_model, synthetic_root, tmp_path, stride):
+    from rein_cli.engine.predict import predict
+
+    image = synthetic_root / "synthetic" / "images" / "val" / "000001.jpg"
+    with pytest.raises(ReinError, match=rf"slide stride {stride} must be between 1 and the crop size"):
+        predict(tiny_model, [image], tmp_path / "out", mode="slide", stride=stride, progress=False)
+    assert not list((tmp_path / "out").rglob("*.png"))

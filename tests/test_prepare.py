@@ -2,6 +2,7 @@
 tables, safe extraction, bad inputs, resuming, the Mapillary half-resolution copy, custom folders."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -165,6 +166,11 @@ def test_mapillary_v12_mapping_and_half_resolution_validation(tmp_path):
         assert Image.open(image).size == half and image.suffix == ".jpg"
         expected = np.asarray(Image.fromarray(mapped(original, MAPILLARY)).resize(half, Image.NEAREST))
         assert np.array_equal(label, expected)
+        # the image: bicubic, then saved with Pillow's default JPEG settings (quality 75), byte for byte
+        source = root / "validation" / "images" / f"{image.stem}.jpg"
+        official = tmp_path / "official.jpg"
+        Image.open(source).convert("RGB").resize(half, Image.BICUBIC).save(official)
+        assert image.read_bytes() == official.read_bytes()
 
 
 def test_acdc_and_its_conditions(tmp_path):
@@ -333,7 +339,7 @@ def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
 
     monkeypatch.setattr(archives.shutil, "copyfileobj", full)
     with pytest.raises(
-        ReinError, match=r"the disk of .* is full while extracting .*; free some space there, then rerun"
+        ReinError, match=r"cannot extract .* the disk or the file-size limit is full \(No space left on device; .*rerun"
     ):
         prepare("cityscapes", sources, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -419,3 +425,75 @@ def test_verify_and_training_share_the_checks_of_prepare(cityscapes_folder, tmp_
     assert str(training.value) == problems[0]
     if damage == "values":
         assert "holds values [19] that are no class id (0-18) nor the ignore index 255" in problems[0]
+
+
+def test_overwrite_writes_every_label_and_copy_anew(tmp_path):
+    root, _ = fake.mapillary(tmp_path / "src")
+    archive = fake.zip_folder(root, tmp_path / "mapillary-vistas-dataset_public_v2.0.zip")
+    out = tmp_path / "out"
+    manifest = prepare("map", [archive], out, workers=1, progress=False)
+    pairs = read_pairs(manifest, "train") + read_pairs(manifest, "val")
+    files = sorted(p for p in (out / "labels").rglob("*.png")) + sorted((out / "half").rglob("*.*"))
+    good = {p: p.read_bytes() for p in files}
+    for p in files:  # as if prepared by an older version, or from other sources: valid files, other content
+        Image.open(p).point(lambda v: 0).save(p, format="JPEG" if p.suffix == ".jpg" else "PNG")
+    assert prepare("map", [archive], out, workers=1, overwrite=True, progress=False) == manifest
+    assert {p: p.read_bytes() for p in files} == good
+    assert len(pairs) == 5 and len(files) == 3 + 2 * 2  # 3 train labels; 2 val images and labels at half size
+    assert not (out / ".replacing").exists()
+
+
+def test_an_interrupted_overwrite_is_resumed_by_writing_everything_again(cityscapes_folder, tmp_path, monkeypatch):
+    from rein_cli.data import prepare as module
+
+    folder, _ = cityscapes_folder
+    out = tmp_path / "out"
+    prepare("cityscapes", [folder], out, workers=1, progress=False)
+    label = next((out / "labels" / "train").iterdir())
+    good = label.read_bytes()
+    Image.fromarray(np.zeros((fake.H, fake.W), np.uint8)).save(label)
+    monkeypatch.setattr(module, "parallel_map", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        prepare("cityscapes", [folder], out, workers=1, overwrite=True, progress=False)
+    assert not (out / "manifest.json").exists() and (out / ".replacing").is_file()
+    monkeypatch.undo()
+    prepare("cityscapes", [folder], out, workers=1, progress=False)  # the same command resumes: no --overwrite
+    assert label.read_bytes() == good and not (out / ".replacing").exists()
+
+
+def test_all_sources_are_checked_before_an_archive_is_extracted_again(tmp_path):
+    sources, _ = fake.cityscapes(tmp_path / "src")
+    out = tmp_path / "out"
+    manifest = prepare("cityscapes", sources, out, workers=1, progress=False)
+    before = manifest.read_bytes()
+    os.utime(sources[0], (1, 1))  # a changed archive: it would be extracted again
+    with pytest.raises(ReinError, match="TYPO does not exist"):
+        prepare("cityscapes", [sources[0], tmp_path / "TYPO"], out, overwrite=True, progress=False)
+    assert manifest.read_bytes() == before
+    (tmp_path / "parts.z01").write_bytes(b"PK\x07\x08")  # the first part of a split zip, its .zip missing
+    with pytest.raises(ReinError, match=r"parts\.zip, the last part of a split archive, does not exist"):
+        prepare("cityscapes", [*sources, tmp_path / "parts.z01"], out, overwrite=True, progress=False)
+
+
+def test_a_subset_manifest_goes_with_its_dataset(tmp_path):
+    sources, _ = fake.acdc(tmp_path / "src")
+    prepare("acdc", sources, tmp_path / "acdc", workers=1, progress=False)
+    assert (tmp_path / "acdc-fog" / "manifest.json").is_file()
+    os.utime(sources[0], (1, 1))
+    from rein_cli.data import archives
+
+    def fails(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    original = archives.shutil.copyfileobj
+    archives.shutil.copyfileobj = fails
+    try:
+        with pytest.raises(ReinError, match="the disk or the file-size limit is full"):
+            prepare("acdc", sources, tmp_path / "acdc", workers=1, overwrite=True, progress=False)
+    finally:
+        archives.shutil.copyfileobj = original
+    # the archive was being extracted again: neither acdc nor acdc-fog may be taken for complete
+    assert not (tmp_path / "acdc" / "manifest.json").exists()
+    assert not (tmp_path / "acdc-fog" / "manifest.json").exists()
+    prepare("acdc", sources, tmp_path / "acdc", workers=1, progress=False)
+    assert (tmp_path / "acdc-fog" / "manifest.json").is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import io
@@ -13,9 +12,10 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
-from rein_cli.errors import ReinError
+from rein_cli.errors import DISK_FULL, ReinError
 from rein_cli.io import write_json
 from rein_cli.progress import Progress
 
@@ -140,17 +140,33 @@ def _check_member(archive: Path, name: str, link: str | None) -> None:
             )
 
 
-def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
+def _signature(archive_path: Path) -> dict:
+    info = archive_path.stat()
+    return {"size": info.st_size, "mtime": int(info.st_mtime)}
+
+
+def is_extracted(archive_path: Path, dest: Path) -> bool:
+    """Whether ``archive_path``, as it is now (size, modification time), was extracted into ``dest`` completely."""
+    marker = Path(dest) / ".extracted" / f"{Path(archive_path).name}.json"
+    try:
+        return json.loads(marker.read_text()) == _signature(Path(archive_path))
+    except (OSError, ValueError):
+        return False
+
+
+def extract(
+    archive_path: Path, dest: Path, *, progress: bool = True, before_writing: Callable[[], None] | None = None
+) -> Path:
     """Extract ``archive_path`` into ``dest`` after checking every member and the free space.
 
     A marker in ``dest/.extracted/`` records a finished extraction, so a rerun skips it; an interrupted
-    one is redone. Nothing is extracted from an archive with an unsafe member.
+    one is redone. Nothing is extracted from an archive with an unsafe member. ``before_writing`` is called once
+    the checks have passed, before the first file is written (not at all when the archive is already extracted).
     """
     archive_path, dest = Path(archive_path), Path(dest)
-    marker = dest / ".extracted" / f"{archive_path.name}.json"
-    signature = {"size": archive_path.stat().st_size, "mtime": int(archive_path.stat().st_mtime)}
-    if marker.is_file() and json.loads(marker.read_text()) == signature:
+    if is_extracted(archive_path, dest):
         return dest
+    marker, signature = dest / ".extracted" / f"{archive_path.name}.json", _signature(archive_path)
     members = _members(archive_path)
     for name, _, link, _ in members:
         _check_member(archive_path, name, link)
@@ -161,6 +177,8 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
         raise ReinError(
             f"extracting {archive_path.name} needs {need / 1e9:.1f} GB but {dest} has {free / 1e9:.1f} GB free"
         )
+    if before_writing is not None:
+        before_writing()
     bar = Progress(need, f"extracting {archive_path.name}", unit="B", unit_scale=True, bar=progress)
     try:
         if archive_path.name.lower().endswith(".zip") or archive_path.suffix.lower().startswith(".z"):
@@ -182,10 +200,11 @@ def extract(archive_path: Path, dest: Path, *, progress: bool = True) -> Path:
                     t.extract(member, dest, filter="data")
                     bar.update(member.size)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EFBIG):
+        if err.errno in DISK_FULL:
             raise ReinError(
-                f"the disk of {dest} is full while extracting {archive_path.name} (it needs {need / 1e9:.1f} GB in "
-                "all); free some space there, then rerun: finished archives are not extracted again"
+                f"cannot extract {archive_path.name} into {dest}: the disk or the file-size limit is full "
+                f"({err.strerror}; it needs {need / 1e9:.1f} GB in all); free space there (`df -h`; `ulimit -f` "
+                "shows the file-size limit), then rerun: finished archives are not extracted again"
             ) from err
         if err.errno is None:  # a decoding error, not the file system
             raise ReinError(

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,9 +139,43 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
         return prepare_hf(source[5:], name, Path(out), progress=progress)
     source, out = Path(source), Path(out)
     names, colors, ignore = read_classes(source / "classes.yaml")
-    (out / MANIFEST).unlink(missing_ok=True)
+    pairs = _pairs(source)  # every image has its mask: checked before anything is written
+    staging = out / ".labels.new"  # colour masks: their class indices are built here, then moved to labels/
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        splits = _check_pairs(pairs, source, out, staging, names, colors, ignore, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if colors is not None:  # every mask checked and converted: the new labels replace the old ones
+        (out / MANIFEST).unlink(missing_ok=True)  # the old manifest names the labels being replaced
+        old = out / ".labels.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (out / "labels").exists():
+            os.replace(out / "labels", old)
+        os.replace(staging, out / "labels")
+        shutil.rmtree(old, ignore_errors=True)
+    space = {"classes": names, "palette": colors or default_palette(len(names)), "ignore_index": ignore}
+    origin = {"folder": str(source.resolve())}
+    return write_manifest(
+        out, dataset=name, splits=splits, version="1", source=origin, converted="custom masks", **space
+    )
+
+
+def _check_pairs(
+    pairs: dict[str, list[tuple[Path, Path]]],
+    source: Path,
+    out: Path,
+    staging: Path,
+    names: list[str],
+    colors: list[list[int]] | None,
+    ignore: int,
+    progress: bool,
+) -> dict[str, list[dict]]:
+    """Every pair decoded and checked; colour masks converted to class indices under ``staging``. The manifest's
+    splits, with the labels at their final place (``out/labels``)."""
     splits = {}
-    for split, items in _pairs(source).items():
+    for split, items in pairs.items():
         entries = []
         for image_path, mask in track(items, desc=f"checking {split}", unit="pair", bar=progress):
             width, height = check_image(image_path)
@@ -150,6 +186,7 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
                 check_size(image_path, image_shape, mask, label)
                 label = _colors_to_indices(label, colors, mask)
                 target = out / "labels" / split / mask.relative_to(source / "masks").with_suffix(".png")
+                written = staging / target.relative_to(out / "labels")
             else:
                 label = read_label(mask)  # a colour mask is refused here, with the hint to give colours
                 check_size(image_path, image_shape, mask, label)
@@ -159,14 +196,10 @@ def prepare_custom(source: Path | str, name: str, out: Path, *, progress: bool =
                     f"mask {mask} holds values {bad[:8]}, but there are {len(names)} classes (ignore {ignore})"
                 )
             if target != mask:
-                save_image(target, label)
+                save_image(written, label)
             entries.append({"image": relative_path(image_path, out), "label": relative_path(target, out)})
         splits[split] = entries
-    space = {"classes": names, "palette": colors or default_palette(len(names)), "ignore_index": ignore}
-    origin = {"folder": str(source.resolve())}
-    return write_manifest(
-        out, dataset=name, splits=splits, version="1", source=origin, converted="custom masks", **space
-    )
+    return splits
 
 
 def _colors_to_indices(rgb: np.ndarray, colors: list[list[int]], path: Path) -> np.ndarray:

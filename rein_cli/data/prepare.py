@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import logging
 import os
 import re
@@ -26,11 +27,13 @@ from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_mani
 from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.io import check_image, read_image, read_label, relative_path, save_image
+from rein_cli.io import check_image, read_image, read_label, relative_path, save_image, write_text
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, LABEL_FORMATS
 from rein_cli.parallel import parallel_map
 
 log = logging.getLogger(__name__)
+
+REPLACING = ".replacing"  # in a folder being prepared again: its outputs are rewritten, not resumed
 
 
 def ensure_prepared(dataset: str | Path, data_root: Path, *, progress: bool = True) -> Manifest:
@@ -141,6 +144,7 @@ class PairTask:
     resize_to_image: bool = False  # GTA5: a label map of another size is resized (nearest) to its image
     half: tuple[Path, Path] | None = None  # Mapillary val: the half-resolution (image, label) copy to write
     allow_unknown: bool = False
+    rewrite: bool = False  # write the outputs even when they exist (a dataset prepared again with --overwrite)
 
 
 def convert_pair(task: PairTask) -> dict:
@@ -163,13 +167,14 @@ def convert_pair(task: PairTask) -> dict:
         if not task.allow_unknown:
             return report  # nothing written: the run fails and a rerun will look at this file again
     outputs = task.half or ((task.out,) if task.out is not None else ())
-    if not outputs or all(Path(p).is_file() for p in outputs):  # in place, or written by an earlier run (atomically)
+    if not outputs or (not task.rewrite and all(Path(p).is_file() for p in outputs)):  # in place, or written already
         return report
     train = label_format.table[label] if label_format.table is not None else label
     if task.half is not None:  # Mapillary validation: the official half-resolution copy
         half = (width // 2, height // 2)
         image = Image.fromarray(read_image(task.image))
-        save_image(Path(task.half[0]), np.asarray(image.resize(half, Image.BICUBIC)))
+        # JPEG quality 75, Pillow's default, as the official half-resolution copy is saved
+        save_image(Path(task.half[0]), np.asarray(image.resize(half, Image.BICUBIC)), quality=75)
         save_image(Path(task.half[1]), np.asarray(Image.fromarray(train).resize(half, Image.NEAREST)), compress_level=1)
     else:
         save_image(Path(task.out), train.astype(np.uint8), compress_level=1)
@@ -187,8 +192,11 @@ def _label_for(image_rel: str, rule: SplitRule, roots: list[Path]) -> Path | Non
 
 
 def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress: bool) -> tuple[list[Path], list[dict]]:
-    """Extract archives into ``out/source``; returns the folders to search and the archive records."""
-    folders, records, seen = [], [], set()
+    """Extract archives into ``out/source``; returns the folders to search and the archive records.
+
+    Every source is checked (it exists, it is a folder or an archive, its published MD5) before anything is
+    extracted; an archive is extracted only after its members and the free space have been checked."""
+    folders, archives, records = [], [], []
     for source in map(Path, sources):
         if not source.exists():
             raise ReinError(f"--from {source} does not exist")
@@ -199,20 +207,42 @@ def _gather_sources(sources: list[Path], out: Path, spec: DatasetSpec, progress:
             raise ReinError(f"--from {source} is neither a folder nor an archive (.zip, .tar, .tar.gz, split .z01)")
         if re.search(r"\.z\d\d$", source.name.lower()):
             source = source.with_suffix(".zip")  # a part of a split zip: the whole archive is read from its .zip
-        if source in seen:
-            continue
-        seen.add(source)
+            if not source.is_file():
+                raise ReinError(f"{source}, the last part of a split archive, does not exist; give all its parts")
+        if source not in archives:
+            archives.append(source)
+    if not folders and not archives:
+        raise ReinError("no --from given; pass the official archives or the extracted folder")
+    for source in archives:
         expected = spec.md5.get(source.name)
         record = archive_entry(source, checksum=True, progress=progress)
         if expected is not None and record["md5"] != expected:
             raise ReinError(f"{source} has MD5 {record['md5']}, the published one is {expected}; download it again")
         records.append(record)
-        extract(source, out / "source", progress=progress)
-        if out / "source" not in folders:
-            folders.append(out / "source")
-    if not folders:
-        raise ReinError("no --from given; pass the official archives or the extracted folder")
-    return folders, records
+    for source in archives:
+        extract(source, out / "source", progress=progress, before_writing=lambda: start_writing(out, spec))
+    return [*folders, *([out / "source"] if archives else [])], records
+
+
+def start_writing(out: Path, spec: DatasetSpec) -> None:
+    """Before the first write into a complete prepared folder (``--overwrite``): it stops being one (its manifest,
+    and those of its subsets, go) and every label and copy it holds is written anew, also by a resumed run."""
+    if not (out / MANIFEST).is_file():
+        return
+    write_text(out / REPLACING, "prepared again with --overwrite: every output is rewritten until manifest.json\n")
+    for subset in (s for s in DATASETS.values() if s.parent == spec.name):
+        subset_manifest = out.parent / subset.name / MANIFEST
+        if subset_manifest.is_file() and _subset_of(subset_manifest) == (out / MANIFEST).resolve():
+            subset_manifest.unlink()
+    (out / MANIFEST).unlink()
+
+
+def _subset_of(manifest: Path) -> Path | None:
+    try:
+        source = json.loads(manifest.read_text()).get("source", {})
+        return (manifest.parent / source["subset_of"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def prepare(
@@ -283,7 +313,9 @@ def prepare(
                 f"(labels looked for as {rule.labels[0][1]}); add the label archive or folder"
             )
         splits[split], paths[split] = items, rels
-    (out / MANIFEST).unlink(missing_ok=True)  # sources checked: the folder is not complete until the new manifest
+    start_writing(out, spec)  # sources checked: the folder is not complete until the new manifest
+    if (out / REPLACING).is_file():
+        tasks = [replace(task, rewrite=True) for task in tasks]
     reports = parallel_map(convert_pair, tasks, workers=workers, progress=progress, desc=f"checking {spec.name}")
     unknown = {r["label"]: r["unknown"] for r in reports if "unknown" in r}
     if unknown and not allow_unknown:
@@ -316,6 +348,7 @@ def prepare(
         }
         source = {"subset_of": relative_path(manifest, folder)}
         write_manifest(folder, dataset=subset.name, splits=sub, version="1", source=source, **space)
+    (out / REPLACING).unlink(missing_ok=True)
     return manifest
 
 

@@ -53,6 +53,9 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
         **(info or {}),
     }
     path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and (old / CONFIG_FILE).is_file():  # a save killed between its two renames: put it back
+        os.replace(old, path)
     if path.exists() and not (path / CONFIG_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
         raise ReinError(f"{path} exists and is not a rein checkpoint; choose a new or empty folder")
     try:
@@ -66,7 +69,6 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
         os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())
         write_json(tmp / CONFIG_FILE, config)
         (tmp / "README.md").write_text(model_card(config))
-        old = path.with_name(f".{path.name}.old")
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -100,6 +102,12 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
     path = Path(path)
     file = path / CONFIG_FILE
     if not file.is_file():
+        old = path.with_name(f".{path.name}.old")
+        if not path.exists() and (old / CONFIG_FILE).is_file():
+            raise ReinError(
+                f"{path} was being replaced when its command was killed; the complete previous checkpoint is "
+                f"{old}: rename it to {path.name}"
+            )
         raise ReinError(f"{path} is not a rein checkpoint (no {CONFIG_FILE}); give a checkpoint directory")
     try:
         config = json.loads(file.read_text(encoding="utf-8"))

@@ -12,9 +12,9 @@ from torch import nn
 from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
-from rein_cli.engine.inference import infer
+from rein_cli.engine.inference import check_stride, infer
 from rein_cli.errors import ReinError
-from rein_cli.io import IMAGE_SUFFIXES, list_images, read_image, save_image
+from rein_cli.io import IMAGE_SUFFIXES, check_writable, list_images, read_image, save_image
 from rein_cli.labels import colorize
 from rein_cli.models.segmentor import model_device
 from rein_cli.progress import track
@@ -92,8 +92,11 @@ def predict(
         for problem in bad.values():
             log.error("%s", problem)
         raise ReinError(f"none of the {len(bad)} inputs can be read (listed above); nothing was written")
+    check_writable(out)
     if not isinstance(model, nn.Module):
         model = load_segmentor(model, device)
+    if mode == "slide":
+        stride = check_stride(stride, model.crop_size)
     transform = EvalTransform(model.mean, model.std, size)
     device_ = model_device(model)
     model.eval()
