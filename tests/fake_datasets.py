@@ -139,3 +139,14 @@ def acdc(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
         zip_folder(tmp / "g", tmp / "gt_trainval.zip"),
     ]
     return archives, raw
+
+
+def custom(src: Path, counts: dict[str, int], values, classes_yaml: str, size=(64, 64)) -> Path:
+    """A custom folder: ``images/SPLIT/i.png`` and index masks ``masks/SPLIT/i.png`` of ``values``, and
+    ``classes.yaml``."""
+    for split, n in counts.items():
+        for i in range(n):
+            image(src / "images" / split / f"{i}.png", seed=i, size=size)
+            label(src / "masks" / split / f"{i}.png", values, seed=i, size=size)
+    (src / "classes.yaml").write_text(classes_yaml)
+    return src

@@ -49,12 +49,7 @@ def test_custom_folders(tmp_path, capsys):
 
 
 def test_train_on_a_custom_dataset_by_name(tmp_path):
-    src = tmp_path / "mine"
-    for split, n in (("train", 4), ("val", 2)):
-        for i in range(n):
-            fake.image(src / "images" / split / f"{i}.png", seed=i, size=(64, 64))
-            fake.label(src / "masks" / split / f"{i}.png", [0, 1, 255], seed=i, size=(64, 64))
-    (src / "classes.yaml").write_text("classes: [sky, ground]\n")
+    src = fake.custom(tmp_path / "mine", {"train": 4, "val": 2}, [0, 1, 255], "classes: [sky, ground]\n")
     root = tmp_path / "root"
     assert rein("data", "prepare", "custom", "--from", src, "--name", "two", "--data-root", root, "--no-progress") == 0
     args = sets(f"data.root={root}", "data.train=two", "data.eval=['two']", "model.num_classes=2")

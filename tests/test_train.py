@@ -109,12 +109,7 @@ def test_a_run_directory_in_use_is_refused(synthetic_root, tmp_path, capsys):
 def test_evaluation_datasets_are_checked_before_training(tmp_path, capsys):
     from . import fake_datasets as fake
 
-    src = tmp_path / "mine"
-    for split, n in (("train", 2), ("val", 1)):
-        for i in range(n):
-            fake.image(src / "images" / split / f"{i}.png", seed=i, size=(64, 64))
-            fake.label(src / "masks" / split / f"{i}.png", [0, 1, 2], seed=i, size=(64, 64))
-    (src / "classes.yaml").write_text("classes: [a, b, c]\n")
+    src = fake.custom(tmp_path / "mine", {"train": 2, "val": 1}, [0, 1, 2], "classes: [a, b, c]\n")
     root = tmp_path / "root"
     assert rein("data", "prepare", "custom", "--from", src, "--name", "three", "--data-root", root) == 0
     args = sets(f"data.root={root}", "data.train=three", "model.num_classes=3")  # data.eval left at synthetic
