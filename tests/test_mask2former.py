@@ -181,6 +181,20 @@ def test_class_loss_weights_no_object_by_a_tenth():
     assert math.isclose(losses["loss_mask"].item(), 5.0 * math.log(2), rel_tol=1e-5)  # logits 0 against all-ones
 
 
+def test_an_image_without_labeled_pixels_still_counts_one_mask():
+    torch.manual_seed(0)
+    cls, masks = torch.randn(2, 5, 4), torch.randn(2, 5, 8, 8)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    labels[1] = 255  # a crop with no labeled pixel
+    torch.manual_seed(1)
+    alone = mask2former_losses([cls[:1]], [masks[:1]], labels[:1], num_classes=3, num_points=16)
+    torch.manual_seed(1)  # the same draws: the empty image draws no points
+    both = mask2former_losses([cls], [masks], labels, num_classes=3, num_points=16)
+    present = len(labels[0].unique())  # masks of the first image; the empty one adds 1 to the normaliser (mmdet)
+    for name in ("loss_mask", "loss_dice"):
+        assert math.isclose(both[name].item(), alone[name].item() * present / (present + 1), rel_tol=1e-6)
+
+
 def test_parameter_counts_match_the_official_model():
     with torch.device("meta"):
         large = build_segmentor("dinov2-l")

@@ -69,6 +69,38 @@ def test_cat_max_ratio_redraws_crops_dominated_by_one_class():
     assert hits >= 15  # up to 10 draws find the varied part most of the time (1 in 4 per draw)
 
 
+def test_after_ten_failed_checks_an_eleventh_crop_is_taken_unchecked():
+    rows, cols = torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij")
+    image = torch.stack([rows, cols, rows])  # each pixel knows where it is
+    label = torch.zeros(40, 50, dtype=torch.uint8)  # one class everywhere: every check fails
+    torch.manual_seed(3)
+    crop, _ = random_crop(image, label, 16, cat_max_ratio=0.75)
+    torch.manual_seed(3)
+    draws = [(int(torch.randint(0, 25, ())), int(torch.randint(0, 35, ()))) for _ in range(11)]
+    assert (int(crop[0, 0, 0]), int(crop[1, 0, 0])) == draws[-1]  # the 11th draw, as mmseg's RandomCrop
+    torch.manual_seed(3)
+    crop, _ = random_crop(image, label, 16, cat_max_ratio=1.0)  # no check: the first draw
+    assert (int(crop[0, 0, 0]), int(crop[1, 0, 0])) == draws[0]
+
+
+def test_the_hue_shift_is_an_integer_in_minus_18_to_17(monkeypatch):
+    from rein_cli.data import transforms
+
+    drawn, randint = [], torch.randint
+
+    def spy(*args, **kwargs):
+        value = randint(*args, **kwargs)
+        if args[:2] == (-18, 18):
+            drawn.append(int(value))
+        return value
+
+    monkeypatch.setattr(transforms.torch, "randint", spy)
+    torch.manual_seed(0)
+    for _ in range(400):
+        transforms.photometric_distortion(torch.rand(3, 2, 2) * 255)
+    assert drawn and min(drawn) == -18 and max(drawn) == 17  # mmcv's randint(-18, 18): 18 is never drawn
+
+
 def test_resize_rules():
     assert short_edge_size(1052, 1914, 512, 2048) == (512, 932)  # GTA frame, short edge 512
     assert short_edge_size(1024, 2048, 1024, 2048) == (1024, 2048)

@@ -46,18 +46,23 @@ def short_edge_size(height: int, width: int, short: int, max_size: int) -> tuple
 def random_crop(
     image: Tensor, label: Tensor, crop: int, cat_max_ratio: float = 0.75, tries: int = 10
 ) -> tuple[Tensor, Tensor]:
-    """A random crop (smaller where the image is); up to ``tries`` draws until no class covers
-    ``cat_max_ratio`` or more of the labeled pixels and more than one class is present."""
+    """A random crop (smaller where the image is), as mmseg's ``RandomCrop``: up to ``tries`` crops are checked
+    until one has more than one class and none covering ``cat_max_ratio`` or more of its labeled pixels; each
+    failed check draws the next crop, so after ``tries`` failures the crop taken is one more, unchecked."""
     H, W = label.shape
-    for _ in range(tries):
-        y = int(torch.randint(0, max(H - crop, 0) + 1, ()))
-        x = int(torch.randint(0, max(W - crop, 0) + 1, ()))
-        window = label[y : y + crop, x : x + crop]
-        counts = torch.bincount(window.flatten().long(), minlength=256)[:IGNORE_INDEX]
-        counts = counts[counts > 0]
-        if cat_max_ratio >= 1.0 or (len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio):
-            break
-    return image[:, y : y + crop, x : x + crop], window
+
+    def draw() -> tuple[int, int]:
+        return int(torch.randint(0, max(H - crop, 0) + 1, ())), int(torch.randint(0, max(W - crop, 0) + 1, ()))
+
+    y, x = draw()
+    if cat_max_ratio < 1.0:
+        for _ in range(tries):
+            counts = torch.bincount(label[y : y + crop, x : x + crop].flatten().long(), minlength=256)[:IGNORE_INDEX]
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+                break
+            y, x = draw()
+    return image[:, y : y + crop, x : x + crop], label[y : y + crop, x : x + crop]
 
 
 def _rgb_to_hsv(rgb: Tensor) -> Tensor:
@@ -80,7 +85,7 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
 
 def photometric_distortion(image: Tensor) -> Tensor:
     """mmcv's PhotoMetricDistortion defaults on a (3, H, W) 0..255 image: brightness +-32, contrast and
-    saturation x[0.5, 1.5], hue +-18/180 of the circle, each with probability 1/2; contrast before or after."""
+    saturation x[0.5, 1.5], hue by an integer in [-18, 18) of 180 steps, each with probability 1/2; contrast before or after."""
 
     def coin() -> bool:
         return bool(torch.rand(()) < 0.5)
@@ -99,7 +104,7 @@ def photometric_distortion(image: Tensor) -> Tensor:
         if saturate:
             hsv[1] = (hsv[1] * uniform(0.5, 1.5)).clamp(0, 1)
         if shift:
-            hsv[0] = (hsv[0] + int(torch.randint(-18, 19, ())) / 180.0) % 1.0
+            hsv[0] = (hsv[0] + int(torch.randint(-18, 18, ())) / 180.0) % 1.0  # mmcv: randint(-18, 18), 18 excluded
         image = _hsv_to_rgb(hsv) * 255.0
     if not contrast_first and coin():
         image = (image * uniform(0.5, 1.5)).clamp(0, 255)

@@ -78,7 +78,9 @@ def _single_prediction_losses(
     ce = F.cross_entropy(cls_logits.flatten(0, 1), flat, weight=class_weight, reduction="sum")
     loss_cls = ce / (class_weight[flat].sum() + EPS)
 
-    num_masks = sum(len(m) for m in matched_masks)
+    # mmdet's avg_factor: every image counts at least one mask (its sampling result's max(num_pos, 1)), also one
+    # whose crop has no labeled pixel; averaged over processes, at least 1
+    num_masks = sum(len(m) for m in matched_masks) + sum(len(gt_labels) == 0 for gt_labels, _ in targets)
     num_masks = max(float(mean_across_processes(cls_logits.new_tensor(float(num_masks)))), 1.0)
     if not matched_masks:  # no labeled pixel in the batch: zero mask losses that keep the graph
         zero = mask_logits.sum() * 0.0
