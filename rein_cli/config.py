@@ -24,6 +24,7 @@ from rein_cli.errors import ReinError, did_you_mean, unknown_name
 Method = Literal["rein", "frozen", "full"]  # Rein; the frozen backbone alone; every backbone weight trained
 Head = Literal["mask2former", "fpn"]  # the paper's head; a light per-pixel head
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
+Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
 
 
 def choices(closed: Any) -> tuple[str, ...]:
@@ -75,11 +76,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str = "synthetic"
+    train: tuple[str, ...] = ("synthetic",)  # one dataset, or several concatenated (multi-source training)
     eval: tuple[str, ...] = ("synthetic",)
     root: str | None = None  # prepared datasets; None: $REIN_HOME/datasets
-    batch_size: int = 4
-    num_workers: int = 4
+    batch_size: int = 4  # the global batch: per device batch_size / (devices x train.accumulation)
+    num_workers: int = 4  # loader processes per device
     resize_ratios: tuple[float, ...] = tuple(k / 10 for k in range(5, 21))  # short edge / crop
     max_size_ratio: float = 4.0  # long edge at most this times the crop (2048 for 512 crops)
     cat_max_ratio: float = 0.75
@@ -105,16 +106,26 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     init_from: str | None = None  # a checkpoint (folder or hf://org/name[@revision]) whose weights start the run
+    precision: Precision = "auto"
+    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (no effect elsewhere)
+    checkpointing: bool = False  # activation checkpointing of the frozen backbone's blocks (less memory, more time)
+    accumulation: int = 1  # gradient accumulation steps per iteration
+    keep_checkpoints: int = 3  # the last N step checkpoints kept in the run directory
+    eval_interval: int = 0  # evaluate on data.eval every N iterations and keep the best; 0: after training only
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     mode: InferenceMode = "slide"
     stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
+    flip: bool = False  # test-time augmentation: average with the horizontally flipped image's scores
 
 
 @dataclass(frozen=True)
 class Config:
+    description: str = ""  # one line for `rein train --list`
+    # published figures for this setting: {dataset: [{mIoU, split, source}]}, the schema of the released adapters
+    reported: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -167,6 +178,8 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         return check_choice(key, value, annotation)
     if origin is tuple:
+        if isinstance(value, str) and typing.get_args(annotation)[-1] is Ellipsis:
+            value = [value]  # one name where a list of names is expected
         if not isinstance(value, (list, tuple)):
             raise ReinError(f"{key} must be a list, got {value!r}")
         items = typing.get_args(annotation)
@@ -258,6 +271,21 @@ def _optional_name(v: Any) -> bool:
     return v is None or bool(str(v).strip())
 
 
+def _reported_ok(reported: Mapping[str, Any]) -> bool:
+    """The released adapters' ``reported`` schema: each dataset a list of {mIoU, split (val/test), source}."""
+    for figures in reported.values():
+        if not isinstance(figures, (list, tuple)) or not figures:
+            return False
+        for f in figures:
+            if not isinstance(f, Mapping) or set(f) != {"mIoU", "split", "source"}:
+                return False
+            if isinstance(f["mIoU"], bool) or not isinstance(f["mIoU"], (int, float)) or not 0 <= f["mIoU"] <= 100:
+                return False
+            if f["split"] not in ("val", "test") or not isinstance(f["source"], str) or not f["source"].strip():
+                return False
+    return True
+
+
 # Every configuration key and what it must be (a test fails when a key has no rule). The types are checked when
 # the value is set; these are the ranges, lengths and shapes no run can do without.
 RULES: dict[str, tuple[Any, str]] = {
@@ -279,7 +307,12 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.rein.rank": (lambda v: v >= 0, ">= 0 (0: full-rank tokens)"),
     "model.rein.query_dim": (_positive, ">= 1"),
     "model.rein.scale_init": (_finite, "a finite number"),
-    "data.train": (lambda v: bool(v.strip()), "a dataset name or prepared folder"),
+    "description": (lambda v: "\n" not in v, "one line of text"),
+    "reported": (lambda v: _reported_ok(v), "a mapping {dataset: [{mIoU: number, split: val or test, source: text}]}"),
+    "data.train": (
+        lambda v: len(v) > 0 and all(str(x).strip() for x in v),
+        "a dataset name or prepared folder, or a list of them",
+    ),
     "data.eval": (lambda v: all(str(x).strip() for x in v), "a list of dataset names or prepared folders"),
     "data.root": (_optional_name, "null or a folder"),
     "data.batch_size": (_positive, ">= 1"),
@@ -301,8 +334,15 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.seed": (lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
     "train.device": (lambda v: bool(v.strip()), "auto, cpu, cuda or cuda:N"),
     "train.init_from": (_optional_name, "null or a checkpoint folder or hf://org/name"),
+    "train.precision": (lambda v: v in choices(Precision), " or ".join(choices(Precision))),
+    "train.tf32": (lambda v: isinstance(v, bool), "true or false"),
+    "train.checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+    "train.accumulation": (_positive, ">= 1"),
+    "train.keep_checkpoints": (_positive, ">= 1"),
+    "train.eval_interval": (lambda v: v >= 0, ">= 0 (0: evaluate after training only)"),
     "eval.mode": (lambda v: v in choices(InferenceMode), " or ".join(choices(InferenceMode))),
     "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "eval.flip": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 
@@ -326,6 +366,11 @@ def check_section(section: Any, where: str) -> Any:
 def check_config(cfg: Config) -> Config:
     """Reject values no run can use, naming the key: every key's rule, then the rules between keys."""
     check_section(cfg, "")
+    if cfg.data.batch_size % cfg.train.accumulation:
+        raise ReinError(
+            f"data.batch_size = {cfg.data.batch_size} (the global batch) does not divide into train.accumulation = "
+            f"{cfg.train.accumulation} steps; choose a batch size that is a multiple of it"
+        )
     if cfg.eval.stride is not None and cfg.eval.stride > cfg.model.crop_size:
         raise ReinError(
             f"eval.stride = {cfg.eval.stride} is larger than model.crop_size = {cfg.model.crop_size}: windows would "
@@ -334,25 +379,51 @@ def check_config(cfg: Config) -> Config:
     return cfg
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None, **flags: Any) -> Config:
-    """Defaults, then the recipe, then ``--set`` overrides, then explicit flags (dotted keys; None = not set)."""
+def _read_recipe(recipe: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's data with its ``base:`` recipes applied under it (a name, or a path relative to the recipe)."""
     import yaml
 
-    data: dict[str, Any] = {}
-    if recipe is not None:
-        path = recipe_path(recipe)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ReinError(f"recipe {path} is not valid YAML: {err}") from err
-        except UnicodeDecodeError as err:
-            raise ReinError(
-                f"recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
-            ) from err
-        except OSError as err:
-            raise ReinError(f"cannot read recipe {path}: {err.strerror}") from err
-        if not isinstance(data, dict):
-            raise ReinError(f"recipe {path} must be a mapping of sections (model, data, optim, train, eval)")
+    path = recipe_path(recipe)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ReinError(f"recipe {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ReinError(
+            f"recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from err
+    except OSError as err:
+        raise ReinError(f"cannot read recipe {path}: {err.strerror}") from err
+    if not isinstance(data, dict):
+        raise ReinError(f"recipe {path} must be a mapping of sections (model, data, optim, train, eval)")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ReinError(f"base in recipe {path} must be the name or path of another recipe, got {base!r}")
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ReinError(f"recipe {path} inherits from itself ({chain}); remove a base: line")
+    relative = path.parent / base
+    parent = _read_recipe(relative if relative.is_file() else base, (*seen, path.resolve()))
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``data`` on top: sections merge key by key, any other value (lists too) is replaced."""
+    merged = dict(base)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "reported":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None, **flags: Any) -> Config:
+    """Defaults, then the recipe (over its ``base:`` recipes), then ``--set`` overrides, then explicit flags (dotted
+    keys; None = not set)."""
+    data = _read_recipe(recipe) if recipe is not None else {}
     cfg = config_from_dict(data)
     items = [parse_override(o) for o in overrides or []]
     items += [(key.split("."), value) for key, value in flags.items() if value is not None]

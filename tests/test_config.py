@@ -28,7 +28,7 @@ def test_precedence_recipe_then_set_then_flags(tmp_path):
     assert cfg.optim.lr == 0.002  # recipe
     assert cfg.train.seed == 2  # --set over recipe
     assert cfg.train.max_iters == 30  # explicit flag over --set
-    assert cfg.data.train == "synthetic"  # None means "not set"
+    assert cfg.data.train == ("synthetic",)  # None means "not set"
 
 
 def test_set_parses_literals_and_strings():
@@ -47,7 +47,7 @@ def test_set_parses_literals_and_strings():
         ("train.max_iters=fast", "train.max_iters must be int, got 'fast'"),
         ("model.pretrained=maybe", "model.pretrained must be bool"),
         ("model=3", "model is a section"),
-        ("data.eval=synthetic", "data.eval must be a list"),
+        ("data.eval=3", "data.eval must be a list"),
         ("optim.lr", "must look like key=value"),
         ("data.batch_size=0", "data.batch_size = 0 is invalid; it must be >= 1"),
         ("model.crop_size=500", "model.crop_size = 500 is invalid"),
@@ -149,3 +149,33 @@ def test_a_recipe_that_is_not_utf8_is_a_clear_error(tmp_path):
     recipe.write_bytes("# caf\xe9\noptim: {lr: 0.001}\n".encode("latin-1"))
     with pytest.raises(ReinError, match=r"latin1.yaml is not UTF-8 text .*save it as UTF-8"):
         load_config(recipe)
+
+
+def test_one_dataset_name_where_a_list_is_expected_is_a_list_of_one():
+    cfg = load_config(None, ["data.train=gta5", "data.eval=cityscapes"])
+    assert cfg.data.train == ("gta5",) and cfg.data.eval == ("cityscapes",)
+    assert load_config(None, ["data.train=['gta5', 'synthia']"]).data.train == ("gta5", "synthia")
+
+
+def test_a_recipe_inherits_from_its_base_and_states_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {backbone: dinov2-s, crop_size: 256}\ndata: {eval: [a, b]}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nmodel: {crop_size: 128}\ndata: {eval: [c]}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.model.backbone == "dinov2-s" and cfg.model.crop_size == 128
+    assert cfg.data.eval == ("c",)  # lists are replaced, not merged
+    (tmp_path / "base.yaml").write_text("base: child.yaml\n")
+    with pytest.raises(ReinError, match="inherits from itself"):
+        load_config(tmp_path / "child.yaml")
+
+
+def test_reported_figures_follow_the_adapters_schema():
+    good = "reported={'cityscapes': [{'mIoU': 66.4, 'split': 'val', 'source': 'paper Table 1'}]}"
+    assert load_config(None, [good]).to_dict()["reported"]["cityscapes"][0]["mIoU"] == 66.4
+    for bad in ("{'cityscapes': 66.4}", "{'cityscapes': [{'mIoU': 66.4, 'split': 'train', 'source': 'x'}]}"):
+        with pytest.raises(ReinError, match=r"reported = .* is invalid"):
+            load_config(None, [f"reported={bad}"])
+
+
+def test_the_global_batch_must_divide_into_the_accumulation_steps():
+    with pytest.raises(ReinError, match=r"data\.batch_size = 4 .* train\.accumulation = 3"):
+        load_config(None, ["train.accumulation=3"])

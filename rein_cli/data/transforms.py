@@ -85,7 +85,8 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
 
 def photometric_distortion(image: Tensor) -> Tensor:
     """mmcv's PhotoMetricDistortion defaults on a (3, H, W) 0..255 image: brightness +-32, contrast and
-    saturation x[0.5, 1.5], hue by an integer in [-18, 18) of 180 steps, each with probability 1/2; contrast before or after."""
+    saturation x[0.5, 1.5], hue by an integer in [-18, 18) of 180 steps, each with probability 1/2; contrast
+    before or after."""
 
     def coin() -> bool:
         return bool(torch.rand(()) < 0.5)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch.utils.data import ConcatDataset
 
 from rein_cli.config import Config, check_config, data_root
 from rein_cli.data.catalog import locate
@@ -39,14 +40,21 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
     device = resolve_device(cfg.train.device)
     root = data_root(cfg.data)
     backbone_spec(cfg.model.backbone)  # unknown names fail now, before any data is prepared or model built
-    for name in [cfg.data.train, *cfg.data.eval]:
+    for name in [*cfg.data.train, *cfg.data.eval]:
         locate(name, root)
-    manifest = ensure_prepared(cfg.data.train, root, progress=progress)
-    if len(manifest.classes) != cfg.model.num_classes:
-        raise ReinError(
-            f"dataset {manifest.dataset} has {len(manifest.classes)} classes but model.num_classes is "
-            f"{cfg.model.num_classes}; set --set model.num_classes={len(manifest.classes)}"
-        )
+    sources = [ensure_prepared(name, root, progress=progress) for name in cfg.data.train]
+    manifest = sources[0]  # the first source's classes and palette name the model's
+    for source in sources:
+        if len(source.classes) != cfg.model.num_classes:
+            raise ReinError(
+                f"dataset {source.dataset} has {len(source.classes)} classes but model.num_classes is "
+                f"{cfg.model.num_classes}; set --set model.num_classes={len(source.classes)}"
+            )
+        if source.classes != manifest.classes:
+            raise ReinError(
+                f"training datasets {manifest.dataset} and {source.dataset} name different classes; "
+                "multi-source training needs one label space"
+            )
     for name in cfg.data.eval:  # evaluation after training must be possible: known now, not after hours
         target = ensure_prepared(name, root, progress=progress)
         if len(target.classes) != cfg.model.num_classes:
@@ -70,7 +78,8 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
         cat_max_ratio=cfg.data.cat_max_ratio,
         photometric=cfg.data.photometric,
     )
-    dataset = SegmentationDataset(manifest, "train", transform)
+    parts = [SegmentationDataset(source, "train", transform) for source in sources]
+    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)  # the official multi-source wrapper
     loader = infinite_loader(
         dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.train.seed
     )
@@ -91,11 +100,12 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
             f"{trainable:,}",
             f"{frozen:,}",
             len(dataset),
-            manifest.dataset,
+            " + ".join(s.dataset for s in sources),
         )
 
         def checkpoint(step: int) -> Path:
-            info = {"trained_on": manifest.dataset, "iterations": step}
+            names = [s.dataset for s in sources]  # the datasets that never enter a domain-generalisation mean
+            info = {"trained_on": " + ".join(names), "training_datasets": names, "iterations": step}
             return save_checkpoint(model, run / "checkpoints" / "last", info=info)
 
         model.train()

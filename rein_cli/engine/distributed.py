@@ -1,0 +1,67 @@
+"""torch.distributed in a few functions: one process per device, started by ``torchrun``; rank 0 alone writes.
+
+Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) everything here is the one-process answer, so the
+same code runs on one device and on many.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def local_rank() -> int:
+    """This process's device index on its node (``LOCAL_RANK``, set by torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that writes files and logs."""
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo elsewhere); False when not launched."""
+    if not launched():
+        return False
+    if not is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the processes, in place (unchanged in one process)."""
+    if is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
