@@ -18,6 +18,16 @@ def semantic_targets(label: Tensor, ignore_index: int = 255) -> tuple[Tensor, Te
     return classes.long(), label[None] == classes[:, None, None]
 
 
+def _float_targets(targets: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[int]]:
+    """Every image's masks as one (G_total, 1, H, W) float tensor, converted once for all predictions, and the
+    index of each image's first mask in it."""
+    masks = [gt_masks for _, gt_masks in targets]
+    starts = [0]
+    for m in masks[:-1]:
+        starts.append(starts[-1] + len(m))
+    return torch.cat(masks)[:, None].float(), starts
+
+
 def uncertain_points(mask_logits: Tensor, num_points: int, oversample: float = 3.0, importance: float = 0.75) -> Tensor:
     """PointRend's training points for (N, 1, h, w) logits: of ``oversample`` x ``num_points`` random
     candidates keep the ``importance`` share closest to the decision boundary, fill up with uniform ones."""
@@ -51,6 +61,8 @@ def _single_prediction_losses(
     cls_logits: Tensor,
     mask_logits: Tensor,
     targets: list[tuple[Tensor, Tensor]],
+    float_masks: Tensor,
+    starts: list[int],
     *,
     num_classes: int,
     num_points: int,
@@ -59,18 +71,19 @@ def _single_prediction_losses(
     """loss_cls, loss_mask, loss_dice (unweighted) of one prediction (B, Q, K+1), (B, Q, h, w)."""
     B, Q = cls_logits.shape[:2]
     labels = torch.full((B, Q), num_classes, dtype=torch.long, device=cls_logits.device)  # unmatched: no object
-    matched_masks, matched_targets = [], []
-    for b, (gt_labels, gt_masks) in enumerate(targets):
+    matched_masks, matched_targets = [], []  # matched_targets: indices into float_masks
+    for b, (gt_labels, _) in enumerate(targets):
         if len(gt_labels) == 0:
             continue
         points = torch.rand(1, num_points, 2, device=cls_logits.device)  # shared by predictions and targets
+        gt_masks = float_masks[starts[b] : starts[b] + len(gt_labels)]
         with torch.no_grad():
             pred_points = point_sample(mask_logits[b][:, None], points.expand(Q, -1, -1))[:, 0]  # (Q, P)
-            gt_points = point_sample(gt_masks[:, None].float(), points.expand(len(gt_labels), -1, -1))[:, 0]
+            gt_points = point_sample(gt_masks, points.expand(len(gt_labels), -1, -1))[:, 0]
             rows, cols = hungarian_match(match_cost(cls_logits[b], pred_points, gt_labels, gt_points))
         labels[b, rows] = gt_labels[cols]
         matched_masks.append(mask_logits[b, rows])
-        matched_targets.append(gt_masks[cols])
+        matched_targets.append(cols + starts[b])
 
     class_weight = torch.ones(num_classes + 1, device=cls_logits.device)
     class_weight[-1] = no_object_weight
@@ -86,10 +99,13 @@ def _single_prediction_losses(
         zero = mask_logits.sum() * 0.0
         return loss_cls, zero, zero
     preds = torch.cat(matched_masks)[:, None]  # (M, 1, h, w)
-    gts = torch.cat(matched_targets)[:, None].float()  # (M, 1, H, W)
+    order = torch.cat(matched_targets)  # the mask of each matched prediction, in float_masks
     with torch.no_grad():
         points = uncertain_points(preds, num_points)
-        point_targets = point_sample(gts, points)[:, 0]
+        # each target mask sampled at its prediction's points, in place: the masks are never gathered (copied)
+        at_masks = points.new_zeros(len(float_masks), num_points, 2)
+        at_masks[order] = points
+        point_targets = point_sample(float_masks, at_masks)[order, 0]
     point_logits = point_sample(preds, points)[:, 0]  # (M, P)
     loss_dice = dice_loss(point_logits, point_targets, num_masks)
     bce = F.binary_cross_entropy_with_logits(point_logits, point_targets, reduction="sum")
@@ -113,10 +129,18 @@ def mask2former_losses(
     labels (B, H, W) are train ids at the input resolution; each prediction is matched independently.
     """
     targets = [semantic_targets(label, ignore_index) for label in labels]
+    float_masks, starts = _float_targets(targets)
     losses: dict[str, Tensor] = {}
     for i, (cls, masks) in enumerate(zip(all_cls, all_masks, strict=True)):
         terms = _single_prediction_losses(
-            cls, masks, targets, num_classes=num_classes, num_points=num_points, no_object_weight=no_object_weight
+            cls,
+            masks,
+            targets,
+            float_masks,
+            starts,
+            num_classes=num_classes,
+            num_points=num_points,
+            no_object_weight=no_object_weight,
         )
         prefix = "" if i == len(all_cls) - 1 else f"d{i}."
         for name, value, weight in zip(("loss_cls", "loss_mask", "loss_dice"), terms, weights, strict=True):
