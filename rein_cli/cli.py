@@ -323,11 +323,20 @@ def predict(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Segment the readable inputs, list the others, then exit 1.")
     ] = False,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="label, colour and/or overlay (repeatable, or a,b; default: all three)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
+    ] = 1,
     progress: Progress = None,
 ) -> None:
-    """Segment images: label PNGs (train ids), colour PNGs and overlays."""
+    """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
+    from rein_cli.engine.predict import FORMATS, parse_formats
     from rein_cli.engine.predict import predict as predict_
 
+    chosen = parse_formats(formats)  # a wrong name fails before the model loads
     bars = _progress(progress)
     written = predict_(
         checkpoint,
@@ -337,9 +346,12 @@ def predict(
         size=_parse_size(size),
         device=device,
         skip_bad=skip_bad,
+        formats=chosen,
+        batch_size=batch_size,
         progress=bars,
     )
-    typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
+    folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
+    typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")
 
 
 @app.command()

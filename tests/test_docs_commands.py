@@ -447,10 +447,10 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
         config = yaml.safe_load((run / "config.yaml").read_text())
         for key, value in documented_settings(params).items():
-            section = config
+            section, expected = config, as_configured(key, value)
             for part in key.split("."):
                 section = section[part]
-            assert section == value, f"{key} is {section} in the run's config.yaml, not {value}"
+            assert section == expected, f"{key} is {section} in the run's config.yaml, not {expected}"
         assert not config["data"]["eval"] or (run / "eval" / "results.json").is_file()
     elif path == "rein eval":
         written = Path(re.search(r"^results: (.+)$", out, re.MULTILINE)[1])
@@ -464,6 +464,19 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         assert int(count) == len(images) == len(list((cwd / folder / "labels").glob("*.png")))
     else:
         raise AssertionError(f"say what `{path}` must print or write")
+
+
+def as_configured(key: str, value: Any) -> Any:
+    """A documented value as config.yaml holds it (one dataset name where a list is expected: a list of one)."""
+    from rein_cli.config import config_from_dict
+
+    nested = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    section = config_from_dict(nested).to_dict()
+    for part in key.split("."):
+        section = section[part]
+    return section
 
 
 def documented_settings(params: dict[str, Any]) -> dict[str, Any]:
