@@ -203,8 +203,14 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     out: Out = None,
     progress: Progress = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the shipped recipes (setting, data, schedule, published figures).")
+    ] = False,
 ) -> None:
     """Train a segmentor; writes a run directory with config, metrics, checkpoint and evaluation."""
+    if list_:
+        typer.echo(format_recipes())
+        return
     from rein_cli.engine.train import train as train_
 
     flags = {
@@ -317,11 +323,20 @@ def predict(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Segment the readable inputs, list the others, then exit 1.")
     ] = False,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="label, colour and/or overlay (repeatable, or a,b; default: all three)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
+    ] = 1,
     progress: Progress = None,
 ) -> None:
-    """Segment images: label PNGs (train ids), colour PNGs and overlays."""
+    """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
+    from rein_cli.engine.predict import FORMATS, parse_formats
     from rein_cli.engine.predict import predict as predict_
 
+    chosen = parse_formats(formats)  # a wrong name fails before the model loads
     bars = _progress(progress)
     written = predict_(
         checkpoint,
@@ -331,9 +346,12 @@ def predict(
         size=_parse_size(size),
         device=device,
         skip_bad=skip_bad,
+        formats=chosen,
+        batch_size=batch_size,
         progress=bars,
     )
-    typer.echo(f"{len(written)} images segmented into {out}/ (labels/, color/, overlay/)")
+    folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
+    typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")
 
 
 @app.command()
@@ -453,6 +471,35 @@ def data_verify(
     if problems:
         raise ReinError(f"{len(problems)} problems in {manifest.path}")
     typer.echo(f"{manifest.path}: ok")
+
+
+def format_recipes() -> str:
+    """Every shipped recipe in a few lines: name and description; backbone, data, crop, iterations, global batch;
+    the published figures (test-server ones marked). Bases (names starting with "_") come last."""
+    recipes = config.shipped_recipes()
+    if not recipes:
+        return "no shipped recipes found"
+    lines, bases = [], []
+    for name in recipes:
+        cfg = config.load_config(name)
+        method = "" if cfg.model.method == "rein" else f" ({cfg.model.method})"
+        block = [
+            f"{name}: {cfg.description or '(no description)'}",
+            f"    {cfg.model.backbone}{method}  {' + '.join(cfg.data.train)} -> {', '.join(cfg.data.eval) or '-'}  "
+            f"crop {cfg.model.crop_size}, {cfg.train.max_iters} iters, batch {cfg.data.batch_size}",
+        ]
+        if cfg.reported:
+            figures = "; ".join(
+                f"{dataset} "
+                + " / ".join(f"{float(f['mIoU'])}" + (" test" if f["split"] == "test" else "") for f in items)
+                for dataset, items in cfg.reported.items()
+            )
+            block.append(f"    reported: {figures}")
+        (bases if name.startswith("_") else lines).extend(block)
+    if bases:
+        lines += ["", "bases (the recipes above inherit them with `base:`; not meant to be trained alone):", *bases]
+    lines += ["", "run one with: rein train NAME (see docs/recipes.md)"]
+    return "\n".join(lines)
 
 
 def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:

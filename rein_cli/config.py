@@ -26,6 +26,10 @@ Head = Literal["mask2former", "fpn"]  # the paper's head; a light per-pixel head
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
 
+# Substrings of parameter names that get no weight decay, besides every norm layer's parameters (rein-facts §5.2):
+# the Rein configs' custom keys plus the frozen-VFM configs' query_feat (the Rein head has none).
+NO_DECAY_KEYS = ("learnable_tokens", "reins.scale", "level_embed", "query_embed", "query_feat", "norm")
+
 
 def choices(closed: Any) -> tuple[str, ...]:
     """The values of a ``Literal`` choice, e.g. ``choices(Method) == ("rein", "frozen", "full")``."""
@@ -96,6 +100,7 @@ class OptimConfig:
     power: float = 0.9  # poly decay exponent
     warmup_iters: int = 0
     backbone_lr_mult: float = 0.1  # learning-rate factor of the pretrained backbone (method "full")
+    no_decay_keys: tuple[str, ...] = NO_DECAY_KEYS  # parameter-name substrings without weight decay (norms aside)
 
 
 @dataclass(frozen=True)
@@ -232,13 +237,18 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _merge(Config(), data or {}, "")
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """{name: file} of the shipped recipes, sorted by name; a name starting with ``_`` is a base for others."""
+    folder = recipes_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder else {}
+
+
 def recipe_path(recipe: str | Path) -> Path:
     """A recipe file, or the name of one shipped in ``recipes/`` (``demo`` -> ``recipes/demo.yaml``)."""
     path = Path(recipe)
     if path.is_file():
         return path
-    folder = recipes_dir()
-    shipped = {p.stem: p for p in folder.glob("*.yaml")} if folder else {}
+    shipped = shipped_recipes()
     if str(recipe) in shipped:
         return shipped[str(recipe)]
     raise ReinError(
@@ -328,6 +338,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "optim.power": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
     "optim.warmup_iters": (lambda v: v >= 0, ">= 0"),
     "optim.backbone_lr_mult": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
+    "optim.no_decay_keys": (lambda v: all(str(k).strip() for k in v), "a list of parameter-name substrings"),
     "train.max_iters": (lambda v: v >= 0, ">= 0"),
     "train.log_interval": (_positive, ">= 1"),
     "train.checkpoint_interval": (_positive, ">= 1"),
@@ -397,6 +408,10 @@ def _read_recipe(recipe: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, A
     if not isinstance(data, dict):
         raise ReinError(f"recipe {path} must be a mapping of sections (model, data, optim, train, eval)")
     base = data.pop("base", None)
+    try:  # this file's own keys and types, so that an error names the file that holds the key
+        config_from_dict(data)
+    except ReinError as err:
+        raise ReinError(f"recipe {path}: {err}") from None
     if base is None:
         return data
     if not isinstance(base, str) or not base.strip():
@@ -424,7 +439,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     """Defaults, then the recipe (over its ``base:`` recipes), then ``--set`` overrides, then explicit flags (dotted
     keys; None = not set)."""
     data = _read_recipe(recipe) if recipe is not None else {}
-    cfg = config_from_dict(data)
+    cfg = from_recipe = config_from_dict(data)
     items = [parse_override(o) for o in overrides or []]
     items += [(key.split("."), value) for key, value in flags.items() if value is not None]
     for keys, value in items:
@@ -432,4 +447,13 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         for k in reversed(keys[:-1]):
             nested = {k: nested}
         cfg = _merge(cfg, nested, "")
-    return check_config(cfg)
+    try:
+        return check_config(cfg)
+    except ReinError:
+        if recipe is None:
+            raise
+        try:  # the recipe's own value is at fault, not an override: name the recipe
+            check_config(from_recipe)
+        except ReinError as err:
+            raise ReinError(f"recipe {recipe_path(recipe)}: {err}") from None
+        raise

@@ -181,6 +181,15 @@ NOT_MADE = {
     "mapillary-vistas-dataset_public_v2.0.z01": "the parts of a split zip (test_prepare.py makes and prepares some)",
     "mapillary-vistas-dataset_public_v2.0.z02": "the parts of a split zip (test_prepare.py makes and prepares some)",
 }
+# The datasets `make_workspace` prepares (tiny fakes) under the data root documented commands use.
+PREPARED = {
+    "synthetic",
+    *(f"synthetic-{c}" for c in ("fog", "night", "rain", "snow")),
+    "cityscapes",
+    "bdd100k",
+    "mapillary",
+    "cracks",
+}
 # The inputs the documented commands and snippets name, made small by `make_workspace`.
 ARCHIVES = [  # fakes of the official archives, under their names, in the order make_workspace makes them
     "leftImg8bit_trainvaltest.zip",
@@ -235,7 +244,24 @@ def why_not_run(command: Command) -> str | None:
     if path == "rein eval" and (params["backbone"] or params["adapter"]):
         return "pulls a released adapter and its backbone"
     missing = [name for name in inputs(path, params) if name not in WORKSPACE]
-    return f"needs {missing[0]}: {NOT_MADE.get(missing[0], 'not made by the tests')}" if missing else None
+    if missing:
+        return f"needs {missing[0]}: {NOT_MADE.get(missing[0], 'not made by the tests')}"
+    if path == "rein train" and not params["list_"]:
+        unprepared = [name for name in recipe_datasets(params) if name not in PREPARED]
+        if unprepared:
+            return f"trains or evaluates on {unprepared[0]}: not prepared by the tests (the recipe tests run it small)"
+    return None
+
+
+def recipe_datasets(params: dict[str, Any]) -> list[str]:
+    """The datasets a documented `rein train` names, through its recipe, --set and --data."""
+    from rein_cli.config import load_config
+
+    recipe = params["recipe"]
+    if recipe is not None and str(recipe).endswith((".yaml", ".yml")):
+        recipe = None  # a file of the workspace: made for the tiny data
+    cfg = load_config(recipe, params["sets"], **{"data.train": params["data"]})
+    return [*cfg.data.train, *cfg.data.eval]
 
 
 def runs() -> list[Any]:
@@ -412,16 +438,19 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         manifest = Path(re.search(r"^prepared .+ -> (.+manifest\.json)$", out, re.MULTILINE)[1])
         name = params["custom_name"] or find_spec(params["name"]).name
         assert manifest == home / "datasets" / name / "manifest.json" and manifest.is_file()
+    elif path == "rein train" and params["list_"]:
+        assert re.search(r"^gta-dinov2-l: .*\n    dinov2-l  gta5 -> ", out, re.MULTILINE)
+        assert not list(cwd.iterdir())  # listing trains nothing
     elif path == "rein train":
         run = cwd / re.search(r"^run directory: (.+)$", out, re.MULTILINE)[1]
         assert params["out"] is None or run == cwd / params["out"]
         assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
         config = yaml.safe_load((run / "config.yaml").read_text())
         for key, value in documented_settings(params).items():
-            section = config
+            section, expected = config, as_configured(key, value)
             for part in key.split("."):
                 section = section[part]
-            assert section == value, f"{key} is {section} in the run's config.yaml, not {value}"
+            assert section == expected, f"{key} is {section} in the run's config.yaml, not {expected}"
         assert not config["data"]["eval"] or (run / "eval" / "results.json").is_file()
     elif path == "rein eval":
         written = Path(re.search(r"^results: (.+)$", out, re.MULTILINE)[1])
@@ -435,6 +464,19 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         assert int(count) == len(images) == len(list((cwd / folder / "labels").glob("*.png")))
     else:
         raise AssertionError(f"say what `{path}` must print or write")
+
+
+def as_configured(key: str, value: Any) -> Any:
+    """A documented value as config.yaml holds it (one dataset name where a list is expected: a list of one)."""
+    from rein_cli.config import config_from_dict
+
+    nested = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    section = config_from_dict(nested).to_dict()
+    for part in key.split("."):
+        section = section[part]
+    return section
 
 
 def documented_settings(params: dict[str, Any]) -> dict[str, Any]:

@@ -56,3 +56,28 @@ def test_optimizer_groups_of_the_full_model():
     assert {"head.pixel_decoder.level_encoding.weight", "head.querys2feat.weight", "backbone.reins.merge.bias"} <= decay
     full_groups = {(g["lr_mult"], g["weight_decay"]) for g in param_groups(full, 0.05)}
     assert full_groups == {(1.0, 0.05), (1.0, 0.0), (0.1, 0.05), (0.1, 0.0)}  # backbone at a tenth of the lr
+
+
+def test_the_released_full_fine_tuning_config_decays_query_feat_and_trains_the_backbone_at_full_lr():
+    from rein_cli.config import load_config
+
+    with torch.device("meta"):
+        full = build_segmentor("dinov2-s", method="full")
+    names = {id(p): n for n, p in full.named_parameters()}
+
+    def groups(recipe):
+        optim = load_config(recipe).optim
+        built = param_groups(full, optim.weight_decay, optim.backbone_lr_mult, optim.no_decay_keys)
+        return {(g["lr_mult"], g["weight_decay"]): {names[id(p)] for p in g["params"]} for g in built}
+
+    paper, released = groups("gta-dinov2-l-full"), groups("gta-dinov2-l-full-released")
+    assert set(paper) == {(1.0, 0.05), (1.0, 0.0), (0.1, 0.05), (0.1, 0.0)}  # the paper: backbone lr 1e-5
+    assert "head.query_feat.weight" in paper[(1.0, 0.0)]
+    assert set(released) == {(1.0, 0.05), (1.0, 0.0)}  # the released config: one lr everywhere
+    assert "head.query_feat.weight" in released[(1.0, 0.05)]  # ... and query_feat decayed
+    assert {"head.query_embed.weight", "head.level_embed.weight"} <= released[(1.0, 0.0)]
+    assert "backbone.vit.blocks.0.norm1.weight" in released[(1.0, 0.0)]  # norms never decay
+    everything_else = {n for ns in paper.values() for n in ns} - {"head.query_feat.weight"}
+    assert everything_else == {n for ns in released.values() for n in ns} - {"head.query_feat.weight"}
+    for (_, decay), ns in paper.items():  # besides query_feat, only the learning rates differ
+        assert all(n in released[(1.0, decay)] for n in ns if n != "head.query_feat.weight")

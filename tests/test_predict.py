@@ -116,3 +116,67 @@ def test_a_stride_that_would_skip_pixels_is_refused_before_writing(tiny_model, s
     with pytest.raises(ReinError, match=rf"slide stride {stride} must be between 1 and the crop size"):
         predict(tiny_model, [image], tmp_path / "out", mode="slide", stride=stride, progress=False)
     assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def nested_inputs(synthetic_root, root) -> list:
+    """A tree of synthetic JPEGs of two sizes: root/2.jpg, root/x/0.jpg, root/x/1.jpg, root/x/y/3.jpg (64x64)."""
+    scenes = sorted((synthetic_root / "synthetic" / "images" / "val").glob("*.jpg"))
+    places = [root / "x" / "0.jpg", root / "x" / "1.jpg", root / "2.jpg", root / "x" / "y" / "3.jpg"]
+    for scene, place in zip(scenes, places, strict=True):
+        place.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(scene, place)
+    with Image.open(places[3]) as image:  # a different size: a batch of its own
+        image.crop((0, 0, 64, 64)).save(places[3])
+    return places
+
+
+def test_predict_keeps_the_input_tree_and_reports_a_bad_file(trained, synthetic_root, tmp_path, capsys):
+    nested_inputs(synthetic_root, tmp_path / "a")
+    (tmp_path / "a" / "x" / "bad.png").write_bytes(b"not an image")
+    ckpt = trained / "checkpoints" / "last"
+    args = ("predict", ckpt, tmp_path / "a", "--out", tmp_path / "out", "--mode", "whole", "--no-progress")
+    assert rein(*args) == 1  # checked first: nothing written
+    assert f"{tmp_path / 'a' / 'x' / 'bad.png'}" in errors(capsys) and not (tmp_path / "out").exists()
+    assert rein(*args, "--skip-bad", "--batch-size", "2") == 1
+    for kind, suffix in (("labels", "png"), ("color", "png"), ("overlay", "jpg")):
+        found = sorted(p.relative_to(tmp_path / "out" / kind).as_posix() for p in (tmp_path / "out" / kind).rglob("*"))
+        assert [f for f in found if "." in f] == sorted(f"{n}.{suffix}" for n in ("2", "x/0", "x/1", "x/y/3"))
+    assert Image.open(tmp_path / "out" / "labels" / "x" / "y" / "3.png").size == (64, 64)
+    skipped = [line for line in errors(capsys).splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 1 and "bad.png" in skipped[0]
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_batched_prediction_writes_the_same_files_as_one_at_a_time(tiny_model, synthetic_root, tmp_path, mode):
+    from rein_cli.engine.predict import predict
+
+    nested_inputs(synthetic_root, tmp_path / "in")
+    outputs = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"b{batch_size}"
+        written = predict(tiny_model, [tmp_path / "in"], out, mode=mode, batch_size=batch_size, progress=False)
+        assert [p.relative_to(out).as_posix() for p in written] == [
+            "labels/2.png",
+            "labels/x/0.png",
+            "labels/x/1.png",
+            "labels/x/y/3.png",
+        ]  # input order
+        outputs[batch_size] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.*"))}
+    assert len(outputs[1]) == 12 and outputs[1] == outputs[3]
+
+
+def test_format_picks_what_is_written(trained, synthetic_root, tmp_path, capsys):
+    nested_inputs(synthetic_root, tmp_path / "in")
+    ckpt = trained / "checkpoints" / "last"
+    base = ("predict", ckpt, tmp_path / "in", "--mode", "whole", "--no-progress")
+    assert rein(*base, "--out", tmp_path / "o1", "--format", "label", "--format", "overlay") == 0
+    assert "4 images segmented into" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["labels", "overlay"]
+    assert rein(*base, "--out", tmp_path / "o2", "--format", "colour,label") == 0
+    assert "(labels/, color/)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["color", "labels"]
+    assert rein(*base, "--out", tmp_path / "o3", "-f", "color") == 0  # the folder's spelling is accepted too
+    assert sorted(p.name for p in (tmp_path / "o3").iterdir()) == ["color"]
+    assert rein(*base, "--out", tmp_path / "o4", "--format", "mask") == 1
+    assert '--format "mask" is unknown; choose from label, colour, overlay' in errors(capsys)
+    assert not (tmp_path / "o4").exists()

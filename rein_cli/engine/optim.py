@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-# Substrings of parameter names that get no weight decay (rein-facts §5.2), besides every norm layer.
-NO_DECAY_KEYS = ("learnable_tokens", "reins.scale", "level_embed", "query_embed", "query_feat", "norm")
+from rein_cli.config import NO_DECAY_KEYS
+
 BACKBONE_PREFIX = "backbone.vit."  # the pretrained model: trained only with method "full", at lr x backbone_lr_mult
 
 
-def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float = 0.1) -> list[dict]:
-    """Trainable parameters in groups by (learning-rate multiplier, weight decay): no decay for Rein tokens
-    and scale, norm layers, level and query embeddings; the pretrained backbone, when trained, at
-    ``backbone_lr_mult``. Frozen parameters are left out."""
+def param_groups(
+    model: nn.Module, weight_decay: float, backbone_lr_mult: float = 0.1, no_decay_keys: Sequence[str] = NO_DECAY_KEYS
+) -> list[dict]:
+    """Trainable parameters in groups by (learning-rate multiplier, weight decay): no decay for norm layers and
+    for names containing one of ``no_decay_keys`` (by default Rein tokens and scale, level and query embeddings);
+    the pretrained backbone, when trained, at ``backbone_lr_mult``. Frozen parameters are left out."""
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
     norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = 0.0 if id(p) in norm_params or any(key in name for key in NO_DECAY_KEYS) else weight_decay
+        decay = 0.0 if id(p) in norm_params or any(key in name for key in no_decay_keys) else weight_decay
         mult = backbone_lr_mult if name.startswith(BACKBONE_PREFIX) else 1.0
         groups.setdefault((mult, decay), []).append(p)
     return [
@@ -37,9 +41,11 @@ def build_optimizer(
     betas: tuple[float, float],
     eps: float,
     backbone_lr_mult: float = 0.1,
+    no_decay_keys: Sequence[str] = NO_DECAY_KEYS,
 ) -> torch.optim.AdamW:
     """AdamW over ``param_groups``; set each group's lr to ``lr_at(step) * group["lr_mult"]``."""
-    return torch.optim.AdamW(param_groups(model, weight_decay, backbone_lr_mult), lr=lr, betas=tuple(betas), eps=eps)
+    groups = param_groups(model, weight_decay, backbone_lr_mult, no_decay_keys)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
 def lr_at(

@@ -1,29 +1,60 @@
-"""Prediction for files and directories: label PNGs (train ids), colour PNGs, and overlays on the image."""
+"""Prediction for files and directories: label PNGs (train ids), colour PNGs, and overlays on the image.
+
+The model runs in the calling thread, on batches of same-size images; worker threads decode the next images and
+write the previous results meanwhile, both through bounded queues, so memory holds a few batches at most.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
 from rein_cli.engine.inference import check_stride, infer
-from rein_cli.errors import ReinError
+from rein_cli.errors import ReinError, did_you_mean
 from rein_cli.io import IMAGE_SUFFIXES, check_writable, list_images, read_image, save_image
 from rein_cli.labels import colorize
 from rein_cli.models.segmentor import model_device
-from rein_cli.progress import track
+from rein_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
+# What predict can write for each image: the folder under --out and the file suffix.
+FORMATS = {"label": ("labels", ".png"), "colour": ("color", ".png"), "overlay": ("overlay", ".jpg")}
+FORMAT_ALIASES = {"color": "colour", "labels": "label", "overlays": "overlay"}
+WORKERS = 2  # decoding and writing threads (PIL and torch release the GIL for the heavy parts)
+
+
+def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
+    """``["label,overlay"]`` or ``["label", "overlay"]`` -> ("label", "overlay"), in FORMATS order; None or empty:
+    every format. An unknown name is an error that lists the choices."""
+    names = [part.strip().lower() for value in values or () for part in str(value).split(",") if part.strip()]
+    if not names:
+        return tuple(FORMATS)
+    chosen = set()
+    for name in names:
+        name = FORMAT_ALIASES.get(name, name)
+        if name not in FORMATS:
+            raise ReinError(
+                f'--format "{name}" is unknown; choose from {", ".join(FORMATS)}{did_you_mean(name, FORMATS)}'
+            )
+        chosen.add(name)
+    return tuple(f for f in FORMATS if f in chosen)
+
 
 def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(image file, output name relative to the output folder) for files and directories of images."""
+    """(image file, output name relative to the output folder) for files and directories of images; a directory's
+    subfolders are kept (``a/x/1.png`` given ``a`` -> ``x/1``)."""
     if not inputs:
         raise ReinError("no inputs given; name image files or directories")
     items: list[tuple[Path, Path]] = []
@@ -43,16 +74,61 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     return items
 
 
+def _problem(path: Path) -> str | None:
+    try:
+        read_image(path)
+    except ReinError as err:
+        return str(err)
+    return None
+
+
 def unreadable_inputs(items: list[tuple[Path, Path]], *, progress: bool = True) -> dict[Path, str]:
     """{input: the one-line reason} for every input that the safe reader cannot decode in full (empty, truncated,
-    too large, unsupported mode, not an image); each image is dropped once decoded, so memory holds one at a time."""
+    too large, unsupported mode, not an image), in input order; decoded in worker threads, each image dropped once
+    decoded."""
     problems = {}
-    for path, _ in track(items, desc="checking inputs", unit="img", bar=progress):
-        try:
-            read_image(path)
-        except ReinError as err:
-            problems[path] = str(err)
+    with ThreadPoolExecutor(WORKERS) as pool, Progress(len(items), "checking inputs", unit="img", bar=progress) as bar:
+        for (path, _), problem in zip(items, pool.map(_problem, [p for p, _ in items]), strict=True):
+            if problem is not None:
+                problems[path] = problem
+            bar.update()
     return problems
+
+
+@dataclass
+class _Decoded:
+    path: Path
+    name: Path
+    rgb: np.ndarray  # the input as read: (H, W, 3) uint8
+    image: Tensor  # the model's input: (3, h, w), resized and normalised
+
+
+def _ahead(pool: ThreadPoolExecutor, fn, items: Sequence, depth: int) -> Iterator:
+    """``fn(item)`` for every item, in order, computed in ``pool`` up to ``depth`` items ahead."""
+    pending: deque[Future] = deque()
+    source = iter(items)
+    for item in source:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(source, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield result
+
+
+def _batches(decoded: Iterator[_Decoded], batch_size: int) -> Iterator[list[_Decoded]]:
+    """Consecutive images in batches of up to ``batch_size`` whose model inputs have one size (order kept)."""
+    batch: list[_Decoded] = []
+    for item in decoded:
+        if batch and (len(batch) == batch_size or item.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
 def predict(
@@ -66,19 +142,26 @@ def predict(
     device: str = "auto",
     overlay_alpha: float = 0.5,
     skip_bad: bool = False,
+    formats: Sequence[str] | None = None,
+    batch_size: int = 1,
     progress: bool = True,
 ) -> list[Path]:
-    """Segment every input image; writes ``out/labels``, ``out/color`` and ``out/overlay``. Returns the label files.
+    """Segment every input image; writes ``out/labels/NAME.png`` (train ids), ``out/color/NAME.png`` (the model's
+    palette) and ``out/overlay/NAME.jpg``, or the ``formats`` chosen of "label", "colour" and "overlay". NAME keeps
+    an input directory's subfolders. Returns the files of the first format chosen (the label files by default).
 
     Every input is decoded in full before anything is written: an unreadable one stops the run with nothing written,
     or with ``skip_bad`` the others are segmented, the unreadable ones logged one line each, and a `ReinError` at
     the end says how many failed.
 
-    ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512) for
-    Cityscapes-like inputs); predictions are resized back to the input's resolution. Colours come from the
-    model's palette.
+    ``batch_size`` images of one size (after ``size``) go through the model together; any batch size gives the
+    same files. ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512)
+    for Cityscapes-like inputs); predictions are resized back to the input's resolution.
     """
     check_choice("mode", mode, InferenceMode)
+    formats = parse_formats(formats)
+    if batch_size < 1:
+        raise ReinError(f"batch size {batch_size} must be at least 1")
     items = collect_inputs(inputs)
     bad = unreadable_inputs(items, progress=progress)
     if bad and not skip_bad:
@@ -99,21 +182,60 @@ def predict(
         stride = check_stride(stride, model.crop_size)
     transform = EvalTransform(model.mean, model.std, size)
     device_ = model_device(model)
+    palette = model.palette
     model.eval()
-    written = []
-    for path, name in track(items, desc="predicting", unit="img", bar=progress, leave=True):
+
+    def decode(item: tuple[Path, Path]) -> _Decoded:
+        path, name = item
         rgb = read_image(path)
         image, _ = transform(torch.from_numpy(np.array(rgb)), None)
-        scores = infer(model, image[None].to(device_), mode=mode, crop=model.crop_size, stride=stride)
-        if scores.shape[-2:] != rgb.shape[:2]:
-            scores = torch.nn.functional.interpolate(scores, size=rgb.shape[:2], mode="bilinear", align_corners=False)
-        label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        color = colorize(label, model.palette)
-        blend = rgb.astype(np.float32) * (1 - overlay_alpha) + color.astype(np.float32) * overlay_alpha
-        save_image(out / "labels" / f"{name}.png", label)
-        save_image(out / "color" / f"{name}.png", color)
-        save_image(out / "overlay" / f"{name}.jpg", blend.astype(np.uint8))
-        written.append(out / "labels" / f"{name}.png")
+        return _Decoded(path, name, rgb, image)
+
+    def write(item: _Decoded, label: np.ndarray) -> list[Path]:
+        paths = []
+        for kind in formats:
+            folder, suffix = FORMATS[kind]
+            path = out / folder / f"{item.name}{suffix}"
+            if kind == "label":
+                save_image(path, label)
+            else:
+                color = colorize(label, palette)
+                if kind == "overlay":
+                    blend = item.rgb.astype(np.float32) * (1 - overlay_alpha) + color.astype(np.float32) * overlay_alpha
+                    color = blend.astype(np.uint8)
+                save_image(path, color)
+            paths.append(path)
+        return paths
+
+    written: list[Path] = []
+    writes: deque[tuple[_Decoded, Future]] = deque()
+
+    def finish(bar: Progress, keep: int) -> None:
+        """Wait for the oldest writes until at most ``keep`` are pending; in input order, so the log is too."""
+        while len(writes) > keep:
+            item, future = writes.popleft()
+            written.append(future.result()[0])
+            log.debug("wrote %s", item.name)
+            bar.update()
+
+    pool = ThreadPoolExecutor(WORKERS)
+    try:
+        with Progress(len(items), "predicting", unit="img", bar=progress, leave=True) as bar:
+            for batch in _batches(_ahead(pool, decode, items, 2 * batch_size + WORKERS), batch_size):
+                images = torch.stack([item.image for item in batch]).to(device_)
+                scores = infer(model, images, mode=mode, crop=model.crop_size, stride=stride)
+                for k, item in enumerate(batch):
+                    one = scores[k : k + 1]
+                    if one.shape[-2:] != item.rgb.shape[:2]:
+                        one = torch.nn.functional.interpolate(
+                            one, size=item.rgb.shape[:2], mode="bilinear", align_corners=False
+                        )
+                    label = one.argmax(1)[0].to(torch.uint8).cpu().numpy()
+                    writes.append((item, pool.submit(write, item, label)))
+                finish(bar, keep=2 * batch_size)
+            finish(bar, keep=0)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     log.info("wrote %d predictions to %s", len(written), out)
     if bad:
         for problem in bad.values():

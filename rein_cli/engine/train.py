@@ -90,6 +90,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: bool = True, evalua
         betas=cfg.optim.betas,
         eps=cfg.optim.eps,
         backbone_lr_mult=cfg.optim.backbone_lr_mult,
+        no_decay_keys=cfg.optim.no_decay_keys,
     )
     with claim_run_dir(run):  # only once the model and the data are known to be fine; held until the run ends
         write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
