@@ -262,6 +262,7 @@ def eval_(
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
     trained on, published figures beside ours; results.json, report.md and charts."""
+    from rein_cli.engine.distributed import is_main
     from rein_cli.engine.report import format_table
     from rein_cli.zoo.evaluate import evaluate_named, format_comparison
 
@@ -282,9 +283,10 @@ def eval_(
         device=device,
         progress=_progress(progress),
     )
-    typer.echo(format_table(results))
-    typer.echo(format_comparison(results) or "")
-    typer.echo(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
+    if is_main():  # under torchrun, the first process speaks for all
+        typer.echo(format_table(results))
+        typer.echo(format_comparison(results) or "")
+        typer.echo(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
 
 
 @app.command()

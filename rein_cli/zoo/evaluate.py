@@ -137,15 +137,10 @@ def evaluate_named(
     model's provenance), ``out/report.md`` and the charts; the published figures (a released adapter's, or those
     a checkpoint's config.json carries) beside ours; the domain-generalisation mean leaves out the datasets each
     model was trained on."""
-    from rein_cli.engine.checkpoint import load_segmentor
-    from rein_cli.engine.evaluate import (
-        add_mean,
-        check_targets,
-        checkpoint_facts,
-        evaluate,
-        training_datasets,
-        write_results,
-    )
+    import torch
+
+    from rein_cli.engine import distributed
+    from rein_cli.engine.evaluate import check_targets
     from rein_cli.engine.runs import resolve_device
     from rein_cli.io import check_writable
 
@@ -155,8 +150,51 @@ def evaluate_named(
     if missing:
         raise ReinError("missing before evaluation can start: " + "; ".join(missing) + "; then rerun")
     check_targets(targets, data_root, split, save_predictions is not None, progress=progress)  # splits and labels
-    if out is not None:
+    if out is not None and distributed.is_main():
         check_writable(Path(out))
+    target_device = resolve_device(device)
+    started = False
+    if distributed.launched():  # torchrun: one process per device, each evaluates its share of the images
+        if target_device.type == "cuda":
+            target_device = torch.device("cuda", distributed.local_rank())
+        started = not distributed.is_initialized() and distributed.init_from_env(target_device)
+    try:
+        return _evaluate_plans(
+            plans,
+            data_root=data_root,
+            out=out,
+            mode=mode,
+            stride=stride,
+            flip=flip,
+            split=split,
+            save_predictions=save_predictions,
+            prediction_ids=prediction_ids,
+            device=target_device,
+            progress=progress,
+        )
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+def _evaluate_plans(
+    plans: list[Plan],
+    *,
+    data_root: Path,
+    out: Path | None,
+    mode: InferenceMode,
+    stride: int | None,
+    flip: bool,
+    split: str,
+    save_predictions: Path | None,
+    prediction_ids: str,
+    device: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    from rein_cli.engine import distributed
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.engine.evaluate import add_mean, checkpoint_facts, evaluate, training_datasets, write_results
+
     results: dict[str, Any] = {"datasets": {}, "models": []}
     for item in plans:
         log.info("model: %s (%s) on %s", item.model, item.why, ", ".join(item.targets))
@@ -165,7 +203,7 @@ def evaluate_named(
             if not adapter_ready(item.release.name):
                 pull_adapter(item.release.name, progress=progress)
             source = checkpoint_path(item.release.name)
-        model = load_segmentor(source, resolve_device(device))
+        model = load_segmentor(source, device)
         if item.release is not None:
             facts = {"trained_on": training_datasets(item.release.trained_on), "reported": _reported(item.release)}
         else:
@@ -204,7 +242,7 @@ def evaluate_named(
         results["trained_on"] = list(dict.fromkeys([*results.get("trained_on", []), *part["trained_on"]]))
         results["model"] = part["model"]
     add_mean(results)
-    if out is not None:
+    if out is not None and distributed.is_main():
         write_results(results, Path(out))
     return results
 
