@@ -136,6 +136,7 @@ def _choices(name: str, closed: Any) -> type[StrEnum]:
 Method = _choices("Method", config.Method)
 Head = _choices("Head", config.Head)
 InferenceMode = _choices("InferenceMode", config.InferenceMode)
+PredictionIds = StrEnum("PredictionIds", {"label-ids": "label-ids", "train-ids": "train-ids"})
 
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -247,11 +248,27 @@ def eval_(
     stride: Annotated[
         int | None, typer.Option("--stride", min=1, help="Slide stride (default: 2/3 of the crop).")
     ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="The split to evaluate (val; test only with --save-predictions).")
+    ] = "val",
+    flip: Annotated[
+        bool, typer.Option("--flip", help="Test-time augmentation: average with the mirrored image's scores.")
+    ] = False,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option("--save-predictions", help="Write each prediction as a PNG here, for the benchmark servers."),
+    ] = None,
+    prediction_ids: Annotated[
+        PredictionIds,
+        typer.Option("--prediction-ids", help="label-ids: the Cityscapes label ids the servers read; or train-ids."),
+    ] = "label-ids",
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
-    """Evaluate a model on datasets: per-class IoU and mIoU per target, published figures beside ours; results.json."""
+    """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
+    trained on, published figures beside ours; results.json, report.md and charts."""
+    from rein_cli.engine.distributed import is_main
     from rein_cli.engine.report import format_table
     from rein_cli.zoo.evaluate import evaluate_named, format_comparison
 
@@ -265,12 +282,17 @@ def eval_(
         out=out,
         mode=mode.value,
         stride=stride,
+        flip=flip,
+        split=split,
+        save_predictions=save_predictions,
+        prediction_ids=PredictionIds(prediction_ids).value,
         device=device,
         progress=_progress(progress),
     )
-    typer.echo(format_table(results))
-    typer.echo(format_comparison(results) or "")
-    typer.echo(f"results: {out / 'results.json'}")
+    if is_main():  # under torchrun, the first process speaks for all
+        typer.echo(format_table(results))
+        typer.echo(format_comparison(results) or "")
+        typer.echo(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
 
 
 @app.command()

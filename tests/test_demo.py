@@ -29,6 +29,11 @@ def test_demo_writes_results_chart_and_overlays(demo_out):
         "synthetic-snow",
     ]
     assert all(0 <= d["mIoU"] <= 100 and d["images"] == 2 for d in results["datasets"].values())
+    conditions = ["synthetic-fog", "synthetic-night", "synthetic-rain", "synthetic-snow"]
+    assert results["trained_on"] == ["synthetic"] and results["mean_of"] == conditions  # clear weather left out
+    assert results["mean_mIoU"] == sum(round(results["datasets"][n]["mIoU"], 2) for n in conditions) / 4
+    assert "left out, trained on: synthetic" in (out / "report.md").read_text()
+    assert (out / "plots" / "synthetic-fog-confusion.png").is_file()
     assert Image.open(out / "miou.png").size[0] > 300
     overlays = sorted((out / "predictions").glob("*.jpg"))
     assert len(overlays) == 2 and Image.open(overlays[0]).size == (

@@ -49,3 +49,15 @@ def test_summed_over_images_not_averaged():
     m = iou_from_confusion(a + b)
     assert math.isclose(m["IoU"][0], 100 * 2 / 5)
     assert math.isclose(m["IoU"][1], 100 * 1 / 4)
+
+
+def test_dg_mean_averages_rounded_values_without_the_training_datasets():
+    from rein_cli.engine.metrics import dg_mean
+
+    # The official log's example: 51.49, 49.51, 55.55 -> 52.1833...; the unrounded values would give another mean.
+    values = {"citys": 51.494, "bdd": 49.506, "map": 55.554, "gta5": 70.0}
+    mean, names = dg_mean(values, excluded={"gta5"})
+    assert names == ["citys", "bdd", "map"] and mean == (51.49 + 49.51 + 55.55) / 3
+    assert round(mean, 4) == 52.1833 and mean != sum(v for k, v in values.items() if k != "gta5") / 3
+    assert dg_mean({"gta5": 70.004}, excluded={"gta5"}) == (70.0, ["gta5"])  # only training datasets: all of them
+    assert math.isnan(dg_mean({})[0])

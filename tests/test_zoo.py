@@ -216,6 +216,8 @@ def test_eval_by_backbone_name_pulls_evaluates_and_reports(world, synthetic_root
     assert entry["model"] == release.name and entry["reported"] == [
         {"mIoU": 12.5, "split": "val", "source": "test fixture"}
     ]
+    assert results["trained_on"] == ["gta5"] and results["mean_of"] == ["synthetic-fog"]  # the release's source
+    assert "12.50 (val, test fixture)" in (out / "report.md").read_text()
     (model,) = results["models"]
     assert model["adapter"] == release.name and model["source"].endswith(RELEASE_PATH)
     assert model["sha256"] == hashlib.sha256(hub.files["/releases/" + RELEASE_PATH].data).hexdigest()

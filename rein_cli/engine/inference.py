@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -49,11 +51,27 @@ def check_stride(stride: int | None, crop: int) -> int:
     return stride
 
 
-def infer(model: nn.Module, image: Tensor, *, mode: InferenceMode, crop: int, stride: int | None = None) -> Tensor:
-    """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop) or "whole"."""
+def infer(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    mode: InferenceMode,
+    crop: int,
+    stride: int | None = None,
+    flip: bool = False,
+) -> Tensor:
+    """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop) or "whole".
+
+    ``flip``: test-time augmentation, the average of the image's scores and those of its horizontal mirror
+    (flipped back); without it the scores are the image's alone."""
     if check_choice("mode", mode, InferenceMode) == "whole":
-        return whole_inference(model, image)
-    return slide_inference(model, image, crop, stride or default_stride(crop))
+        run = functools.partial(whole_inference, model)
+    else:
+        run = functools.partial(slide_inference, model, crop=crop, stride=stride or default_stride(crop))
+    scores = run(image)
+    if flip:
+        scores = (scores + run(image.flip(-1)).flip(-1)) / 2
+    return scores
 
 
 def default_stride(crop: int) -> int:

@@ -1,8 +1,9 @@
-"""Segmentation metrics as pure functions: confusion matrix, per-class IoU and accuracy, mIoU."""
+"""Segmentation metrics as pure functions: confusion matrix, per-class IoU and accuracy, mIoU, the DG mean."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor
@@ -39,3 +40,15 @@ def iou_from_confusion(cm: Tensor) -> dict[str, float | list[float]]:
         "IoU": [100 * float(v) for v in iou],
         "Acc": [100 * float(v) for v in acc],
     }
+
+
+def dg_mean(values: Mapping[str, float], excluded: Collection[str] = ()) -> tuple[float, list[str]]:
+    """The domain-generalisation mean of the official evaluators and the datasets it is over.
+
+    The plain mean of the per-dataset values **rounded to two decimals** (as they are printed), over the datasets
+    not in ``excluded`` (the training datasets); over all of them when every dataset is excluded. NaN (a dataset
+    without any labeled pixel) if any dataset that enters is NaN."""
+    names = [name for name in values if name not in excluded] or list(values)
+    if not names:
+        return math.nan, []
+    return sum(round(values[name], 2) for name in names) / len(names), names

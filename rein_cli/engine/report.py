@@ -1,9 +1,13 @@
-"""Evaluation results for people and files: the per-class table, and JSON without NaN."""
+"""Evaluation results for people and files: the per-class table, JSON without NaN, report.md and the charts."""
 
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
+
+from rein_cli.io import atomic_path, write_text
 
 
 def json_safe(value: Any) -> Any:
@@ -12,32 +16,210 @@ def json_safe(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def _classes(results: dict[str, Any]) -> list[str]:
+    return next((list(e["per_class"]) for e in results["datasets"].values() if "per_class" in e), [])
+
+
+def mean_line(results: dict[str, Any]) -> str:
+    """``DG mean mIoU 41.20 over fog, night, rain, snow (left out: synthetic, a training dataset)``; empty when
+    there is nothing to average."""
+    names = results.get("mean_of") or []
+    scored = [n for n, e in results["datasets"].items() if "mIoU" in e]
+    if len(scored) < 2 and not (results.get("mean_note") and scored):
+        return ""
+    line = f"DG mean mIoU {_fmt(results['mean_mIoU'])} over {', '.join(names)}"
+    left = [n for n in scored if n not in names]
+    if left:
+        line += f" (left out, trained on: {', '.join(left)})"
+    elif any(e.get("trained_on") for e in results["datasets"].values()):
+        line += " (every dataset is a training dataset: all entered)"
+    return line
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """Per-class IoU, one column per dataset, then mIoU / mAcc / aAcc rows."""
+    """Per-class IoU, one column per dataset, then mIoU / mAcc / aAcc rows, the reported figures, and the DG mean
+    with the datasets it is over."""
     names = list(results["datasets"])
     if not names:
         return ""
-    classes = list(results["datasets"][names[0]]["per_class"])
-    width = max(14, *(len(c) + 2 for c in classes))
+    classes = _classes(results)
+    width = max(14, *(len(c) + 2 for c in classes)) if classes else 14
     cols = [max(8, len(n) + 2) for n in names]
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
     def row(label: str, values: list[str]) -> str:
         return label.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
 
+    entries = [results["datasets"][n] for n in names]
     lines = [row("class", names)]
     for c in classes:
-        lines.append(row(c, [fmt(results["datasets"][n]["per_class"].get(c, {}).get("IoU")) for n in names]))
+        lines.append(row(c, [_fmt(e.get("per_class", {}).get(c, {}).get("IoU")) for e in entries]))
     lines.append("-" * len(lines[0]))
     for key in ("mIoU", "mAcc", "aAcc"):
-        lines.append(row(key, [fmt(results["datasets"][n][key]) for n in names]))
-    if len(names) > 1:
-        lines.append(f"mean mIoU over {len(names)} datasets: {results['mean_mIoU']:.2f}")
+        lines.append(row(key, [_fmt(e.get(key)) for e in entries]))
+    if any(e.get("reported") for e in entries):
+        lines.append(
+            row("reported mIoU", [_fmt(e["reported"][0]["mIoU"]) if e.get("reported") else "-" for e in entries])
+        )
+    if any("predictions" in e for e in entries):
+        lines += [
+            f"predictions of {n}: {e['predictions']} ({e['prediction_ids']})"
+            for n, e in zip(names, entries, strict=True)
+            if "predictions" in e
+        ]
+    mean = mean_line(results)
+    if mean:
+        lines.append(mean)
     return "\n".join(lines)
+
+
+def safe_name(name: str) -> str:
+    """A dataset name as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "dataset"
+
+
+def format_markdown(results: dict[str, Any]) -> str:
+    """report.md: the setting, per dataset mIoU / mAcc / aAcc beside the reported figures, the DG mean and the
+    datasets in it, the per-class IoU table, the charts."""
+    names = list(results["datasets"])
+    model = results.get("model", {})
+    where = model.get("checkpoint") or model.get("adapter") or model.get("hub_repo") or ""
+    stride = f", stride {results['stride']}" if results.get("stride") else ""
+    lines = [
+        "# Evaluation report",
+        "",
+        f"- model: {results.get('method', '?')} on {results.get('backbone', '?')}"
+        + (f", {results['trainable_parameters']:,} trainable parameters" if "trainable_parameters" in results else "")
+        + (f" ({where})" if where else ""),
+        f"- trained on: {', '.join(results.get('trained_on') or []) or 'unknown'}",
+        f"- split: {results.get('split', 'val')}; inference: {results.get('mode')} (crop {results.get('crop')}{stride})"
+        f"; flip test-time augmentation: {'yes' if results.get('flip') else 'no'}",
+        "",
+        "## Results",
+        "",
+        "| dataset | images | mIoU | mAcc | aAcc | reported mIoU | in the mean |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    mean_of = set(results.get("mean_of") or [])
+    for name in names:
+        e = results["datasets"][name]
+        reported = "; ".join(f"{r['mIoU']:.2f} ({r['split']}, {r['source']})" for r in e.get("reported") or []) or "-"
+        if "mIoU" not in e:
+            inside = "no (no labels)"
+        elif name in mean_of:
+            inside = "yes"
+        else:
+            inside = "no (trained on it)"
+        lines.append(
+            f"| {name} | {e['images']} | {_fmt(e.get('mIoU'))} | {_fmt(e.get('mAcc'))} | {_fmt(e.get('aAcc'))} "
+            f"| {reported} | {inside} |"
+        )
+    mean = mean_line(results)
+    if mean:
+        lines += [
+            "",
+            f"**{mean}.** The mean is the plain average of the per-dataset mIoUs rounded to two decimals, over the "
+            "target datasets; the datasets the model was trained on never enter it (unless every dataset evaluated "
+            "is one).",
+        ]
+    classes = _classes(results)
+    scored = [n for n in names if "per_class" in results["datasets"][n]]
+    if classes:
+        lines += ["", "## Per-class IoU", "", "| class | " + " | ".join(scored) + " |", "|---|" + "---:|" * len(scored)]
+        for c in classes:
+            values = [_fmt(results["datasets"][n]["per_class"].get(c, {}).get("IoU")) for n in scored]
+            lines.append(f"| {c} | " + " | ".join(values) + " |")
+        lines += [
+            "",
+            "A class absent from both the labels and the predictions of a dataset has no IoU (-) and is left "
+            "out of its mIoU.",
+            "",
+            "## Charts",
+            "",
+        ]
+        for n in scored:
+            lines += [
+                f"![{n}: IoU per class](plots/{safe_name(n)}-iou.png)",
+                f"![{n}: confusion matrix](plots/{safe_name(n)}-confusion.png)",
+                "",
+            ]
+    predictions = [(n, e) for n, e in results["datasets"].items() if "predictions" in e]
+    if predictions:
+        lines += ["## Predictions", ""]
+        lines += [f"- {n}: `{e['predictions']}` ({e['prediction_ids']})" for n, e in predictions]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+    """``out/report.md`` and, per dataset with metrics, ``out/plots/<dataset>-iou.png`` (IoU per class) and
+    ``out/plots/<dataset>-confusion.png`` (the confusion matrix, rows normalised by the ground truth). Every file
+    is written atomically; the charts are drawn once, after the evaluation."""
+    out = Path(out)
+    written = []
+    for name, entry in results["datasets"].items():
+        if "per_class" in entry and "confusion" in entry:
+            classes = list(entry["per_class"])
+            ious = [entry["per_class"][c]["IoU"] for c in classes]
+            written.append(
+                _save(_iou_chart(name, classes, ious, entry["mIoU"]), out / "plots" / f"{safe_name(name)}-iou.png")
+            )
+            written.append(
+                _save(
+                    _confusion_chart(name, classes, entry["confusion"]),
+                    out / "plots" / f"{safe_name(name)}-confusion.png",
+                )
+            )
+    write_text(out / "report.md", format_markdown(results))
+    return [out / "report.md", *written]
+
+
+def _save(figure: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def _iou_chart(name: str, classes: list[str], ious: list[float | None], miou: float) -> Any:
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+
+    values = [0.0 if v is None or math.isnan(v) else v for v in ious]
+    figure = Figure(figsize=(max(6.0, 0.45 * len(classes) + 1.5), 4.0), dpi=110, layout="tight")
+    ax = figure.add_subplot()
+    bars = ax.bar(range(len(classes)), values, color="#4c72b0")
+    for bar, v in zip(bars, ious, strict=True):
+        if v is None or math.isnan(v):
+            bar.set_color("#cccccc")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("IoU (%)")
+    ax.axhline(miou, color="#dd8452", linestyle="--", linewidth=1)
+    ax.set_title(f"{name}: IoU per class (mIoU {_fmt(miou)}, dashed; grey: no IoU)", fontsize=10)
+    return figure
+
+
+def _confusion_chart(name: str, classes: list[str], confusion: list[list[int]]) -> Any:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    totals = cm.sum(1, keepdims=True)
+    rates = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+    size = max(5.0, 0.38 * len(classes) + 2.5)
+    figure = Figure(figsize=(size + 1.0, size), dpi=110, layout="tight")
+    ax = figure.add_subplot()
+    image = ax.imshow(rates, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"{name}: confusion matrix (rows normalised by the ground truth)", fontsize=9)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return figure

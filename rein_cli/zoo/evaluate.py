@@ -124,26 +124,77 @@ def evaluate_named(
     out: Path | None = None,
     mode: InferenceMode = "slide",
     stride: int | None = None,
+    flip: bool = False,
+    split: str = "val",
+    save_predictions: Path | None = None,
+    prediction_ids: str = "label-ids",
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate on ``targets`` (names, aliases, prepared folders; comma-separated allowed) with the model named by
     exactly one of ``checkpoint``, ``adapter`` or ``backbone`` (its released adapter). Everything missing is listed
-    in one error before any download; missing releases are then pulled. Writes ``out/results.json`` with the
-    model's provenance and, for released adapters, the published figures beside ours."""
-    from rein_cli.engine.checkpoint import load_segmentor
-    from rein_cli.engine.evaluate import evaluate
-    from rein_cli.engine.report import json_safe
+    in one error before any download; missing releases are then pulled. Writes ``out/results.json`` (with the
+    model's provenance), ``out/report.md`` and the charts; the published figures (a released adapter's, or those
+    a checkpoint's config.json carries) beside ours; the domain-generalisation mean leaves out the datasets each
+    model was trained on."""
+    import torch
+
+    from rein_cli.engine import distributed
+    from rein_cli.engine.evaluate import check_targets
     from rein_cli.engine.runs import resolve_device
-    from rein_cli.io import check_writable, write_json
+    from rein_cli.io import check_writable
 
     targets = split_targets(targets)
     plans = plan(targets, checkpoint=checkpoint, adapter=adapter, backbone=backbone)
     missing = preflight(plans, data_root)
     if missing:
         raise ReinError("missing before evaluation can start: " + "; ".join(missing) + "; then rerun")
-    if out is not None:
+    check_targets(targets, data_root, split, save_predictions is not None, progress=progress)  # splits and labels
+    if out is not None and distributed.is_main():
         check_writable(Path(out))
+    target_device = resolve_device(device)
+    started = False
+    if distributed.launched():  # torchrun: one process per device, each evaluates its share of the images
+        if target_device.type == "cuda":
+            target_device = torch.device("cuda", distributed.local_rank())
+        started = not distributed.is_initialized() and distributed.init_from_env(target_device)
+    try:
+        return _evaluate_plans(
+            plans,
+            data_root=data_root,
+            out=out,
+            mode=mode,
+            stride=stride,
+            flip=flip,
+            split=split,
+            save_predictions=save_predictions,
+            prediction_ids=prediction_ids,
+            device=target_device,
+            progress=progress,
+        )
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+def _evaluate_plans(
+    plans: list[Plan],
+    *,
+    data_root: Path,
+    out: Path | None,
+    mode: InferenceMode,
+    stride: int | None,
+    flip: bool,
+    split: str,
+    save_predictions: Path | None,
+    prediction_ids: str,
+    device: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    from rein_cli.engine import distributed
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.engine.evaluate import add_mean, checkpoint_facts, evaluate, training_datasets, write_results
+
     results: dict[str, Any] = {"datasets": {}, "models": []}
     for item in plans:
         log.info("model: %s (%s) on %s", item.model, item.why, ", ".join(item.targets))
@@ -152,28 +203,56 @@ def evaluate_named(
             if not adapter_ready(item.release.name):
                 pull_adapter(item.release.name, progress=progress)
             source = checkpoint_path(item.release.name)
-        model = load_segmentor(source, resolve_device(device))
+        model = load_segmentor(source, device)
+        if item.release is not None:
+            facts = {"trained_on": training_datasets(item.release.trained_on), "reported": _reported(item.release)}
+        else:
+            facts = checkpoint_facts(source)
         if next(model.parameters()).device.type == "cpu":
-            log.info(_cpu_estimate(model, item.targets, data_root, mode, stride))
-        part = evaluate(model, list(item.targets), data_dir=data_root, mode=mode, stride=stride, progress=progress)
+            log.info(_cpu_estimate(model, item.targets, data_root, mode, stride, split))
+        part = evaluate(
+            model,
+            list(item.targets),
+            data_dir=data_root,
+            split=split,
+            mode=mode,
+            stride=stride,
+            flip=flip,
+            progress=progress,
+            trained_on=facts["trained_on"],
+            reported=facts["reported"],
+            save_predictions=save_predictions,
+            prediction_ids=prediction_ids,
+        )
         for name, entry in part["datasets"].items():
             entry["model"] = item.model
-            if item.release is not None:
-                entry["reported"] = _reported(item.release, name)
             results["datasets"][name] = entry
-        results["models"].append({"name": item.model, **part["model"], "crop": part["crop"], "targets": item.targets})
-        results.update(mode=part["mode"], crop=part["crop"], stride=part["stride"])
-    values = [round(r["mIoU"], 2) for r in results["datasets"].values()]
-    results["mean_mIoU"] = sum(values) / len(values)
-    if out is not None:
-        write_json(Path(out) / "results.json", json_safe(results))
+        keys = ("method", "trainable_parameters", "trained_on")
+        results["models"].append(
+            {
+                "name": item.model,
+                **part["model"],
+                **{k: part[k] for k in keys},
+                "crop": part["crop"],
+                "targets": item.targets,
+            }
+        )
+        shared = ("schema", "split", "mode", "crop", "stride", "flip", "method", "backbone", "trainable_parameters")
+        results.update({k: part[k] for k in shared})
+        results["trained_on"] = list(dict.fromkeys([*results.get("trained_on", []), *part["trained_on"]]))
+        results["model"] = part["model"]
+    add_mean(results)
+    if out is not None and distributed.is_main():
+        write_results(results, Path(out))
     return results
 
 
-def _reported(release: Release, dataset: str) -> list[dict]:
-    spec = lookup(dataset)
-    figures = release.reported.get(spec.name if spec else dataset, ())
-    return [{"mIoU": r.mIoU, "split": r.split, "source": r.source} for r in figures]
+def _reported(release: Release) -> dict[str, list[dict]]:
+    """A release's published figures in the ``reported`` schema of recipes and checkpoints."""
+    return {
+        name: [{"mIoU": r.mIoU, "split": r.split, "source": r.source} for r in figures]
+        for name, figures in release.reported.items()
+    }
 
 
 def format_comparison(results: dict[str, Any]) -> str:
@@ -187,7 +266,9 @@ def format_comparison(results: dict[str, Any]) -> str:
     return "\n".join(["ours vs published (mIoU):", *lines]) if lines else ""
 
 
-def _cpu_estimate(model, targets: tuple[str, ...], data_root: Path, mode: str, stride: int | None) -> str:
+def _cpu_estimate(
+    model, targets: tuple[str, ...], data_root: Path, mode: str, stride: int | None, split: str = "val"
+) -> str:
     """A rough time for the evaluation on this CPU: one timed forward pass (a crop-sized window, or in whole mode
     the first image's size), times the passes every target's images need (judged by each target's first image)."""
     import torch
@@ -200,7 +281,7 @@ def _cpu_estimate(model, targets: tuple[str, ...], data_root: Path, mode: str, s
     passes, shape = 0, (crop, crop)
     for target in targets:
         manifest = ensure_prepared(target, data_root, progress=False)
-        samples = manifest.samples("val")
+        samples = manifest.samples(split)
         width, height = check_image(samples[0][0])
         spec = lookup(manifest.dataset)
         size = spec.test_size_for(crop) if spec else None
