@@ -52,6 +52,7 @@ def cityscapes(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
                 ids = list(range(34)) if i == 0 else [7, 8, 26, 0, 1, 255]
                 raw[stem] = label(tmp / "gt" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", ids, seed=i + c)
                 label(tmp / "gt" / "gtFine" / split / city / f"{stem}_gtFine_instanceIds.png", [0], seed=0)  # ignored
+    image(tmp / "img" / "leftImg8bit" / "test" / "berlin" / "berlin_000000_000019_leftImg8bit.png", seed=99)  # no label
     return [
         zip_folder(tmp / "img", tmp / "leftImg8bit_trainvaltest.zip"),
         zip_folder(tmp / "gt", tmp / "gtFine_trainvaltest.zip"),
@@ -134,6 +135,8 @@ def acdc(tmp: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
             label(
                 tmp / "g" / "gt" / condition / split / f"GOPR{c:04d}" / f"{stem}_gt_labelIds.png", [7], seed=0
             )  # ignored
+        test = tmp / "r" / "rgb_anon" / condition / "test" / f"GOPR{c:04d}"
+        image(test / f"GOPR{c:04d}_frame_000002_rgb_anon.png", seed=c + 50)  # test images have no public label
     archives = [
         zip_folder(tmp / "r", tmp / "rgb_anon_trainvaltest.zip"),
         zip_folder(tmp / "g", tmp / "gt_trainval.zip"),

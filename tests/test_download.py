@@ -102,7 +102,7 @@ def test_download_then_prepare_from_the_command_line(server, tmp_path, monkeypat
     monkeypatch.setenv("REIN_HOME", str(tmp_path / "home"))
     assert rein("data", "download", "cityscapes", "--data-root", tmp_path / "root", "--no-progress") == 0
     manifest = json.loads((tmp_path / "root" / "cityscapes" / "manifest.json").read_text())
-    assert manifest["counts"] == {"train": 4, "val": 2}
+    assert manifest["counts"] == {"train": 4, "val": 2, "test": 1}
     assert not (tmp_path / "home" / "credentials").exists()  # never stored unless asked
 
 
@@ -120,7 +120,7 @@ def test_the_library_function_never_asks(server, tmp_path, monkeypatch):
         download("cityscapes", tmp_path / "root")  # nothing waits for an answer
     login = {"username": "user", "password": "secret"}
     result = download("citys", tmp_path / "root", **login, save_credentials=True, progress=False)
-    assert result.manifest.dataset == "cityscapes" and result.manifest.counts == {"train": 4, "val": 2}
+    assert result.manifest.dataset == "cityscapes" and result.manifest.counts == {"train": 4, "val": 2, "test": 1}
     store = tmp_path / "home" / "credentials" / "cityscapes.json"
     assert json.loads(store.read_text()) == {"username": "user", "password": "secret"}
     assert store.stat().st_mode & 0o777 == 0o600

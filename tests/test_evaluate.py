@@ -270,7 +270,7 @@ def test_test_split_predictions_round_trip_to_the_models_train_ids(trained, synt
     assert rein("eval", ckpt, "-t", folder, "--split", "test", *common) == 1
     assert "metrics need labels" in (err := errors(capsys)) and "--save-predictions" in err
     assert rein("eval", ckpt, "-t", "synthetic-fog", "--split", "test", "--save-predictions", pred, *common) == 1
-    assert "has no test split: `rein data prepare` keeps the labeled splits only" in errors(capsys)
+    assert "has no test split (its splits: val)" in errors(capsys)
     assert rein("eval", ckpt, "-t", "synthetic-fog", "--split", "vall", *common) == 1
     assert 'no split "vall"' in (err := errors(capsys)) and 'did you mean "val"' in err
     # Train ids on request, and predictions beside metrics on a labeled split.

@@ -315,7 +315,7 @@ def test_a_full_disk_during_preparation_names_the_label_and_a_rerun_completes(sp
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     manifest, problems = verify(out, tmp_path, workers=1, progress=False)
-    assert problems == [] and manifest.counts == {"train": 4, "val": 2}
+    assert problems == [] and manifest.counts == {"train": 4, "val": 2, "test": 1}
 
 
 @pytest.fixture

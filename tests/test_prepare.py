@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rein_cli.data.manifest import read_manifest
 from rein_cli.data.prepare import prepare
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
@@ -93,7 +94,8 @@ def test_cityscapes_from_the_official_archives(tmp_path):
     sources, raw = fake.cityscapes(tmp_path / "src")
     manifest = prepare("cityscapes", sources, tmp_path / "out", workers=2, progress=False)
     data = json.loads(manifest.read_text())
-    assert data["counts"] == {"train": 4, "val": 2} and data["dataset"] == "cityscapes"
+    assert data["counts"] == {"train": 4, "val": 2, "test": 1} and data["dataset"] == "cityscapes"
+    assert data["splits"]["test"] == [{"image": "source/leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png"}]
     assert [a["name"] for a in data["source"]["archives"]] == [
         "leftImg8bit_trainvaltest.zip",
         "gtFine_trainvaltest.zip",
@@ -176,9 +178,11 @@ def test_mapillary_v12_mapping_and_half_resolution_validation(tmp_path):
 def test_acdc_and_its_conditions(tmp_path):
     sources, raw = fake.acdc(tmp_path / "src")
     manifest = prepare("acdc", sources, tmp_path / "acdc", workers=1, progress=False)
-    assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 4}
+    assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 4, "test": 4}
     fog = tmp_path / "acdc-fog" / "manifest.json"
-    assert json.loads(fog.read_text())["counts"] == {"train": 1, "val": 1}
+    assert json.loads(fog.read_text())["counts"] == {"train": 1, "val": 1, "test": 1}
+    ((test_image, no_label),) = read_manifest(fog).samples("test")  # the server keeps the test labels
+    assert "/fog/test/" in test_image.as_posix() and test_image.is_file() and no_label is None
     for image, label in read_pairs(fog, "val"):
         assert "/fog/" in image.as_posix()
         assert np.array_equal(label, raw["fog/" + image.name.removesuffix("_rgb_anon.png")])
@@ -312,8 +316,9 @@ def test_a_prepared_dataset_is_never_lost_to_a_typo(cityscapes_folder, tmp_path,
     manifest = root / "cityscapes" / "manifest.json"
     before = manifest.read_bytes()
     assert rein("data", "prepare", "cityscapes", "--from", tmp_path / "TYPO", "--data-root", root) == 1
-    assert "is already prepared (train 4, val 2); to prepare it again run `rein data prepare cityscapes" in errors(
-        capsys
+    assert (
+        "is already prepared (train 4, val 2, test 1); to prepare it again run `rein data prepare cityscapes"
+        in errors(capsys)
     )
     assert manifest.read_bytes() == before
     assert rein("data", "prepare", "cityscapes", "--from", tmp_path / "TYPO", "--data-root", root, "--overwrite") == 1

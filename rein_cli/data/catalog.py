@@ -91,7 +91,8 @@ def dataset_info(name: str, data_root: Path) -> str:
         ]
         for split, rule in spec.splits.items():
             count = f" ({rule.count} images)" if rule.count else ""
-            lines.append(f"  {split}: {rule.images}{count}, labels {rule.labels[0][1] if rule.labels else '-'}")
+            labels = rule.labels[0][1] if rule.labels else "none (kept by the benchmark server)"
+            lines.append(f"  {split}: {rule.images}{count}, labels {labels}")
         half = "; val evaluated at half resolution" if spec.half_resolution else ""
         lines.append(f"  labels: {spec.label_format}{half}")
         how = f"rein data download {spec.name}" if spec.download != "manual" else f"by hand: {spec.instructions}"

@@ -277,6 +277,22 @@ def prepare(
     splits, paths, tasks, warnings = {}, {}, [], []  # paths: each item's image relative to the dataset root
     for split, rule in spec.splits.items():
         images = sorted({Path(p) for pattern in expand_braces(rule.images) for p in glob.glob(str(root / pattern))})
+        if not rule.labeled:  # a benchmark's test images, for predictions to submit: listed, decoded when used
+            if images:
+                rels = [image.relative_to(root).as_posix() for image in images]
+                splits[split], paths[split] = [{"image": relative_path(image, out)} for image in images], rels
+                if rule.count and len(images) != rule.count:
+                    warnings.append(f"{split}: {len(images)} images, the published count is {rule.count}")
+            else:
+                log.info(
+                    "%s: no %s images under %s (%s); the copy has no %s split",
+                    spec.name,
+                    split,
+                    root,
+                    rule.images,
+                    split,
+                )
+            continue
         if not images:
             raise ReinError(
                 f"no {split} images of {spec.name} under {root} (expected {rule.images}); is the archive complete?"
@@ -344,7 +360,9 @@ def prepare(
     for subset in (s for s in DATASETS.values() if s.parent == spec.name):  # beside it, pointing at the same files
         folder = out.parent / subset.name
         sub = {
-            split: _subset(items, paths[split], subset.splits[split], out, folder) for split, items in splits.items()
+            split: _subset(items, paths[split], subset.splits[split], out, folder)
+            for split, items in splits.items()
+            if split in subset.splits
         }
         source = {"subset_of": relative_path(manifest, folder)}
         write_manifest(folder, dataset=subset.name, splits=sub, version="1", source=source, **space)

@@ -27,8 +27,12 @@ class SplitRule:
     derived from its path (regular-expression substitutions, tried in order)."""
 
     images: str
-    labels: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # none: an unlabeled split (a benchmark's test images)
     count: int | None = None  # the published number of images
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.labels)
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,8 @@ def _mapillary_labels(split: str) -> tuple[tuple[str, str], ...]:
 def _acdc(condition: str | None) -> DatasetSpec:
     """All of ACDC (``condition`` None), or one condition: a subset of the same prepared files."""
     conds = f"{{{','.join(ACDC_CONDITIONS) if condition is None else condition}}}"
-    counts = {"fog": (400, 100), "night": (400, 106), "rain": (400, 100), "snow": (400, 100)}
-    train, val = (1600, 406) if condition is None else counts[condition]
+    counts = {"fog": (400, 100, 500), "night": (400, 106, 500), "rain": (400, 100, 500), "snow": (400, 100, 500)}
+    train, val, test = (1600, 406, 2000) if condition is None else counts[condition]
     return DatasetSpec(
         "acdc" if condition is None else f"acdc-{condition}",
         f"ACDC: adverse conditions ({', '.join(ACDC_CONDITIONS)}), 1920x1080"
@@ -103,6 +107,7 @@ def _acdc(condition: str | None) -> DatasetSpec:
         splits={
             "train": SplitRule(f"rgb_anon/{conds}/train/*/*_rgb_anon.png", ACDC_LABEL, train),
             "val": SplitRule(f"rgb_anon/{conds}/val/*/*_rgb_anon.png", ACDC_LABEL, val),
+            "test": SplitRule(f"rgb_anon/{conds}/test/*/*_rgb_anon.png", (), test),  # labels kept by the server
         },
         test_size=(960, 540),
         test_size_1024=(1920, 1080),
@@ -155,6 +160,7 @@ DATASETS: dict[str, DatasetSpec] = {
             splits={
                 "train": SplitRule("leftImg8bit/train/*/*_leftImg8bit.png", CS_LABEL, 2975),
                 "val": SplitRule("leftImg8bit/val/*/*_leftImg8bit.png", CS_LABEL, 500),
+                "test": SplitRule("leftImg8bit/test/*/*_leftImg8bit.png", (), 1525),  # labels kept by the server
             },
             label_format="cityscapes-ids",
             test_size=(1024, 512),

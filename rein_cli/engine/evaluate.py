@@ -117,9 +117,9 @@ def _check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
     if split not in manifest.splits:
         if split == "test":
             raise ReinError(
-                f"dataset {manifest.dataset} ({manifest.path}) has no test split: `rein data prepare` keeps the "
-                f"labeled splits only ({', '.join(manifest.splits)}); a prepared folder whose manifest lists a "
-                "`test` split (images without labels) can be used with --save-predictions"
+                f"dataset {manifest.dataset} ({manifest.path}) has no test split (its splits: "
+                f"{', '.join(manifest.splits)}); `rein data prepare` keeps the test images of Cityscapes and ACDC when "
+                "the archives hold them (prepare again with --overwrite after adding them)"
             )
         manifest.samples(split)  # raises: unknown split, with a "did you mean" and the splits there are
     samples = manifest.samples(split)
