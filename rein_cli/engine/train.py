@@ -215,7 +215,7 @@ def train(
             return {"trained_on": " + ".join(names), "training_datasets": names, "iterations": step}
 
         def save(step: int) -> None:
-            """Step checkpoint (weights and training state), then ``last``; rank 0 writes, the others wait."""
+            """``last``, then the step checkpoint (weights and training state); rank 0 writes, the others wait."""
             rng = dist.gather_objects(rng_state(device))
             if main:
                 training_state = {
@@ -229,9 +229,9 @@ def train(
                     "config_hash": config_hash(cfg),
                     "world_size": world,
                 }
+                save_checkpoint(model, checkpoints / "last", info=info(step))
                 save_checkpoint(model, checkpoints / f"iter_{step}", info=info(step), training_state=training_state)
                 prune_checkpoints(checkpoints, cfg.train.keep_checkpoints)
-                save_checkpoint(model, checkpoints / "last", info=info(step))
             dist.barrier()
 
         def run_evaluation(step: int, out: Path) -> None:
