@@ -241,9 +241,7 @@ def train(
         recipe = str(resume / "config.yaml")  # the run's own settings, with the options given now on top
     cfg = config.load_config(recipe, sets, **flags)
     run = train_(cfg, out, progress=_progress(progress), resume=resume)
-    from rein_cli.engine import distributed
-
-    if distributed.is_main():
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process answers
         typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
 
 

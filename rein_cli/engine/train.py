@@ -16,12 +16,14 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset
 
 from rein_cli.config import Config, check_config, data_root
@@ -43,7 +45,7 @@ from rein_cli.engine.runs import RunLock, choose_run_dir, claim_run_dir, resolve
 from rein_cli.errors import ReinError
 from rein_cli.io import write_text
 from rein_cli.models.backbone import backbone_spec
-from rein_cli.models.segmentor import count_parameters, segmentor_from_config
+from rein_cli.models.segmentor import Segmentor, count_parameters, segmentor_from_config
 from rein_cli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -139,8 +141,6 @@ def train(
     model = model.to(device)
     net = model
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         # the fpn head ignores the Rein queries: their projection gets no gradient
         unused = cfg.model.head == "fpn" and cfg.model.method == "rein"
         ids = [device.index] if device.type == "cuda" else None
@@ -284,26 +284,9 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_mult"]
                 optimizer.zero_grad(set_to_none=True)
-                totals: dict[str, float] = {}
                 try:
-                    for micro in range(accumulation):
-                        images, labels = next(loader)
-                        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                        last_micro = micro == accumulation - 1
-                        sync = contextlib.nullcontext() if world == 1 or last_micro else net.no_sync()
-                        with sync:
-                            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-                                outputs = net(images)
-                            losses = model.head.loss(to_float(outputs), labels)  # the loss in float32
-                            loss = sum(losses.values())
-                            if not torch.isfinite(loss):
-                                raise ReinError(
-                                    f"the loss became {loss.item()} at iteration {step}; lower optim.lr or check the "
-                                    "labels"
-                                )
-                            (loss / accumulation).backward()
-                        for key, value in {"loss": loss, **losses}.items():
-                            totals[key] = totals.get(key, 0.0) + value.item() / accumulation
+                    micro_batches = (next(loader) for _ in range(accumulation))
+                    totals = accumulate_gradients(net, model, micro_batches, accumulation, device, autocast, step)
                     optimizer.step()
                 except torch.cuda.OutOfMemoryError as err:
                     raise ReinError(out_of_memory(cfg, sampler.per_device)) from err
@@ -342,6 +325,42 @@ def train(
             board.close()
     dist.shutdown()
     return run
+
+
+def accumulate_gradients(
+    net: torch.nn.Module,
+    model: Segmentor,
+    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    accumulation: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    step: int,
+) -> dict[str, float]:
+    """Add the gradients of one iteration to the parameters' ``.grad``: each micro-batch's loss divided by the
+    number of micro-batches (``accumulation``), so that a loss that is a mean over the batch gives the gradient
+    of the whole batch; DDP synchronises at the last micro-batch only. Returns the loss terms, averaged likewise.
+
+    The forward pass runs under ``autocast`` (bf16 or None), the loss in float32. Mask2Former's mask losses are
+    divided by the number of masks of their own micro-batch (averaged over processes), as with that many more
+    devices, not by the whole batch's."""
+    totals: dict[str, float] = {}
+    for micro, (images, labels) in enumerate(micro_batches):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        last = micro == accumulation - 1
+        sync = net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                outputs = net(images)
+            losses = model.head.loss(to_float(outputs), labels)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise ReinError(
+                    f"the loss became {loss.item()} at iteration {step}; lower optim.lr or check the labels"
+                )
+            (loss / accumulation).backward()
+        for key, value in {"loss": loss, **losses}.items():
+            totals[key] = totals.get(key, 0.0) + value.item() / accumulation
+    return totals
 
 
 def per_device_batch(batch_size: int, world: int, accumulation: int) -> int:
