@@ -1,5 +1,6 @@
-"""`python -m rein_cli` runs the command line."""
+"""`python -m rein_cli` runs the command line (also what torchrun starts: ``torchrun ... -m rein_cli train ...``)."""
 
 from rein_cli.cli import run
 
-run()
+if __name__ == "__main__":
+    run()

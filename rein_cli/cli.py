@@ -117,11 +117,16 @@ def run(argv: list[str] | None = None) -> None:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="rein")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+_ARGV: list[str] = []  # the arguments of this command line, for `rein train --devices N` to start it again
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -202,16 +207,28 @@ def train(
     iters: Annotated[int | None, typer.Option("--iters", min=0, help="Training iterations.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    devices: Annotated[
+        int | None,
+        typer.Option("--devices", min=1, help="Processes (GPUs) on this machine: starts torchrun with N processes."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue a killed or finished run exactly, from its latest step checkpoint."),
+    ] = None,
     out: Out = None,
     progress: Progress = None,
     list_: Annotated[
         bool, typer.Option("--list", help="List the shipped recipes (setting, data, schedule, published figures).")
     ] = False,
 ) -> None:
-    """Train a segmentor; writes a run directory with config, metrics, checkpoint and evaluation."""
+    """Train a segmentor; writes a run directory with config, metrics, checkpoints and evaluation."""
+    import os
+
     if list_:
         typer.echo(format_recipes())
         return
+    if devices is not None and devices > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_launch(devices))
     from rein_cli.engine.train import train as train_
 
     flags = {
@@ -223,8 +240,38 @@ def train(
         "data.batch_size": batch_size,
         "train.device": device,
     }
-    run = train_(config.load_config(recipe, sets, **flags), out, progress=_progress(progress))
-    typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
+    if resume is not None and recipe is None:
+        if not (resume / "config.yaml").is_file():
+            raise ReinError(
+                f"--resume {resume}: not a training run (no config.yaml); give a run directory of `rein train`"
+            )
+        recipe = str(resume / "config.yaml")  # the run's own settings, with the options given now on top
+    cfg = config.load_config(recipe, sets, **flags)
+    run = train_(cfg, out, progress=_progress(progress), resume=resume)
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process answers
+        typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
+
+
+def _launch(devices: int) -> int:
+    """Run this very command under torchrun with ``devices`` processes (``--devices`` left out); its exit code."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in _ARGV:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}"]
+    log.info(
+        "starting %d processes: torchrun --standalone --nproc-per-node=%d -m rein_cli %s",
+        devices,
+        devices,
+        " ".join(args),
+    )
+    return subprocess.run([*command, "-m", "rein_cli", *args]).returncode
 
 
 @app.command("eval")

@@ -117,3 +117,86 @@ def test_evaluation_datasets_are_checked_before_training(tmp_path, capsys):
     err = errors(capsys)
     assert "evaluation dataset synthetic has 19 classes but the model 3" in err and "data.eval=[three]" in err
     assert not (tmp_path / "run").exists()  # refused before a single iteration
+
+
+def test_accumulation_gives_the_gradient_of_the_whole_batch(tiny_model):
+    import torch
+
+    from rein_cli.engine.train import accumulate_gradients
+
+    torch.manual_seed(1)
+    images, labels = torch.randn(4, 3, 64, 64), torch.randint(0, 19, (4, 64, 64))  # no ignored pixel: a plain mean
+    tiny_model.train()
+    device = torch.device("cpu")
+    whole = accumulate_gradients(tiny_model, tiny_model, [(images, labels)], 1, device, None, 0)
+    grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+    tiny_model.zero_grad()
+    halves = [(images[:2], labels[:2]), (images[2:], labels[2:])]
+    parts = accumulate_gradients(tiny_model, tiny_model, halves, 2, device, None, 0)
+    assert abs(parts["loss"] - whole["loss"]) < 1e-5
+    for name, p in tiny_model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_activation_checkpointing_keeps_fewer_tensors_and_the_same_gradients(tiny_model):
+    import torch
+
+    torch.manual_seed(2)
+    images, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    tiny_model.train()
+    results = []
+    for on in (False, True):
+        tiny_model.backbone.checkpointing = on
+        tiny_model.zero_grad()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=saved: s.append(t) or t, lambda t: t):
+            loss = sum(tiny_model.training_loss(images, labels).values())
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+        results.append((len(saved), loss.detach(), grads))
+    (plain, loss_plain, grads_plain), (checkpointed, loss_checkpointed, grads_checkpointed) = results
+    assert checkpointed < plain
+    assert torch.equal(loss_plain, loss_checkpointed)
+    assert all(torch.equal(grads_plain[n], grads_checkpointed[n]) for n in grads_plain)
+
+
+def test_precision_choices():
+    import torch
+
+    from rein_cli.engine.train import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None  # the CPU stays float32
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16  # asked for: CPU autocast
+
+
+def test_running_out_of_gpu_memory_names_what_to_lower(synthetic_root, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from rein_cli.engine import train
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train, "to_float", out_of_memory)
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]")
+    assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 1
+    err = errors(capsys).splitlines()[-1]
+    assert err.startswith("error: out of GPU memory during training; lower data.batch_size (now 2, 2 per device")
+    assert "train.accumulation" in err and "train.checkpointing=true" in err and "model.crop_size (now 64)" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_periodic_evaluation_logs_each_result_and_keeps_the_best(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog']", "train.eval_interval=1")
+    assert rein("train", *args, "--iters", 2, "--out", run, "--no-progress") == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+    assert [r["step"] for r in evals] == [1, 2] and all(set(r["eval"]) == {"synthetic-fog"} for r in evals)
+    assert all(abs(r["mean_mIoU"] - r["eval"]["synthetic-fog"]) <= 0.005 for r in evals)  # rounded to 0.01
+    best = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
+    top = max(evals, key=lambda r: r["mean_mIoU"])  # the first of equal ones
+    assert best["mean_mIoU"] == top["mean_mIoU"] and best["iterations"] == top["step"]
+    assert (run / "eval" / "iter_1" / "results.json").is_file() and (run / "eval" / "results.json").is_file()

@@ -26,13 +26,22 @@ from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainabl
 
 FORMAT = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+TRAINING_STATE_FILE = "training_state.pt"  # in a run's step checkpoints: what resuming needs besides the weights
 
 
-def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Segmentor,
+    path: Path,
+    *,
+    info: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
     """Write the checkpoint directory atomically (a temporary directory renamed into place).
 
     ``config.json`` gets the model's declared metadata (its config, classes, palette, normalisation) and
-    ``info`` (e.g. ``trained_on``, ``iterations``)."""
+    ``info`` (e.g. ``trained_on``, ``iterations``). ``training_state`` (optimizer, step, random generators,
+    data position) goes into ``training_state.pt`` inside the same temporary directory, so the directory
+    holds both or does not exist."""
     from safetensors.torch import save_file
 
     model_config = model.config
@@ -69,6 +78,8 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
         os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())
         write_json(tmp / CONFIG_FILE, config)
         (tmp / "README.md").write_text(model_card(config))
+        if training_state is not None:
+            torch.save(training_state, tmp / TRAINING_STATE_FILE)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -76,6 +87,20 @@ def save_checkpoint(model: Segmentor, path: Path, *, info: dict[str, Any] | None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def load_training_state(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The ``training_state.pt`` of a step checkpoint (tensors only, nothing else unpickled)."""
+    file = Path(path) / TRAINING_STATE_FILE
+    try:
+        state = torch.load(file, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ReinError(f"{path} has no {TRAINING_STATE_FILE}; it is not a step checkpoint of a run") from None
+    except Exception as err:  # truncated or foreign file
+        raise ReinError(f"cannot read {file}: {err}; resume from an earlier checkpoint or start a new run") from err
+    if not isinstance(state, dict) or not {"step", "optimizer", "rng"} <= set(state):
+        raise ReinError(f"{file} is not a rein training state; resume from an earlier checkpoint or start a new run")
+    return state
 
 
 def _stored_provenance(provenance: dict[str, Any]) -> dict[str, Any]:

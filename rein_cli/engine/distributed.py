@@ -6,7 +6,9 @@ same code runs on one device and on many.
 
 from __future__ import annotations
 
+import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,7 +48,9 @@ def init_from_env(device: torch.device) -> bool:
     if not is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(local_rank())
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # rank 0 evaluates alone while the others wait at a barrier: a long evaluation must not time them out
+        timeout = datetime.timedelta(hours=2)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return True
 
 
@@ -55,6 +59,24 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_initialized():
         dist.all_reduce(tensor)
     return tensor
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object), on every process."""
+    if not is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order, on every process (``[value]`` in one process)."""
+    if not is_initialized():
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier() -> None:

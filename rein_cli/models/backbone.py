@@ -104,6 +104,9 @@ class FrozenBackbone(nn.Module):
     def __init__(self, model: nn.Module, crop_size: int, *, trainable: bool = False) -> None:
         super().__init__()
         self.vit = model
+        # activation checkpointing: each block with its Rein keeps only its input for the backward pass and runs
+        # again there (less memory, about a third more compute); the outputs and gradients do not change
+        self.checkpointing = False
         self.crop_size = crop_size  # training crop and slide window
         self.vit.requires_grad_(trainable)
         self.vit.eval()
@@ -120,6 +123,14 @@ class FrozenBackbone(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         with torch.set_grad_enabled(needs_grad):
             return self._forward(images)
+
+    def _step(self, function, *args):
+        """``function(*args)``, under activation checkpointing when it is on and gradients are recorded."""
+        if self.checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(function, *args, use_reentrant=False)
+        return function(*args)
 
 
 class ReinViT(FrozenBackbone):
@@ -158,11 +169,15 @@ class ReinViT(FrozenBackbone):
     def _untokens(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
         return tokens
 
+    def _block(self, block: nn.Module, i: int, x: Tensor, kwargs: dict) -> Tensor:
+        """Block ``i`` and its Rein: tokens (B, P+N, C)."""
+        return self.reins(self._tokens(block(x, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+
     def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
         x, (Hp, Wp), kwargs = self._embed(images)
         maps = []
         for i, block in enumerate(self.vit.blocks):
-            tokens = self.reins(self._tokens(block(x, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+            tokens = self._step(self._block, block, i, x, kwargs)
             x = self._untokens(tokens, (Hp, Wp))
             if i in self.feature_indices:
                 feats = tokens[:, self.num_prefix_tokens :]  # (B, N, C)
@@ -230,16 +245,21 @@ class ReinConvNeXt(FrozenBackbone):
         x = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], eps=self.NORM_EPS)  # (B, H, W, C)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
+    @staticmethod
+    def _block(block: nn.Module, reins: nn.Module, j: int, x: Tensor) -> Tensor:
+        """Block ``j`` of a stage and the stage's Rein on (B, C, h, w) maps."""
+        x = block(x)
+        B, C, h, w = x.shape
+        tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, hw, C)
+        return tokens.transpose(1, 2).reshape(B, C, h, w)
+
     def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
         x = self.vit.stem(images)  # (B, C0, H/4, W/4)
         maps = []
         for i, (stage, reins) in enumerate(zip(self.vit.stages, self.reins, strict=True)):
             x = stage.downsample(x)  # (B, C, h, w) at stride 4, 8, 16 or 32
             for j, block in enumerate(stage.blocks):
-                x = block(x)
-                B, C, h, w = x.shape
-                tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, hw, C)
-                x = tokens.transpose(1, 2).reshape(B, C, h, w)
+                x = self._step(self._block, block, reins, j, x)
             maps.append(self.stage_norm(i, x).contiguous())  # (B, C, h, w); x itself goes on un-normalised
         queries = [r.queries() for r in self.reins]
         return maps, None if queries[0] is None else torch.stack(queries).sum(0)
