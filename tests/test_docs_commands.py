@@ -246,6 +246,8 @@ def why_not_run(command: Command) -> str | None:
     missing = [name for name in inputs(path, params) if name not in WORKSPACE]
     if missing:
         return f"needs {missing[0]}: {NOT_MADE.get(missing[0], 'not made by the tests')}"
+    if path == "rein train" and params["resume"] is not None:
+        return "resumes a killed run (test_resume.py kills runs at an iteration and resumes them)"
     if path == "rein train" and not params["list_"]:
         unprepared = [name for name in recipe_datasets(params) if name not in PREPARED]
         if unprepared:

@@ -125,7 +125,7 @@ def test_the_library_function_never_asks(server, tmp_path, monkeypatch):
     assert json.loads(store.read_text()) == {"username": "user", "password": "secret"}
     assert store.stat().st_mode & 0o777 == 0o600
     with pytest.raises(
-        ReinError, match=r"already prepared \(train 4, val 2\).*rein data download cityscapes --overwrite"
+        ReinError, match=r"already prepared \(train 4, val 2, test 1\).*rein data download cityscapes --overwrite"
     ):
         download("cityscapes", tmp_path / "root", progress=False)  # refused before anything is downloaded
     again = download("cityscapes", tmp_path / "root", overwrite=True, progress=False)  # the saved login is used
