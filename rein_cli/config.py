@@ -71,7 +71,7 @@ class ModelConfig:
     method: Method = "rein"
     head: Head = "mask2former"
     head_channels: int = 256  # width of the fpn head
-    num_classes: int = 19
+    num_classes: int | None = None  # None: the training data's classes (19 for the Cityscapes label space)
     crop_size: int = 512
     feature_indices: tuple[int, ...] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
     backbone_kwargs: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))  # e.g. depth=2
@@ -306,7 +306,10 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.method": (lambda v: v in choices(Method), " or ".join(choices(Method))),
     "model.head": (lambda v: v in choices(Head), " or ".join(choices(Head))),
     "model.head_channels": (_positive, ">= 1"),
-    "model.num_classes": (lambda v: 1 <= v <= 255, "between 1 and 255 (labels are 8-bit, 255 means ignore)"),
+    "model.num_classes": (
+        lambda v: v is None or 1 <= v <= 255,
+        "null (the training data's classes) or between 1 and 255 (labels are 8-bit, 255 means ignore)",
+    ),
     "model.crop_size": (lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32"),
     "model.feature_indices": (
         lambda v: v is None or (len(v) == 4 and list(v) == sorted(set(v)) and v[0] >= 0),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from rein_cli.errors import ReinError
@@ -48,14 +49,43 @@ def test_custom_folders(tmp_path, capsys):
     assert "classes.yaml is missing" in capsys.readouterr().err
 
 
-def test_train_on_a_custom_dataset_by_name(tmp_path):
-    src = fake.custom(tmp_path / "mine", {"train": 4, "val": 2}, [0, 1, 255], "classes: [sky, ground]\n")
+def test_fine_tuning_on_a_custom_dataset_trains_evaluates_and_predicts_with_its_classes(tmp_path, capsys):
+    colors = "[{name: sky, color: [10, 20, 250]}, {name: ground, color: [200, 120, 0]}]"
+    src = fake.custom(tmp_path / "mine", {"train": 4, "val": 2}, [0, 1], f"classes: {colors}\n")
+    for mask in src.rglob("masks/*/*.png"):  # colour masks, as annotation tools save them
+        ids = np.asarray(Image.open(mask))
+        rgb = np.zeros((*ids.shape, 3), np.uint8)
+        rgb[ids == 0], rgb[ids == 1] = (10, 20, 250), (200, 120, 0)
+        Image.fromarray(rgb).save(mask)
     root = tmp_path / "root"
+    # an unprepared folder is named with the command that prepares it
+    assert rein("train", "--data", src, *sets(f"data.root={root}"), "--iters", 1, "--out", tmp_path / "x") == 1
+    assert f"rein data prepare custom --from {src} --name NAME" in errors(capsys)
     assert rein("data", "prepare", "custom", "--from", src, "--name", "two", "--data-root", root, "--no-progress") == 0
-    args = sets(f"data.root={root}", "data.train=two", "data.eval=['two']", "model.num_classes=2")
-    assert rein("train", *args, "--iters", 1, "--out", tmp_path / "run", "--no-progress") == 0
+    # no model.num_classes: the head gets the dataset's two classes
+    args = sets(f"data.root={root}", "data.eval=['two']")
+    assert rein("train", "--data", "two", *args, "--iters", 1, "--out", tmp_path / "run", "--no-progress") == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["num_classes"] == 2
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert list(results["datasets"]["two"]["per_class"]) == ["sky", "ground"]
+    ckpt = tmp_path / "run" / "checkpoints" / "last"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["classes"] == ["sky", "ground"] and config["palette"] == [[10, 20, 250], [200, 120, 0]]
+    # evaluation and prediction from the checkpoint, with its classes and palette
+    capsys.readouterr()
+    ev = tmp_path / "ev"
+    assert rein("eval", ckpt, "-t", "two", "--data-root", root, "--mode", "whole", "--out", ev, "--no-progress") == 0
+    assert "sky" in capsys.readouterr().out and (ev / "report.md").is_file()
+    pred = tmp_path / "pred"
+    assert rein("predict", ckpt, src / "images" / "val", "--out", pred, "--mode", "whole", "--no-progress") == 0
+    labels = np.asarray(Image.open(pred / "labels" / "0.png"))
+    colours = np.asarray(Image.open(pred / "color" / "0.png").convert("RGB"))
+    assert set(np.unique(labels)) <= {0, 1}
+    expected = np.array([[10, 20, 250], [200, 120, 0]], np.uint8)[labels]
+    assert np.array_equal(colours, expected)  # the dataset's own colours
+    # a checkpoint of two classes on a 19-class dataset: one message naming both
+    assert rein("eval", ckpt, "-t", "synthetic", "--data-root", root, "--mode", "whole", "--out", ev / "b") == 1
+    assert "19" in (err := errors(capsys)) and "2" in err
 
 
 def test_hugging_face_datasets_through_the_datasets_library(tmp_path, monkeypatch):

@@ -174,6 +174,8 @@ NOT_RUN = {
 }
 # Inputs documented commands name that the tests do not make, and why.
 NOT_MADE = {
+    "runs/cracks/checkpoints/last": "trained on a custom dataset by the command above it (test_custom.py trains, "
+    "evaluates and predicts on a custom dataset from the command line)",
     "checkpoints/rein-dinov2-l-gta": "converted from the official file, its backbone weights come from the Hub",
     "weights/dinov2-l_512.safetensors": "converted from Meta's DINOv2-L release file (1.2 GB)",
     "bdd100k_images_10k.zip": "MD5-checked against the published sums: only the real archive passes",

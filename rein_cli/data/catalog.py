@@ -42,6 +42,11 @@ def locate(dataset: str | Path, data_root: Path) -> Located:
     path = Path(text)
     manifest = path / MANIFEST if path.is_dir() else path
     if not manifest.is_file():
+        if (path / "classes.yaml").is_file():  # a custom folder as it comes, not yet checked and converted
+            raise ReinError(
+                f"{path} is a custom dataset folder that is not prepared yet; run `rein data prepare custom --from "
+                f"{path} --name NAME`, then use NAME"
+            )
         raise ReinError(f"{path} is not a prepared dataset (no {MANIFEST} there); check the path or prepare it")
     return Located(manifest)
 

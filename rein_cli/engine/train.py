@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,8 @@ def train(
         dist.barrier()  # rank 0 prepares the data first
     sources = [ensure_prepared(name, root, progress=progress and main) for name in cfg.data.train]
     manifest = sources[0]  # the first source's classes and palette name the model's
+    if cfg.model.num_classes is None:  # the head is sized to the training data's classes
+        cfg = replace(cfg, model=replace(cfg.model, num_classes=len(manifest.classes)))
     for source in sources:
         if len(source.classes) != cfg.model.num_classes:
             raise ReinError(
