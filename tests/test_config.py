@@ -128,7 +128,7 @@ def test_every_configuration_key_has_a_rule():
         ("model.rein.rank=-1", "model.rein.rank = -1 is invalid"),
         ("model.rein.token_length=0", "model.rein.token_length = 0 is invalid; it must be >= 2"),
         ("optim.betas=[2.0,0.999]", r"optim.betas = \(2.0, 0.999\) is invalid; it must be two values in \[0, 1\)"),
-        ("model.num_classes=300", "model.num_classes = 300 is invalid; it must be between 1 and 255"),
+        ("model.num_classes=300", "model.num_classes = 300 is invalid; it must be null .* or between 1 and 255"),
         ("data.cat_max_ratio=0", r"data.cat_max_ratio = 0.0 is invalid; it must be in \(0, 1\]"),
         ("data.resize_ratios=[]", "data.resize_ratios = \\(\\) is invalid"),
         ("model.feature_indices=[3,2,1,0]", "model.feature_indices = \\(3, 2, 1, 0\\) is invalid"),

@@ -151,10 +151,8 @@ def segmentor_from_config(
     """Build the model a `ModelConfig` describes. Pretrained backbone weights come from ``cfg.weights`` or the
     Hub cache (downloaded when ``download``); ``load_backbone=False`` leaves the backbone randomly initialised
     for weights that come from elsewhere (a checkpoint, an official file)."""
-    if cfg.num_classes is None:
-        if classes is None:
-            raise ReinError("model.num_classes is not set and no classes are given; set model.num_classes")
-        cfg = dataclasses.replace(cfg, num_classes=len(classes))
+    if cfg.num_classes is None:  # the classes given, else the Cityscapes label space
+        cfg = dataclasses.replace(cfg, num_classes=len(classes) if classes is not None else len(default_classes(19)))
     check_choice("method", cfg.method, Method)
     check_choice("head", cfg.head, Head)
     spec = backbone_spec(cfg.backbone)
