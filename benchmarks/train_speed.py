@@ -37,6 +37,17 @@ from PIL import Image
 METHODS = ("rein", "frozen", "full")
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -190,7 +201,7 @@ def main() -> None:
     device = torch.device(args.device)
     data = {
         "benchmark": "train_speed",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "backbone": args.backbone,
         "batch": args.batch,
         "precision": args.precision,
