@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rein_cli.errors import ReinError
+from rein_cli.parallel import track_temporary, untrack_temporary
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -36,6 +37,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        track_temporary(tmp)  # a worker process ended while writing removes it
     except OSError as err:
         raise ReinError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
     os.close(fd)
@@ -50,6 +52,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+        untrack_temporary(tmp)
 
 
 def check_writable(folder: Path, option: str = "--out") -> None:

@@ -3,6 +3,7 @@ processes that end with their parent."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -55,14 +56,35 @@ def parallel_map(
     return results
 
 
+# The temporary files this process is writing (`rein_cli.io.atomic_path` registers them): a worker process ended by
+# SIGTERM (its parent failed, was interrupted or died) removes them before it goes, so nothing is left behind.
+_TEMPORARY: set[str] = set()
+
+
+def track_temporary(path: str | os.PathLike) -> None:
+    _TEMPORARY.add(os.fspath(path))
+
+
+def untrack_temporary(path: str | os.PathLike) -> None:
+    _TEMPORARY.discard(os.fspath(path))
+
+
+def _end_now(signum: int, frame: object) -> None:
+    """A worker's SIGTERM: remove the temporary files being written and end at once, with the signal's exit code."""
+    for path in list(_TEMPORARY):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    os._exit(128 + signum)
+
+
 def end_with_parent(parent: int) -> None:
     """In a child process of ``parent``: have Linux send it SIGTERM when the parent dies, even by SIGKILL.
 
     Does nothing on other platforms. A parent that died before this call ends the child now. Linux ties the signal
     to the thread that started the child: start children from a thread that outlives them (the main thread).
-    SIGTERM gets its default action back in the child (the CLI's handler, inherited through fork, would turn it
-    into an interrupt and a traceback): the child just ends."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    SIGTERM ends the child at once, removing the temporary files it was writing (the CLI's handler, inherited
+    through fork, would turn it into an interrupt and a traceback)."""
+    signal.signal(signal.SIGTERM, _end_now)
     if not sys.platform.startswith("linux"):
         return
     import ctypes

@@ -167,6 +167,31 @@ def test_ending_with_the_parent_leaves_the_loader_workers_seeded_as_before():
 
 
 @needs_proc
+def _write_slowly_or_fail(task: tuple[str, Path]) -> None:
+    """A worker task: "fail" fails once the other worker is inside its write; "write" writes for a long time."""
+    from rein_cli.io import atomic_path
+
+    kind, folder = task
+    if kind == "fail":
+        while not list(folder.glob("*.tmp")):  # the other worker's temporary file exists: it is mid-write
+            time.sleep(0.01)
+        raise ValueError("a failed task")
+    with atomic_path(folder / "slow.png") as tmp:
+        tmp.write_bytes(b"partial")
+        time.sleep(60)
+
+
+def test_a_worker_stopped_mid_write_leaves_no_temporary_file(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="a failed task"):
+        parallel_map(_write_slowly_or_fail, [("fail", tmp_path), ("write", tmp_path)], workers=2, progress=False)
+    assert time.perf_counter() - start < 30  # the writing worker was stopped, not waited for
+    deadline = time.monotonic() + 10
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:  # it removes its file as it ends
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_stops_preparation_workers_at_once_without_their_tracebacks(spawn):
     process = spawn("-c", SLOW_MAP)
     wait_for(lambda: len(descendants(process.pid)) >= 2)
