@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rein_cli.models.mask2former.criterion import dice_loss, mask2former_losses, semantic_targets, uncertain_points
 from rein_cli.models.mask2former.deform_attn import MSDeformAttn, ms_deform_attn
-from rein_cli.models.mask2former.head import Mask2FormerHead, unmask_full_rows
+from rein_cli.models.mask2former.head import Mask2FormerHead, per_head, unmask_full_rows
 from rein_cli.models.mask2former.matcher import hungarian_match, match_cost, point_sample
 from rein_cli.models.mask2former.pixel_decoder import sine_position_encoding
 from rein_cli.models.segmentor import build_segmentor, count_parameters
@@ -99,6 +99,13 @@ def test_semantic_scores_are_class_probabilities_times_mask_probabilities():
 def test_fully_masked_rows_attend_everywhere():
     mask = torch.tensor([[[True, True, True], [True, False, True]]])
     torch.testing.assert_close(unmask_full_rows(mask), torch.tensor([[[False, False, False], [True, False, True]]]))
+
+
+def test_the_attention_mask_is_thresholded_once_and_repeated_per_head_as_multihead_attention_lays_it_out():
+    logits = torch.randn(2, 5, 12)  # (B, Q, h*w)
+    mask = per_head(unmask_full_rows(logits.sigmoid() < 0.5), num_heads=3)
+    repeated = logits.unsqueeze(1).repeat(1, 3, 1, 1).flatten(0, 1)  # every head's copy, then thresholded
+    assert mask.shape == (6, 5, 12) and torch.equal(mask, unmask_full_rows(repeated.sigmoid() < 0.5))
 
 
 def test_hungarian_matching_on_hand_made_costs():

@@ -71,7 +71,7 @@ def _single_prediction_losses(
     """loss_cls, loss_mask, loss_dice (unweighted) of one prediction (B, Q, K+1), (B, Q, h, w)."""
     B, Q = cls_logits.shape[:2]
     labels = torch.full((B, Q), num_classes, dtype=torch.long, device=cls_logits.device)  # unmatched: no object
-    matched_masks, matched_targets = [], []  # matched_targets: indices into float_masks
+    matched_images, matched_queries, matched_targets = [], [], []  # matched_targets: indices into float_masks
     for b, (gt_labels, _) in enumerate(targets):
         if len(gt_labels) == 0:
             continue
@@ -82,7 +82,8 @@ def _single_prediction_losses(
             gt_points = point_sample(gt_masks, points.expand(len(gt_labels), -1, -1))[:, 0]
             rows, cols = hungarian_match(match_cost(cls_logits[b], pred_points, gt_labels, gt_points))
         labels[b, rows] = gt_labels[cols]
-        matched_masks.append(mask_logits[b, rows])
+        matched_images.append(torch.full_like(rows, b))
+        matched_queries.append(rows)
         matched_targets.append(cols + starts[b])
 
     class_weight = torch.ones(num_classes + 1, device=cls_logits.device)
@@ -93,12 +94,13 @@ def _single_prediction_losses(
 
     # mmdet's avg_factor: every image counts at least one mask (its sampling result's max(num_pos, 1)), also one
     # whose crop has no labeled pixel; averaged over processes, at least 1
-    num_masks = sum(len(m) for m in matched_masks) + sum(len(gt_labels) == 0 for gt_labels, _ in targets)
+    num_masks = sum(len(rows) for rows in matched_queries) + sum(len(gt_labels) == 0 for gt_labels, _ in targets)
     num_masks = max(float(mean_across_processes(cls_logits.new_tensor(float(num_masks)))), 1.0)
-    if not matched_masks:  # no labeled pixel in the batch: zero mask losses that keep the graph
+    if not matched_queries:  # no labeled pixel in the batch: zero mask losses that keep the graph
         zero = mask_logits.sum() * 0.0
         return loss_cls, zero, zero
-    preds = torch.cat(matched_masks)[:, None]  # (M, 1, h, w)
+    # (M, 1, h, w): one gather of every image's matched predictions (one gradient scatter in the backward pass)
+    preds = mask_logits[torch.cat(matched_images), torch.cat(matched_queries)][:, None]
     order = torch.cat(matched_targets)  # the mask of each matched prediction, in float_masks
     with torch.no_grad():
         points = uncertain_points(preds, num_points)

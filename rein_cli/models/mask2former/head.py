@@ -16,6 +16,11 @@ def unmask_full_rows(attn_mask: Tensor) -> Tensor:
     return attn_mask & (attn_mask.sum(-1, keepdim=True) != attn_mask.shape[-1])
 
 
+def per_head(attn_mask: Tensor, num_heads: int) -> Tensor:
+    """(B, Q, N) -> (B * heads, Q, N), the same mask for every head (the layout of nn.MultiheadAttention)."""
+    return attn_mask.unsqueeze(1).expand(-1, num_heads, -1, -1).flatten(0, 1)
+
+
 class Mask2FormerHead(nn.Module):
     """Pixel decoder + 9-layer masked-attention decoder; class and mask predictions per query.
 
@@ -68,13 +73,13 @@ class Mask2FormerHead(nn.Module):
     def _predict(
         self, query: Tensor, mask_features: Tensor, next_size: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Class and mask logits, and the next layer's attention mask (True where sigmoid < 0.5)."""
+        """Class and mask logits, and the next layer's attention mask (B, Q, h*w), True where sigmoid < 0.5 (the same
+        for every head: thresholded once, repeated per head by the caller)."""
         query = self.transformer_decoder.post_norm(query)
         cls = self.cls_embed(query)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(query), mask_features)
         attn = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
-        attn = attn.flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)  # (B * heads, Q, h*w)
-        attn = (attn.sigmoid() < 0.5).detach()
+        attn = (attn.flatten(2).sigmoid() < 0.5).detach()
         return cls, masks, attn
 
     def forward(self, features: list[Tensor], queries: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
@@ -91,7 +96,7 @@ class Mask2FormerHead(nn.Module):
         all_cls, all_masks = [cls], [masks]
         for i, layer in enumerate(self.transformer_decoder.layers):
             level = i % self.num_levels
-            attn = unmask_full_rows(attn)
+            attn = per_head(unmask_full_rows(attn), self.num_heads)  # (B * heads, Q, h*w)
             query = layer(query, query_pos, keys[level], key_pos[level], attn)
             cls, masks, attn = self._predict(query, mask_features, memories[(i + 1) % self.num_levels].shape[-2:])
             all_cls.append(cls)
