@@ -175,3 +175,16 @@ def test_a_missing_local_weights_file_says_so(tmp_path):
     cfg = load_config(None, [*TINY_SETS, f"model.weights={tmp_path / 'nope.safetensors'}"])
     with pytest.raises(ReinError, match=r"model.weights .*nope.safetensors does not exist; give the safetensors file"):
         segmentor_from_config(cfg.model)
+
+
+def test_a_failed_training_state_write_is_one_message_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+    model = build(tiny_config())
+
+    def failing_save(obj, f):  # what torch's file writer raises when the disk fills up mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 122331968 vs 122331860")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    path = tmp_path / "checkpoints" / "iter_2"
+    with pytest.raises(ReinError, match=r"cannot write .*iter_2/training_state.pt: .* the disk may be full.*--resume"):
+        save_checkpoint(model, path, info={"iterations": 2}, training_state={"step": 2})
+    assert list((tmp_path / "checkpoints").iterdir()) == []  # nothing half-written, no temporary folder

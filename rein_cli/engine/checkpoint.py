@@ -79,7 +79,13 @@ def save_checkpoint(
         write_json(tmp / CONFIG_FILE, config)
         (tmp / "README.md").write_text(model_card(config))
         if training_state is not None:
-            torch.save(training_state, tmp / TRAINING_STATE_FILE)
+            try:
+                torch.save(training_state, tmp / TRAINING_STATE_FILE)
+            except RuntimeError as err:  # torch's file writer reports a failed write (a full disk) this way
+                raise ReinError(
+                    f"cannot write {path / TRAINING_STATE_FILE}: the write failed ({err}); the disk may be full: "
+                    "free space there (`df -h`) and continue the run with `rein train --resume`"
+                ) from err
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
