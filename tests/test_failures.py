@@ -15,9 +15,9 @@ from subprocess import PIPE
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from rein_cli.data.dataset import infinite_loader
+from rein_cli.data.dataset import TrainingSampler, training_loader
 from rein_cli.parallel import parallel_map
 
 from .helpers import errors, rein, sets
@@ -145,25 +145,19 @@ class Draws(Dataset):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux process attribute")
 def test_workers_ask_for_sigterm_when_their_parent_dies():
     assert set(parallel_map(death_signal, list(range(4)), workers=2, progress=False)) == {signal.SIGTERM}
-    _, deaths = next(infinite_loader(Draws(), batch_size=2, num_workers=1, seed=0))
+    sampler = TrainingSampler(len(Draws()), batch_size=2, seed=0)
+    _, deaths = next(training_loader(Draws(), sampler, num_workers=1))
     assert deaths.tolist() == [signal.SIGTERM, signal.SIGTERM]
 
 
-def test_ending_with_the_parent_leaves_the_loader_workers_seeded_as_before():
-    loader = infinite_loader(Draws(), batch_size=2, num_workers=1, seed=3)
-    ours = [next(loader)[0] for _ in range(6)]  # three passes over the data: three reshuffles
-    plain = DataLoader(  # the same loader without the worker_init_fn
-        Draws(),
-        batch_size=2,
-        shuffle=True,
-        drop_last=True,
-        num_workers=1,
-        persistent_workers=True,
-        generator=torch.Generator().manual_seed(3),
-        collate_fn=lambda items: (torch.stack([i["image"] for i in items]), None),
-    )
-    theirs = [images for _ in range(3) for images, _ in plain]
-    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+def test_ending_with_the_parent_leaves_the_loader_workers_draws_as_in_one_process():
+    def torch_draws(workers: int) -> list:
+        loader = training_loader(Draws(), TrainingSampler(len(Draws()), batch_size=2, seed=3), num_workers=workers)
+        return [next(loader)[0][:, 2:] for _ in range(6)]  # torch's draw and the index: three passes over the data
+
+    with_workers, in_process = torch_draws(1), torch_draws(0)
+    assert all(torch.equal(a, b) for a, b in zip(with_workers, in_process, strict=True))
+    assert len({tuple(batch[:, 1].tolist()) for batch in in_process}) > 1  # reshuffled and drawn anew
 
 
 @needs_proc

@@ -59,16 +59,20 @@ def _init_worker(parent: int, worker_id: int) -> None:
     end_with_parent(parent)
 
 
+def _hash_seed(*values: int) -> int:
+    """A 63-bit seed hashed from ``values`` (numpy's SeedSequence)."""
+    words = np.random.SeedSequence(list(values)).generate_state(2, dtype=np.uint32)
+    return int(words[0]) << 31 ^ int(words[1])  # < 2**63
+
+
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The seed of one training sample's augmentation: a hash of (run seed, epoch, position in the epoch)."""
-    words = np.random.SeedSequence([seed, epoch, position]).generate_state(2, dtype=np.uint32)
-    return int(words[0]) << 31 ^ int(words[1])  # < 2**63
+    return _hash_seed(seed, epoch, position)
 
 
 def epoch_permutation(seed: int, epoch: int, size: int) -> Tensor:
     """The order of the training set in ``epoch``: a permutation drawn from a generator seeded with (seed, epoch)."""
-    words = np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(2, dtype=np.uint32)
-    return torch.randperm(size, generator=torch.Generator().manual_seed(int(words[0]) << 31 ^ int(words[1])))
+    return torch.randperm(size, generator=torch.Generator().manual_seed(_hash_seed(seed, epoch, 0x5EED)))
 
 
 class TrainingSampler(Sampler):
@@ -151,30 +155,3 @@ def training_loader(dataset: Dataset, sampler: TrainingSampler, *, num_workers: 
         worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
     )
     return iter(loader)
-
-
-def infinite_loader(
-    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled (images, labels) batches forever; reshuffled every pass, deterministic for a seed (worker
-    seeding as torch's; training uses `training_loader`, whose order and augmentation survive a restart).
-
-    The worker processes end with this process, even when it is killed (`rein_cli.parallel.end_with_parent`);
-    that changes nothing in their seeding (torch seeds each worker before calling ``worker_init_fn``)."""
-    if len(dataset) < batch_size:
-        raise ReinError(f"the training set has {len(dataset)} images, fewer than the batch size {batch_size}")
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        generator=generator,
-        collate_fn=_collate,
-        worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
-    )
-    while True:
-        yield from loader
