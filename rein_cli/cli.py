@@ -202,7 +202,10 @@ def train(
     sets: Sets = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name, e.g. dinov2-l.")] = None,
     method: Annotated[Method | None, typer.Option("--method", help="rein, or the baselines frozen / full.")] = None,
-    head: Annotated[Head | None, typer.Option("--head", help="mask2former (the paper's) or fpn (light).")] = None,
+    head: Annotated[
+        Head | None,
+        typer.Option("--head", help="mask2former (the paper's), fpn (light) or semfpn (mmseg's Semantic FPN)."),
+    ] = None,
     data: Annotated[str | None, typer.Option("--data", help="Training dataset name or prepared folder.")] = None,
     iters: Annotated[int | None, typer.Option("--iters", min=0, help="Training iterations.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step.")] = None,

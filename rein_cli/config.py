@@ -22,7 +22,7 @@ from rein_cli.errors import ReinError, did_you_mean, unknown_name
 
 # The closed choices; the command line's options and the builders' checks derive from these.
 Method = Literal["rein", "frozen", "full"]  # Rein; the frozen backbone alone; every backbone weight trained
-Head = Literal["mask2former", "fpn"]  # the paper's head; a light per-pixel head
+Head = Literal["mask2former", "fpn", "semfpn"]  # the paper's head; a light per-pixel head; mmseg's Semantic FPN
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
 
@@ -60,6 +60,8 @@ class ReinConfig:
     rank: int = 16  # low-rank tokens A @ B (LoRAReins); 0 means full-rank tokens (Reins)
     query_dim: int = 256
     scale_init: float = 0.001
+    link: bool = True  # the Mask2Former queries come from the tokens; False: the head learns its own (Table 6)
+    shared_mlp: bool = True  # one MLP set for all layers; False: per-layer token2feat, delta_f, transform (Table 6)
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,8 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.rein.rank": (lambda v: v >= 0, ">= 0 (0: full-rank tokens)"),
     "model.rein.query_dim": (_positive, ">= 1"),
     "model.rein.scale_init": (_finite, "a finite number"),
+    "model.rein.link": (lambda v: isinstance(v, bool), "true or false"),
+    "model.rein.shared_mlp": (lambda v: isinstance(v, bool), "true or false"),
     "description": (lambda v: "\n" not in v, "one line of text"),
     "reported": (lambda v: _reported_ok(v), "a mapping {dataset: [{mIoU: number, split: val or test, source: text}]}"),
     "data.train": (

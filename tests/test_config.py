@@ -87,13 +87,13 @@ def test_configs_are_frozen_and_variants_are_replacements():
 
 
 def test_closed_choices_come_from_one_place():
-    assert choices(Method) == ("rein", "frozen", "full") and choices(Head) == ("mask2former", "fpn")
+    assert choices(Method) == ("rein", "frozen", "full") and choices(Head) == ("mask2former", "fpn", "semfpn")
     assert choices(InferenceMode) == ("slide", "whole")
     with pytest.raises(
         ReinError, match=r"model.method = 'rein2' is invalid; it must be rein, frozen or full \(did you mean"
     ):
         load_config(None, ["model.method=rein2"])
-    with pytest.raises(ReinError, match=r"model\.head = 'uper' is invalid; it must be mask2former or fpn"):
+    with pytest.raises(ReinError, match=r"model\.head = 'uper' is invalid; it must be mask2former, fpn or semfpn"):
         load_config(None, ["model.head=uper"])
     with pytest.raises(ReinError, match=r"optim\.betas must be a list of 2 values"):
         load_config(None, ["optim.betas=[0.9]"])

@@ -18,7 +18,7 @@ def param_groups(
     """Trainable parameters in groups by (learning-rate multiplier, weight decay): no decay for norm layers and
     for names containing one of ``no_decay_keys`` (by default Rein tokens and scale, level and query embeddings);
     the pretrained backbone, when trained, at ``backbone_lr_mult``. Frozen parameters are left out."""
-    norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
+    norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d)
     norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():

@@ -144,9 +144,11 @@ def train(
     model = model.to(device)
     net = model
     if world > 1:
-        # the fpn head ignores the Rein queries: their projection gets no gradient
-        unused = cfg.model.head == "fpn" and cfg.model.method == "rein"
+        # the fpn and semfpn heads ignore the Rein queries: with the link on, their projection gets no gradient
+        unused = cfg.model.head != "mask2former" and cfg.model.method == "rein" and cfg.model.rein.link
         ids = [device.index] if device.type == "cuda" else None
+        if device.type == "cuda":  # batch statistics over every GPU's images (mmseg's SyncBN); CUDA only
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place for a Segmentor
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
     transform = TrainTransform(
         cfg.model.crop_size,

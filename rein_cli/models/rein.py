@@ -19,6 +19,11 @@ class Reins(nn.Module):
 
     Parameter names and initialisation follow the official implementation, so its
     ``backbone.reins.*`` state dict (prefix stripped) loads with ``strict=True``.
+
+    The paper's ablations (Table 6) switch parts off: ``shared_mlp=False`` gives every layer its own
+    ``mlp_token2feat``, ``mlp_delta_f`` and ``transform`` (``merge`` and ``scale`` stay shared);
+    ``link=False`` drops the token-to-query link (no ``transform``, no ``merge``; ``queries()`` is None and the
+    head learns its own queries).
     """
 
     def __init__(
@@ -30,18 +35,32 @@ class Reins(nn.Module):
         token_length: int = 100,
         query_dim: int = 256,
         scale_init: float = 1e-3,
+        link: bool = True,
+        shared_mlp: bool = True,
     ) -> None:
         super().__init__()
         self.depth = depth
         self.embed_dim = embed_dim
         self.token_length = token_length
         self.query_dim = query_dim
+        self.link = link
+        self.shared_mlp = shared_mlp
         self.scale = nn.Parameter(torch.tensor(scale_init))  # 0-dim, shared by all layers
-        self.mlp_token2feat = nn.Linear(embed_dim, embed_dim)
-        self.mlp_delta_f = nn.Linear(embed_dim, embed_dim)
-        self.transform = nn.Linear(embed_dim, query_dim)
-        self.merge = nn.Linear(3 * query_dim, query_dim)
+        self.mlp_token2feat = self._linear(embed_dim, embed_dim)
+        self.mlp_delta_f = self._linear(embed_dim, embed_dim)
+        if link:
+            self.transform = self._linear(embed_dim, query_dim)
+            self.merge = nn.Linear(3 * query_dim, query_dim)
         self._create_tokens(patch_size)
+
+    def _linear(self, dim_in: int, dim_out: int) -> nn.Module:
+        """One Linear shared by all layers, or one per layer (``shared_mlp=False``)."""
+        if self.shared_mlp:
+            return nn.Linear(dim_in, dim_out)
+        return nn.ModuleList(nn.Linear(dim_in, dim_out) for _ in range(self.depth))
+
+    def _at(self, module: nn.Module, layer: int) -> nn.Module:
+        return module if self.shared_mlp else module[layer]
 
     def _create_tokens(self, patch_size: int) -> None:
         bound = math.sqrt(6.0 / (3 * patch_size * patch_size + self.embed_dim))
@@ -58,13 +77,20 @@ class Reins(nn.Module):
         tokens = self.tokens(layer)  # (T, C)
         attn = torch.einsum("bnc,tc->bnt", feats, tokens) * self.embed_dim**-0.5
         attn = attn.softmax(dim=-1)[:, :, 1:]  # softmax over all T tokens, then drop token 0: (B, N, T-1)
-        delta = torch.einsum("bnt,tc->bnc", attn, self.mlp_token2feat(tokens[1:]))  # (B, N, C)
-        delta = self.mlp_delta_f(delta + feats) * self.scale
+        delta = torch.einsum("bnt,tc->bnc", attn, self._at(self.mlp_token2feat, layer)(tokens[1:]))  # (B, N, C)
+        delta = self._at(self.mlp_delta_f, layer)(delta + feats) * self.scale
         return torch.cat([prefix, feats + delta], dim=1)
 
-    def queries(self) -> Tensor:
-        """Mask2Former queries (T, Q) from the tokens of all layers: max, mean and last over layers."""
-        tokens = self.transform(self.tokens()).permute(1, 2, 0)  # (L, T, C) -> (L, T, Q) -> (T, Q, L)
+    def queries(self) -> Tensor | None:
+        """Mask2Former queries (T, Q) from the tokens of all layers: max, mean and last over layers; None without
+        the link."""
+        if not self.link:
+            return None
+        if self.shared_mlp:
+            tokens = self.transform(self.tokens())  # (L, T, C) -> (L, T, Q)
+        else:
+            tokens = torch.stack([transform(t) for transform, t in zip(self.transform, self.tokens(), strict=True)])
+        tokens = tokens.permute(1, 2, 0)  # (T, Q, L)
         summary = torch.stack([tokens.amax(dim=-1), tokens.mean(dim=-1), tokens[..., -1]], dim=-1)  # (T, Q, 3)
         return self.merge(summary.flatten(1))  # interleaved per channel: (T, 3Q) -> (T, Q)
 
@@ -82,10 +108,19 @@ class LoRAReins(Reins):
         rank: int = 16,
         query_dim: int = 256,
         scale_init: float = 1e-3,
+        link: bool = True,
+        shared_mlp: bool = True,
     ) -> None:
         self.rank = rank
         super().__init__(
-            depth, embed_dim, patch_size, token_length=token_length, query_dim=query_dim, scale_init=scale_init
+            depth,
+            embed_dim,
+            patch_size,
+            token_length=token_length,
+            query_dim=query_dim,
+            scale_init=scale_init,
+            link=link,
+            shared_mlp=shared_mlp,
         )
 
     def _create_tokens(self, patch_size: int) -> None:

@@ -28,6 +28,7 @@ from rein_cli.models.backbone import (
 from rein_cli.models.fpn_head import FPNHead
 from rein_cli.models.mask2former import Mask2FormerHead
 from rein_cli.models.rein import LoRAReins, Reins
+from rein_cli.models.semfpn_head import SemanticFPNHead
 
 
 class Segmentor(nn.Module):
@@ -111,6 +112,8 @@ def build_segmentor(
     rank: int = 16,
     query_dim: int = 256,
     scale_init: float = 1e-3,
+    link: bool = True,
+    shared_mlp: bool = True,
     classes: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
 ) -> Segmentor:
@@ -119,7 +122,10 @@ def build_segmentor(
 
     ``method``: "rein" (frozen backbone + Rein, queries from the Rein tokens), "frozen" (no Rein, learned
     queries) or "full" (no Rein, every backbone weight trained). ``head``: "mask2former" (the paper's)
-    or "fpn" (a light per-pixel head). ``classes`` and ``palette`` default to the Cityscapes ones for 19 classes.
+    or "fpn" (a light per-pixel head) or "semfpn" (mmseg's Semantic FPN). Rein's settings: ``token_length``,
+    ``rank`` (0: full-rank tokens), ``query_dim``, ``scale_init``, and the ablation switches ``link`` (queries from
+    the tokens) and ``shared_mlp`` (one MLP set for all layers). ``classes`` and ``palette`` default to the
+    Cityscapes ones for 19 classes.
     """
     config = ModelConfig(
         backbone=backbone,
@@ -132,7 +138,14 @@ def build_segmentor(
         crop_size=crop_size,
         feature_indices=tuple(feature_indices) if feature_indices is not None else None,
         backbone_kwargs=types.MappingProxyType(dict(backbone_kwargs or {})),
-        rein=ReinConfig(token_length=token_length, rank=rank, query_dim=query_dim, scale_init=scale_init),
+        rein=ReinConfig(
+            token_length=token_length,
+            rank=rank,
+            query_dim=query_dim,
+            scale_init=scale_init,
+            link=link,
+            shared_mlp=shared_mlp,
+        ),
     )
     return segmentor_from_config(config, classes=classes, palette=palette)
 
@@ -178,7 +191,13 @@ def segmentor_from_config(
 
         load_backbone_weights(model, weights, spec, cache=converted_path(cfg.backbone, weights, cfg.crop_size))
     rein = cfg.rein
-    rein_args = dict(token_length=rein.token_length, query_dim=rein.query_dim, scale_init=rein.scale_init)
+    rein_args = dict(
+        token_length=rein.token_length,
+        query_dim=rein.query_dim,
+        scale_init=rein.scale_init,
+        link=rein.link,
+        shared_mlp=rein.shared_mlp,
+    )
 
     def adapter(depth: int, dim: int) -> nn.Module:
         if cfg.method != "rein":
@@ -204,10 +223,12 @@ def segmentor_from_config(
         reins = adapter(len(model.blocks), model.embed_dim)
         body = FAMILIES[spec.family](model, reins, indices, cfg.crop_size, trainable=trainable)
     if cfg.head == "mask2former":
-        learned_queries = cfg.method != "rein"
+        learned_queries = cfg.method != "rein" or not rein.link
         decode = Mask2FormerHead(
             body.out_channels, cfg.num_classes, num_queries=rein.token_length, learned_queries=learned_queries
         )
+    elif cfg.head == "semfpn":
+        decode = SemanticFPNHead(body.out_channels, cfg.num_classes)
     else:
         decode = FPNHead(body.out_channels, cfg.num_classes, channels=cfg.head_channels)
     return Segmentor(
