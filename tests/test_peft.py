@@ -323,3 +323,13 @@ def test_rein_train_refuses_an_unsupported_pair(synthetic_root, tmp_path, capsys
     args = sets(f"data.root={synthetic_root}", "data.eval=[]", "model.backbone=convnext-l", "model.backbone_kwargs={}")
     assert rein("train", *args, "--method", "lora", "--iters", 1, "--out", tmp_path / "run", "--no-progress") != 0
     assert "method lora does not run on backbone convnext-l" in errors(capsys)
+
+
+def test_rein_convert_refuses_the_other_methods(tmp_path):
+    from rein_cli.engine.convert import convert_official_checkpoint, to_official
+
+    state = {to_official(k): v.detach() for k, v in trainable_state_dict(tiny_family("dinov2-s")).items()}
+    settings = {"method": "lora", "backbone_kwargs": FAMILIES["dinov2-s"], "feature_indices": [0, 1, 2, 3]}
+    with pytest.raises(ReinError, match="converts to method rein, not lora"):
+        convert_official_checkpoint(state, "dinov2-s", tmp_path / "ckpt", crop_size=64, settings=settings)
+    assert not (tmp_path / "ckpt").exists()
