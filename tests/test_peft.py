@@ -319,6 +319,15 @@ def test_rein_train_with_a_method_from_the_command_line(synthetic_root, tmp_path
     assert load_segmentor(out / "checkpoints" / "last").backbone.reins.vpt_prompts.shape == (4, 5, 32)
 
 
+@pytest.mark.parametrize("method", ["lora", "adaptformer"])
+def test_rein_train_with_activation_checkpointing(synthetic_root, tmp_path, method):
+    out = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]", "train.checkpointing=true", "model.lora.rank=2")
+    assert rein("train", *args, "--method", method, "--iters", 2, "--out", out, "--no-progress") == 0
+    loaded = load_segmentor(out / "checkpoints" / "last")
+    assert loaded.config.method == method and method_names(loaded)
+
+
 def test_rein_train_refuses_an_unsupported_pair(synthetic_root, tmp_path, capsys):
     args = sets(f"data.root={synthetic_root}", "data.eval=[]", "model.backbone=convnext-l", "model.backbone_kwargs={}")
     assert rein("train", *args, "--method", "lora", "--iters", 1, "--out", tmp_path / "run", "--no-progress") != 0
