@@ -201,7 +201,9 @@ def train(
     recipe: Annotated[str | None, typer.Argument(help="Recipe file or shipped recipe name (e.g. demo).")] = None,
     sets: Sets = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name, e.g. dinov2-l.")] = None,
-    method: Annotated[Method | None, typer.Option("--method", help="rein, or the baselines frozen / full.")] = None,
+    method: Annotated[
+        Method | None, typer.Option("--method", help="rein, or the baselines frozen / full / lora / adaptformer / vpt.")
+    ] = None,
     head: Annotated[
         Head | None,
         typer.Option("--head", help="mask2former (the paper's), fpn (light) or semfpn (mmseg's Semantic FPN)."),

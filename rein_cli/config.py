@@ -21,18 +21,28 @@ from typing import Any, Literal
 from rein_cli.errors import ReinError, did_you_mean, unknown_name
 
 # The closed choices; the command line's options and the builders' checks derive from these.
-Method = Literal["rein", "frozen", "full"]  # Rein; the frozen backbone alone; every backbone weight trained
+# Rein; the frozen backbone alone; every backbone weight trained; the PEFT baselines of the paper's Table 3
+Method = Literal["rein", "frozen", "full", "lora", "adaptformer", "vpt"]
 Head = Literal["mask2former", "fpn", "semfpn"]  # the paper's head; a light per-pixel head; mmseg's Semantic FPN
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
 
 # Substrings of parameter names that get no weight decay, besides every norm layer's parameters (rein-facts §5.2):
 # the Rein configs' custom keys plus the frozen-VFM configs' query_feat (the Rein head has none).
-NO_DECAY_KEYS = ("learnable_tokens", "reins.scale", "level_embed", "query_embed", "query_feat", "norm")
+# VPT's prompts are per-layer learnable tokens initialised as Rein's are, and treated like them.
+NO_DECAY_KEYS = (
+    "learnable_tokens",
+    "reins.scale",
+    "level_embed",
+    "query_embed",
+    "query_feat",
+    "norm",
+    "vpt_prompts",
+)
 
 
 def choices(closed: Any) -> tuple[str, ...]:
-    """The values of a ``Literal`` choice, e.g. ``choices(Method) == ("rein", "frozen", "full")``."""
+    """The values of a ``Literal`` choice, e.g. ``choices(Head) == ("mask2former", "fpn")``."""
     return typing.get_args(closed)
 
 
@@ -65,6 +75,30 @@ class ReinConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """Method ``lora``: low-rank updates of the attention's q, k, v projections (peft's LoRA)."""
+
+    rank: int = 8
+    alpha: int = 8  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # on LoRA's input, while training
+
+
+@dataclass(frozen=True)
+class AdaptFormerConfig:
+    """Method ``adaptformer``: a parallel bottleneck adapter on every block's MLP branch."""
+
+    bottleneck: int = 64
+    scale: float = 0.1  # fixed factor of the adapter's output
+
+
+@dataclass(frozen=True)
+class VPTConfig:
+    """Method ``vpt``: VPT-deep, learnable prompt tokens inserted before every block."""
+
+    length: int = 150  # prompts per block
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "dinov2-l"
     pretrained: bool = True  # False: random initialisation (tests, the offline demo)
@@ -78,6 +112,9 @@ class ModelConfig:
     feature_indices: tuple[int, ...] | None = None  # None: the backbone's own (DINOv2-L: 7, 11, 15, 23)
     backbone_kwargs: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))  # e.g. depth=2
     rein: ReinConfig = field(default_factory=ReinConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    adaptformer: AdaptFormerConfig = field(default_factory=AdaptFormerConfig)
+    vpt: VPTConfig = field(default_factory=VPTConfig)
 
 
 @dataclass(frozen=True)
@@ -324,6 +361,12 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.rein.scale_init": (_finite, "a finite number"),
     "model.rein.link": (lambda v: isinstance(v, bool), "true or false"),
     "model.rein.shared_mlp": (lambda v: isinstance(v, bool), "true or false"),
+    "model.lora.rank": (_positive, ">= 1"),
+    "model.lora.alpha": (_positive, ">= 1"),
+    "model.lora.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.adaptformer.bottleneck": (_positive, ">= 1"),
+    "model.adaptformer.scale": (lambda v: v > 0 and math.isfinite(v), "> 0"),
+    "model.vpt.length": (_positive, ">= 1"),
     "description": (lambda v: "\n" not in v, "one line of text"),
     "reported": (lambda v: _reported_ok(v), "a mapping {dataset: [{mIoU: number, split: val or test, source: text}]}"),
     "data.train": (

@@ -87,10 +87,12 @@ def test_configs_are_frozen_and_variants_are_replacements():
 
 
 def test_closed_choices_come_from_one_place():
-    assert choices(Method) == ("rein", "frozen", "full") and choices(Head) == ("mask2former", "fpn", "semfpn")
+    assert choices(Method) == ("rein", "frozen", "full", "lora", "adaptformer", "vpt")
+    assert choices(Head) == ("mask2former", "fpn", "semfpn")
     assert choices(InferenceMode) == ("slide", "whole")
     with pytest.raises(
-        ReinError, match=r"model.method = 'rein2' is invalid; it must be rein, frozen or full \(did you mean"
+        ReinError,
+        match=r"model.method = 'rein2' is invalid; it must be rein, frozen, full, lora, adaptformer or vpt \(did you",
     ):
         load_config(None, ["model.method=rein2"])
     with pytest.raises(ReinError, match=r"model\.head = 'uper' is invalid; it must be mask2former, fpn or semfpn"):

@@ -62,5 +62,7 @@ def test_the_model_declares_its_classes_palette_normalisation_and_config():
     assert build_segmentor(**{**TINY, "num_classes": 3}).classes == ("class_0", "class_1", "class_2")
     with pytest.raises(ReinError, match="2 outputs need 2 class names and colours, got 3"):
         build_segmentor(**{**TINY, "num_classes": 2}, classes=["a", "b", "c"])
-    with pytest.raises(ReinError, match=r"method = 'lora' is invalid; it must be rein, frozen or full"):
-        build_segmentor(**TINY, method="lora")
+    with pytest.raises(
+        ReinError, match=r"method = 'dora' is invalid; it must be rein, frozen, full, lora, adaptformer"
+    ):
+        build_segmentor(**TINY, method="dora")

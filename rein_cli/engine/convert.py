@@ -208,6 +208,11 @@ def convert_official_checkpoint(
         rein=rein,
     )
     cfg = config_from_dict({"model": {**to_dict(cfg), **(settings or {})}}).model  # checked like any config
+    if cfg.method != "rein":
+        raise ReinError(
+            f"an official Rein checkpoint holds Rein and head weights; it converts to method rein, not {cfg.method} "
+            "(train the other methods with `rein train --method ...`)"
+        )
     model = segmentor_from_config(cfg, load_backbone=False, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, provenance=provenance)
     load_official_into(model, state, with_backbone=args["with_backbone"])
     return save_checkpoint(model, Path(out), info={"converted_from": source})

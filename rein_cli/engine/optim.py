@@ -10,6 +10,7 @@ from torch import nn
 from rein_cli.config import NO_DECAY_KEYS
 
 BACKBONE_PREFIX = "backbone.vit."  # the pretrained model: trained only with method "full", at lr x backbone_lr_mult
+ADDED_KEYS = (".lora_",)  # parameters a method adds inside the pretrained model (LoRA's A and B): trained at lr x 1
 
 
 def param_groups(
@@ -17,7 +18,8 @@ def param_groups(
 ) -> list[dict]:
     """Trainable parameters in groups by (learning-rate multiplier, weight decay): no decay for norm layers and
     for names containing one of ``no_decay_keys`` (by default Rein tokens and scale, level and query embeddings);
-    the pretrained backbone, when trained, at ``backbone_lr_mult``. Frozen parameters are left out."""
+    the pretrained backbone, when trained, at ``backbone_lr_mult`` (not what a method adds inside it, `ADDED_KEYS`).
+    Frozen parameters are left out."""
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d)
     norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
     groups: dict[tuple[float, float], list] = {}
@@ -25,7 +27,8 @@ def param_groups(
         if not p.requires_grad:
             continue
         decay = 0.0 if id(p) in norm_params or any(key in name for key in no_decay_keys) else weight_decay
-        mult = backbone_lr_mult if name.startswith(BACKBONE_PREFIX) else 1.0
+        pretrained = name.startswith(BACKBONE_PREFIX) and not any(key in name for key in ADDED_KEYS)
+        mult = backbone_lr_mult if pretrained else 1.0
         groups.setdefault((mult, decay), []).append(p)
     return [
         {"params": ps, "lr_mult": mult, "weight_decay": decay}

@@ -88,7 +88,13 @@ def feature_pyramid(maps: list[Tensor]) -> list[Tensor]:
 
 
 class NoAdapter(nn.Module):
-    """Stands in for Rein in the baselines (frozen or fully fine-tuned backbone): changes nothing, no queries."""
+    """Stands in for Rein in the baselines (frozen or fully fine-tuned backbone): changes nothing, no queries.
+
+    The adapter interface of the block loop: ``before(x, layer, num_prefix_tokens)`` on a block's input tokens
+    (VPT inserts its prompts there), ``forward(x, layer, num_prefix_tokens)`` on its output, ``queries()``."""
+
+    def before(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
+        return x
 
     def forward(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
         return x
@@ -117,6 +123,9 @@ class FrozenBackbone(nn.Module):
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
         self.vit.eval()  # the pretrained model always runs in eval mode (no drop-path, fixed behaviour)
+        for module in self.vit.modules():  # except what a method added inside it (LoRA's dropout)
+            if getattr(module, "follows_train_mode", False):
+                module.train(mode)
         return self
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
@@ -170,8 +179,15 @@ class ReinViT(FrozenBackbone):
         return tokens
 
     def _block(self, block: nn.Module, i: int, x: Tensor, kwargs: dict) -> Tensor:
-        """Block ``i`` and its Rein: tokens (B, P+N, C)."""
-        return self.reins(self._tokens(block(x, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+        """Block ``i`` and its Rein (the adapter's steps before and after the block): tokens (B, P+N, C)."""
+        y = self.reins.before(x, i, num_prefix_tokens=self.num_prefix_tokens)
+        if y is not x:
+            kwargs = self._inserted(kwargs, y.shape[1] - x.shape[1])
+        return self.reins(self._tokens(block(y, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+
+    def _inserted(self, kwargs: dict, count: int) -> dict:
+        """The block's extra arguments when the adapter inserted ``count`` tokens after the prefix tokens."""
+        return kwargs
 
     def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
         x, (Hp, Wp), kwargs = self._embed(images)
@@ -194,6 +210,20 @@ class ReinEVA(ReinViT):
         grid = x.shape[1:3]
         x, rope = vit._pos_embed(x)
         return vit.norm_pre(x), grid, {"rope": rope}
+
+    def _inserted(self, kwargs: dict, count: int) -> dict:
+        """Tokens inserted after the prefix (VPT's prompts) are not rotated, like the prefix tokens."""
+        return {**kwargs, "rope": rope_skipping(kwargs["rope"], count)} if count else kwargs
+
+
+def rope_skipping(rope: Tensor, inserted: int) -> Tensor:
+    """timm's concatenated (sin, cos) rotary table (..., N, 2D) with ``inserted`` rows of the identity rotation
+    (sin 0, cos 1) in front. timm's EVA attention rotates the tokens after its prefix tokens; with this table,
+    tokens inserted between the prefix and the patch tokens stay unrotated (as if they were prefix tokens) and
+    every patch token keeps its own rotation."""
+    sin, cos = rope.chunk(2, dim=-1)
+    shape = (*rope.shape[:-2], inserted, sin.shape[-1])
+    return torch.cat([torch.cat([sin.new_zeros(shape), cos.new_ones(shape)], dim=-1), rope], dim=-2)
 
 
 class ReinSAM(ReinViT):

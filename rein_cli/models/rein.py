@@ -71,6 +71,10 @@ class Reins(nn.Module):
         """Tokens of one layer (T, C), or of all layers (L, T, C) when ``layer`` is None."""
         return self.learnable_tokens if layer is None else self.learnable_tokens[layer]
 
+    def before(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
+        """A block's input passes unchanged (Rein acts on block outputs only)."""
+        return x
+
     def forward(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
         """Refine the block output ``x`` (B, P+N, C); the P prefix tokens pass through untouched."""
         prefix, feats = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]  # (B, P, C), (B, N, C)

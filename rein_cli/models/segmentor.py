@@ -12,7 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rein_cli.config import Head, Method, ModelConfig, ReinConfig, check_choice
+from rein_cli.config import (
+    AdaptFormerConfig,
+    Head,
+    LoRAConfig,
+    Method,
+    ModelConfig,
+    ReinConfig,
+    VPTConfig,
+    check_choice,
+    check_section,
+)
 from rein_cli.errors import ReinError
 from rein_cli.hub import revision_of
 from rein_cli.labels import default_classes, default_palette
@@ -20,13 +30,13 @@ from rein_cli.models.backbone import (
     FAMILIES,
     PATCH_SIZE,
     FrozenBackbone,
-    NoAdapter,
     ReinConvNeXt,
     backbone_spec,
     create_timm_model,
 )
 from rein_cli.models.fpn_head import FPNHead
 from rein_cli.models.mask2former import Mask2FormerHead
+from rein_cli.models.peft import PEFT_METHODS, attach_method, check_supported, method_adapter
 from rein_cli.models.rein import LoRAReins, Reins
 from rein_cli.models.semfpn_head import SemanticFPNHead
 
@@ -92,7 +102,7 @@ class Segmentor(nn.Module):
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The parameters that training changes (Rein and head), by name."""
+    """The parameters that training changes (the method's, e.g. Rein's, and the head's), by name."""
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -114,6 +124,12 @@ def build_segmentor(
     scale_init: float = 1e-3,
     link: bool = True,
     shared_mlp: bool = True,
+    lora_rank: int = 8,
+    lora_alpha: int = 8,
+    lora_dropout: float = 0.0,
+    adaptformer_bottleneck: int = 64,
+    adaptformer_scale: float = 0.1,
+    vpt_length: int = 150,
     classes: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
 ) -> Segmentor:
@@ -121,11 +137,14 @@ def build_segmentor(
     ``weights`` (a safetensors file) or the local Hugging Face cache, else it is randomly initialised.
 
     ``method``: "rein" (frozen backbone + Rein, queries from the Rein tokens), "frozen" (no Rein, learned
-    queries) or "full" (no Rein, every backbone weight trained). ``head``: "mask2former" (the paper's)
-    or "fpn" (a light per-pixel head) or "semfpn" (mmseg's Semantic FPN). Rein's settings: ``token_length``,
-    ``rank`` (0: full-rank tokens), ``query_dim``, ``scale_init``, and the ablation switches ``link`` (queries from
-    the tokens) and ``shared_mlp`` (one MLP set for all layers). ``classes`` and ``palette`` default to the
-    Cityscapes ones for 19 classes.
+    queries), "full" (no Rein, every backbone weight trained), or a PEFT baseline on the frozen backbone with
+    learned queries: "lora" (``lora_rank``, ``lora_alpha``, ``lora_dropout``; needs the peft library),
+    "adaptformer" (``adaptformer_bottleneck``, ``adaptformer_scale``) or "vpt" (``vpt_length`` prompts per block);
+    see `rein_cli.models.peft`. ``token_length``, ``rank``, ``query_dim`` and ``scale_init`` are Rein's (the
+    token length is also the number of learned queries), with the ablation switches ``link`` (queries from the
+    tokens) and ``shared_mlp`` (one MLP set for all layers). ``head``: "mask2former" (the paper's), "fpn" (a light
+    per-pixel head) or "semfpn" (mmseg's Semantic FPN). ``classes`` and ``palette`` default to the Cityscapes ones
+    for 19 classes.
     """
     config = ModelConfig(
         backbone=backbone,
@@ -146,6 +165,9 @@ def build_segmentor(
             link=link,
             shared_mlp=shared_mlp,
         ),
+        lora=LoRAConfig(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout),
+        adaptformer=AdaptFormerConfig(bottleneck=adaptformer_bottleneck, scale=adaptformer_scale),
+        vpt=VPTConfig(length=vpt_length),
     )
     return segmentor_from_config(config, classes=classes, palette=palette)
 
@@ -169,6 +191,9 @@ def segmentor_from_config(
     check_choice("method", cfg.method, Method)
     check_choice("head", cfg.head, Head)
     spec = backbone_spec(cfg.backbone)
+    check_supported(cfg.method, cfg.backbone)
+    if cfg.method in PEFT_METHODS:  # its settings, checked as the config's keys are (a built model may skip that)
+        check_section(getattr(cfg, cfg.method), f"model.{cfg.method}.")
     stride = 32 if spec.family == "convnext" else PATCH_SIZE
     if cfg.crop_size % stride or cfg.crop_size < 2 * stride:
         raise ReinError(
@@ -201,7 +226,7 @@ def segmentor_from_config(
 
     def adapter(depth: int, dim: int) -> nn.Module:
         if cfg.method != "rein":
-            return NoAdapter()
+            return method_adapter(cfg, depth, dim)
         if rein.rank:
             reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rein.rank, **rein_args)
         else:
@@ -222,6 +247,8 @@ def segmentor_from_config(
         indices = cfg.feature_indices if cfg.feature_indices is not None else spec.feature_indices
         reins = adapter(len(model.blocks), model.embed_dim)
         body = FAMILIES[spec.family](model, reins, indices, cfg.crop_size, trainable=trainable)
+        if cfg.method in PEFT_METHODS:
+            attach_method(body, cfg, spec.family)
     if cfg.head == "mask2former":
         learned_queries = cfg.method != "rein" or not rein.link
         decode = Mask2FormerHead(
