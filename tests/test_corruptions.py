@@ -98,7 +98,7 @@ def test_seed_rule():
 
 
 def test_any_resolution():
-    for h, w in ((32, 32), (50, 77), (97, 61)):
+    for h, w in ((24, 48), (8, 8), (50, 77), (97, 61)):
         image = _image(h, w)
         for name in ("glass_blur", "zoom_blur", "snow", "fog", "elastic_transform", "pixelate"):
             assert C.corrupt(image, name, 5, identity="x").shape == (h, w, 3)
@@ -146,7 +146,7 @@ def test_frost_images_downloaded_once_and_checked(tmp_path):
         server.set(
             "/frost/frost3.png", serve=_png(99)[: len(files["frost3.png"])].ljust(len(files["frost3.png"]), b"\0")
         )
-        with pytest.raises(ReinError, match="frost3.png has SHA256 .*, expected"):
+        with pytest.raises(ReinError, match=r"frost3\.png has SHA256 \w+, expected"):
             C.frost_images(tmp_path / "other", base_url=f"{server.url}/frost", files=table)
         assert not (tmp_path / "other" / "frost3.png").exists()
 

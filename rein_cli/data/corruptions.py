@@ -134,8 +134,6 @@ def corrupt(
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ReinError(f"corruptions take (H, W, 3) uint8 images, not {image.dtype} {tuple(image.shape)}")
-    if min(image.shape[:2]) < 32:
-        raise ReinError(f"corruptions need images of at least 32 x 32 pixels, not {image.shape[1]} x {image.shape[0]}")
     if rng is None:
         if identity is None:
             raise ReinError("corrupt() needs the image's identity (for its seed) or a random generator")
@@ -510,7 +508,7 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.RandomState) 
 def pixelate(x: np.ndarray, severity: int, rng: np.random.RandomState) -> np.ndarray:
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
     H, W = x.shape[:2]
-    image = Image.fromarray(x).resize((int(W * c), int(H * c)), Image.BOX)
+    image = Image.fromarray(x).resize((max(1, int(W * c)), max(1, int(H * c))), Image.BOX)  # >= 1: tiny images
     return np.asarray(image.resize((W, H), Image.NEAREST))
 
 
