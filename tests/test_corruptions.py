@@ -210,3 +210,46 @@ def test_eval_with_a_bad_corruption_spec_fails_first(trained, synthetic_root, tm
     err = errors(capsys)
     assert "unknown severity '9'" in err and "jpeg_compression" in err
     assert not (tmp_path / "e").exists()
+
+
+def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from rein_cli.engine.evaluate import evaluate
+    from tests.test_evaluate import tiny
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        results = evaluate(
+            tiny(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, corruption=SHARDED
+        )
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({k: e["confusion"] for k, e in results["datasets"].items()})
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+SHARDED = "glass_blur:1,gaussian_noise:2"
+
+
+def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    from rein_cli.engine.evaluate import evaluate
+    from tests.test_evaluate import odd_folder, tiny
+
+    folder = odd_folder(synthetic_root, tmp_path / "odd")
+    single = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False, corruption=SHARDED)
+    clean = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
+    assert list(single["datasets"]) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
+    assert single["datasets"]["odd/gaussian_noise-2"]["confusion"] != clean["datasets"]["odd"]["confusion"]
+    out = tmp_path / "sharded"
+    mp.spawn(_shard_worker, args=(2, str(tmp_path / "rdv"), str(folder), str(synthetic_root), str(out)), nprocs=2)
+    expected = {k: e["confusion"] for k, e in single["datasets"].items()}
+    for rank in (0, 1):
+        assert json.loads((out / f"rank{rank}.json").read_text()) == expected
+    written = json.loads((out / "results.json").read_text())
+    assert written["corruption"] == json.loads(json.dumps(single["corruption"]))
