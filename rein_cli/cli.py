@@ -314,6 +314,14 @@ def eval_(
         PredictionIds,
         typer.Option("--prediction-ids", help="label-ids: the Cityscapes label ids the servers read; or train-ids."),
     ] = "label-ids",
+    corruption: Annotated[
+        str | None,
+        typer.Option(
+            "--corruption",
+            help="Evaluate on corrupted images (Cityscapes-C protocol): all, a name (severities 1-5), name:3, "
+            "or a comma list, e.g. fog:1,contrast.",
+        ),
+    ] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
@@ -340,6 +348,7 @@ def eval_(
         prediction_ids=PredictionIds(prediction_ids).value,
         device=device,
         progress=_progress(progress),
+        corruption=corruption,
     )
     if is_main():  # under torchrun, the first process speaks for all
         typer.echo(format_table(results))

@@ -461,6 +461,10 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         assert written.resolve().is_relative_to(cwd.resolve())  # beside the (copied) checkpoint, or here
         results = json.loads(written.read_text())
         targets = [t for value in params["targets"] for t in value.split(",")]
+        if params["corruption"]:  # one entry per target, corruption and severity
+            from rein_cli.data.corruptions import parse_spec
+
+            targets = [(t, pair) for t in targets for pair in parse_spec(params["corruption"])]
         assert len(results["datasets"]) == len(targets) and all("mIoU" in r for r in results["datasets"].values())
     elif path == "rein predict":
         count, folder = re.search(r"^(\d+) images segmented into (.+)/ ", out, re.MULTILINE).groups()

@@ -16,12 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rein_cli.config import InferenceMode, check_choice
+from rein_cli.data import corruptions
+from rein_cli.data.corruptions import corrupt_file, parse_spec
 from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
@@ -33,7 +36,7 @@ from rein_cli.engine.inference import check_stride, infer
 from rein_cli.engine.metrics import confusion_matrix, dg_mean, iou_from_confusion
 from rein_cli.engine.report import json_safe, write_report
 from rein_cli.errors import ReinError
-from rein_cli.io import check_writable, save_image, write_json
+from rein_cli.io import check_writable, relative_path, save_image, write_json
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS
 from rein_cli.models.segmentor import count_parameters, model_device
 from rein_cli.progress import track
@@ -92,10 +95,20 @@ def reported_for(reported: Mapping[str, Any] | None, dataset: str) -> list[dict[
 
 
 class _EvalItems(Dataset):
-    """A shard of a split: items ``indices`` of ``data``, transformed, with the image's original size."""
+    """A shard of a split: items ``indices`` of ``data``, transformed, with the image's original size; with
+    ``corruption`` (name, severity) each image is corrupted at its original size before the transform (its seed
+    from its path relative to ``root``, the dataset's folder), the label untouched."""
 
-    def __init__(self, data: SegmentationDataset, transform: EvalTransform, indices: Sequence[int]) -> None:
+    def __init__(
+        self,
+        data: SegmentationDataset,
+        transform: EvalTransform,
+        indices: Sequence[int],
+        corruption: tuple[str, int] | None = None,
+        root: Path | None = None,
+    ) -> None:
         self.data, self.transform, self.indices = data, transform, list(indices)
+        self.corruption, self.root = corruption, root
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -103,6 +116,11 @@ class _EvalItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.data[self.indices[index]]
         size = tuple(item["image"].shape[:2])
+        if self.corruption is not None:
+            name, severity = self.corruption
+            identity = relative_path(Path(item["path"]), self.root) if self.root else Path(item["path"]).name
+            corrupted = corrupt_file(item["image"].numpy(), name, severity, identity=identity, source=item["path"])
+            item["image"] = torch.from_numpy(np.ascontiguousarray(corrupted))
         image, label = self.transform(item["image"], item["label"])
         return {"image": image, "label": label, "path": item["path"], "size": size}
 
@@ -176,6 +194,7 @@ def evaluate(
     save_predictions: Path | None = None,
     prediction_ids: PredictionIds = "label-ids",
     workers: int | None = None,
+    corruption: str | None = None,
 ) -> dict[str, Any]:
     """mIoU of ``model`` (a segmentor, a checkpoint folder or ``hf://``) on each dataset's ``split``.
 
@@ -187,9 +206,12 @@ def evaluate(
     ``save_predictions``: write each image's prediction as a PNG (``prediction_ids``: Cityscapes label ids, what
     the benchmark servers read, or train ids) under ``DIR/<dataset>/``, mirroring the images' paths; a split
     without labels is then allowed (no metrics for it). ``workers``: data-loading processes (default: 0 on the
-    CPU, up to 4 on a GPU).
+    CPU, up to 4 on a GPU). ``corruption``: a spec (`rein_cli.data.corruptions.parse_spec`: ``all``, ``fog``,
+    ``fog:3``, comma lists): each dataset is evaluated once per (corruption, severity), the entries keyed
+    ``<dataset>/<corruption>-<severity>``, summed up in ``results["corruption"]`` (docs/evaluation.md).
     """
     check_choice("mode", mode, InferenceMode)
+    pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     if not datasets:
         raise ReinError("no datasets to evaluate on; name at least one with --data")
@@ -199,6 +221,11 @@ def evaluate(
         check_writable(Path(out))
     if save_predictions is not None:
         check_writable(Path(save_predictions), "--save-predictions")
+    if corruption is not None:  # OpenCV there, frost's overlays downloaded once (by the first process)
+        if distributed.is_main():
+            corruptions.prepare(pairs, progress=progress)
+        distributed.barrier()
+        corruptions.prepare(pairs)
     if not isinstance(model, nn.Module):
         facts = checkpoint_facts(model)
         trained_on = trained_on or facts["trained_on"]
@@ -235,43 +262,49 @@ def evaluate(
         spec = lookup(manifest.dataset)  # the dataset's test protocol
         transform = EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None)
         data = SegmentationDataset(manifest, split)
-        shard = _EvalItems(data, transform, range(rank, len(data), world))  # every image once, no padding
-        loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
         names = prediction_names([image for image, _ in data.samples]) if save_predictions is not None else []
-        cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device_)
-        bar = progress and distributed.is_main()
-        for k, item in enumerate(track(loader, desc=f"eval {manifest.dataset}", unit="img", bar=bar)):
-            image = item["image"][None].to(device_, non_blocking=True)
-            scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
-            size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
-            if scores.shape[-2:] != size:
-                scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
-            pred = scores.argmax(1)[0]
+        for pair in pairs:
+            key = manifest.dataset if pair is None else f"{manifest.dataset}/{pair[0]}-{pair[1]}"
+            shard = _EvalItems(data, transform, range(rank, len(data), world), pair, manifest.root)  # no padding
+            loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
+            cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device_)
+            bar = progress and distributed.is_main()
+            for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
+                image = item["image"][None].to(device_, non_blocking=True)
+                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
+                size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
+                if scores.shape[-2:] != size:
+                    scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+                pred = scores.argmax(1)[0]
+                if has_labels:
+                    label = item["label"].to(device_, non_blocking=True)
+                    cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                if save_predictions is not None:
+                    ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
+                    save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
+            entry: dict[str, Any] = {"images": len(data)}
             if has_labels:
-                label = item["label"].to(device_, non_blocking=True)
-                cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                distributed.all_reduce_sum(cm)
+                metrics = iou_from_confusion(cm)
+                per_class = zip(manifest.classes, metrics["IoU"], metrics["Acc"], strict=True)
+                entry = {
+                    "mIoU": metrics["mIoU"],
+                    "mAcc": metrics["mAcc"],
+                    "aAcc": metrics["aAcc"],
+                    **entry,
+                    "per_class": {c: {"IoU": iou, "Acc": acc} for c, iou, acc in per_class},
+                    "confusion": cm.cpu().tolist(),
+                }
             if save_predictions is not None:
-                ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
-                save_image(Path(save_predictions) / manifest.dataset / names[shard.indices[k]], ids)
-        entry: dict[str, Any] = {"images": len(data)}
-        if has_labels:
-            distributed.all_reduce_sum(cm)
-            metrics = iou_from_confusion(cm)
-            per_class = zip(manifest.classes, metrics["IoU"], metrics["Acc"], strict=True)
-            entry = {
-                "mIoU": metrics["mIoU"],
-                "mAcc": metrics["mAcc"],
-                "aAcc": metrics["aAcc"],
-                **entry,
-                "per_class": {c: {"IoU": iou, "Acc": acc} for c, iou, acc in per_class},
-                "confusion": cm.cpu().tolist(),
-            }
-        if save_predictions is not None:
-            entry["predictions"] = str(Path(save_predictions) / manifest.dataset)
-            entry["prediction_ids"] = "label-ids" if table is not None else "train-ids"
-        entry["trained_on"] = is_training_dataset(manifest.dataset, trained_on)
-        entry["reported"] = reported_for(reported, manifest.dataset)
-        results["datasets"][manifest.dataset] = entry
+                entry["predictions"] = str(Path(save_predictions) / key)
+                entry["prediction_ids"] = "label-ids" if table is not None else "train-ids"
+            entry["trained_on"] = is_training_dataset(manifest.dataset, trained_on)
+            entry["reported"] = reported_for(reported, manifest.dataset) if pair is None else []
+            if pair is not None:
+                entry.update(dataset=manifest.dataset, corruption=pair[0], severity=pair[1])
+            results["datasets"][key] = entry
+    if corruption is not None:
+        results["corruption"] = corruption_summary(results["datasets"], corruption)
     model.train(was_training)
     add_mean(results)
     distributed.barrier()  # every process's predictions are written before rank 0 reports
@@ -295,6 +328,27 @@ def add_mean(results: dict[str, Any]) -> None:
         results["mean_note"] = f"left out (training datasets): {', '.join(n for n in scored if n in excluded)}"
     else:
         results.pop("mean_note", None)
+
+
+def corruption_summary(entries: Mapping[str, Mapping[str, Any]], spec: str) -> dict[str, Any]:
+    """``{"spec", "datasets": {dataset: {"mIoU", "pairs", "per_corruption": {corruption: {"1".."5", "mean"}}}}}``
+    from the corrupted entries (``<dataset>/<corruption>-<severity>``, with metrics): every figure the mIoU
+    rounded to two decimals, a mean the mean of the rounded figures it is over, rounded to two decimals."""
+    datasets: dict[str, Any] = {}
+    for entry in entries.values():
+        if "corruption" not in entry or entry.get("mIoU") is None or np.isnan(entry["mIoU"]):
+            continue
+        summary = datasets.setdefault(entry["dataset"], {"mIoU": None, "pairs": 0, "per_corruption": {}})
+        summary["per_corruption"].setdefault(entry["corruption"], {})[str(entry["severity"])] = round(entry["mIoU"], 2)
+        summary["pairs"] += 1
+    for summary in datasets.values():
+        figures = []
+        for levels in summary["per_corruption"].values():
+            values = [levels[k] for k in sorted(levels)]
+            figures += values
+            levels["mean"] = round(sum(values) / len(values), 2)
+        summary["mIoU"] = round(sum(figures) / len(figures), 2)
+    return {"spec": spec, "datasets": datasets}
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:

@@ -45,9 +45,41 @@ def mean_line(results: dict[str, Any]) -> str:
     return line
 
 
+def corruption_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of one dataset's corruption x severity table (mIoU; a mean column, a mean row)."""
+    levels = sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
+    header = ["corruption", *(str(k) for k in levels), "mean"]
+    rows = [
+        [name, *(_fmt(row.get(str(k))) for k in levels), _fmt(row["mean"])]
+        for name, row in summary["per_corruption"].items()
+    ]
+    rows.append(["mean", *([""] * len(levels)), _fmt(summary["mIoU"])])
+    return header, rows
+
+
+def format_corruptions(results: dict[str, Any]) -> str:
+    """Per dataset, the mIoU per corruption (rows) and severity (columns) and the mean over every pair."""
+    blocks = []
+    for dataset, summary in results["corruption"]["datasets"].items():
+        header, rows = corruption_rows(summary)
+        width = max(len(r[0]) for r in [header, *rows]) + 2
+
+        def line(r: list[str], width: int = width) -> str:
+            return r[0].ljust(width) + "".join(v.rjust(8) for v in r[1:])
+
+        rule = "-" * len(line(header))
+        lines = [f"{dataset}: mIoU per corruption and severity (--corruption {results['corruption']['spec']})"]
+        lines += [line(header), rule, *(line(r) for r in rows[:-1]), rule]
+        lines.append(f"mean mIoU over {summary['pairs']} corruption-severity pairs: {_fmt(summary['mIoU'])}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Per-class IoU, one column per dataset, then mIoU / mAcc / aAcc rows, the reported figures, and the DG mean
-    with the datasets it is over."""
+    with the datasets it is over; for a corruption run, the corruption x severity tables instead."""
+    if results.get("corruption"):
+        return format_corruptions(results)
     names = list(results["datasets"])
     if not names:
         return ""
@@ -122,6 +154,22 @@ def format_markdown(results: dict[str, Any]) -> str:
             f"| {name} | {e['images']} | {_fmt(e.get('mIoU'))} | {_fmt(e.get('mAcc'))} | {_fmt(e.get('aAcc'))} "
             f"| {reported} | {inside} |"
         )
+    corruption = results.get("corruption")
+    if corruption:
+        lines += ["", f"## Corruptions (`--corruption {corruption['spec']}`)", ""]
+        for dataset, summary in corruption["datasets"].items():
+            header, rows = corruption_rows(summary)
+            lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+            lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[0] == "mean" else r[-1]]) + " |" for r in rows]
+            lines += [
+                "",
+                f"Mean mIoU over {summary['pairs']} corruption-severity pairs: **{_fmt(summary['mIoU'])}** (the "
+                "mean of the per-pair mIoUs rounded to two decimals).",
+                "",
+                f"![{dataset}: mIoU per corruption and severity](plots/{safe_name(dataset)}-corruptions.png)",
+                "",
+            ]
+        return "\n".join(lines).rstrip() + "\n"
     mean = mean_line(results)
     if mean:
         lines += [
@@ -164,7 +212,13 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
     is written atomically; the charts are drawn once, after the evaluation."""
     out = Path(out)
     written = []
+    for dataset, summary in (results.get("corruption") or {}).get("datasets", {}).items():
+        written.append(
+            _save(_corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
+        )
     for name, entry in results["datasets"].items():
+        if results.get("corruption"):
+            break  # one heat map per dataset instead of a pair of charts per corruption and severity
         if "per_class" in entry and "confusion" in entry:
             classes = list(entry["per_class"])
             ious = [entry["per_class"][c]["IoU"] for c in classes]
@@ -221,5 +275,38 @@ def _confusion_chart(name: str, classes: list[str], confusion: list[list[int]]) 
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     ax.set_title(f"{name}: confusion matrix (rows normalised by the ground truth)", fontsize=9)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return figure
+
+
+def _corruption_chart(dataset: str, summary: dict[str, Any]) -> Any:
+    """The mIoU of each corruption (rows) at each severity (columns) as a heat map, the figures written in."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    names = list(summary["per_corruption"])
+    levels = sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
+    grid = np.array(
+        [[summary["per_corruption"][n].get(str(k), np.nan) for k in levels] for n in names], dtype=np.float64
+    )
+    figure = Figure(figsize=(1.1 * len(levels) + 3.0, 0.38 * len(names) + 1.6), dpi=110, layout="tight")
+    ax = figure.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=100.0, cmap="viridis", aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(levels)):
+            if not math.isnan(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] < 50 else "black",
+                )
+    ax.set_xticks(range(len(levels)), [str(k) for k in levels])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("severity")
+    ax.set_title(f"{dataset}: mIoU per corruption (mean {_fmt(summary['mIoU'])})", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return figure

@@ -130,21 +130,25 @@ def evaluate_named(
     prediction_ids: str = "label-ids",
     device: str = "auto",
     progress: bool = True,
+    corruption: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate on ``targets`` (names, aliases, prepared folders; comma-separated allowed) with the model named by
     exactly one of ``checkpoint``, ``adapter`` or ``backbone`` (its released adapter). Everything missing is listed
     in one error before any download; missing releases are then pulled. Writes ``out/results.json`` (with the
     model's provenance), ``out/report.md`` and the charts; the published figures (a released adapter's, or those
     a checkpoint's config.json carries) beside ours; the domain-generalisation mean leaves out the datasets each
-    model was trained on."""
+    model was trained on. ``corruption``: evaluate on corrupted copies (`rein_cli.engine.evaluate.evaluate`)."""
     import torch
 
+    from rein_cli.data.corruptions import parse_spec
     from rein_cli.engine import distributed
     from rein_cli.engine.evaluate import check_targets
     from rein_cli.engine.runs import resolve_device
     from rein_cli.io import check_writable
 
     targets = split_targets(targets)
+    if corruption is not None:
+        parse_spec(corruption)  # a bad spec before anything else
     plans = plan(targets, checkpoint=checkpoint, adapter=adapter, backbone=backbone)
     missing = preflight(plans, data_root)
     if missing:
@@ -171,6 +175,7 @@ def evaluate_named(
             prediction_ids=prediction_ids,
             device=target_device,
             progress=progress,
+            corruption=corruption,
         )
     finally:
         if started:
@@ -190,6 +195,7 @@ def _evaluate_plans(
     prediction_ids: str,
     device: Any,
     progress: bool,
+    corruption: str | None = None,
 ) -> dict[str, Any]:
     from rein_cli.engine import distributed
     from rein_cli.engine.checkpoint import load_segmentor
@@ -223,7 +229,11 @@ def _evaluate_plans(
             reported=facts["reported"],
             save_predictions=save_predictions,
             prediction_ids=prediction_ids,
+            corruption=corruption,
         )
+        if "corruption" in part:
+            merged = results.setdefault("corruption", {"spec": part["corruption"]["spec"], "datasets": {}})
+            merged["datasets"].update(part["corruption"]["datasets"])
         for name, entry in part["datasets"].items():
             entry["model"] = item.model
             results["datasets"][name] = entry

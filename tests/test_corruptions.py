@@ -1,0 +1,255 @@
+"""The 15 corruptions (Cityscapes-C protocol): determinism, the seed rule, severities, the library's golden values,
+frost's download, the cache, and `rein eval --corruption`."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rein_cli.data import corruptions as C
+from rein_cli.errors import ReinError
+from tests.fake_server import FakeServer
+from tests.helpers import errors, rein
+
+HERE = Path(__file__).parent
+GOLDEN = json.loads((HERE / "data" / "corruption_golden.json").read_text())
+
+
+def _reference():
+    """benchmarks/corruption_reference.py: the generated image and frost overlays the golden values are of."""
+    spec = importlib.util.spec_from_file_location(
+        "corruption_reference", HERE.parent / "benchmarks" / "corruption_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REFERENCE = _reference()
+
+
+def _image(h: int = 64, w: int = 128) -> np.ndarray:
+    return REFERENCE.reference_image((h, w))
+
+
+@pytest.fixture(scope="module")
+def overlays(tmp_path_factory):
+    return REFERENCE.frost_overlays(tmp_path_factory.mktemp("frost"))
+
+
+def _run(image, name, severity, overlays, **kwargs):
+    """`corrupt`, with frost reading the generated overlays."""
+    if name != "frost":
+        return C.corrupt(image, name, severity, **kwargs)
+    rng = kwargs.get("rng") or np.random.RandomState(C.corruption_seed(kwargs["identity"], name, severity))
+    return C.frost(image, severity, rng, overlays=overlays).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", C.CORRUPTIONS)
+def test_matches_the_library_golden_values_at_every_severity(name, overlays):
+    image = REFERENCE.reference_image()
+    for severity in C.SEVERITIES:
+        golden = GOLDEN["values"][f"{name}-{severity}"]
+        out = _run(image, name, severity, overlays, rng=np.random.RandomState(golden["seed"]))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        summary = REFERENCE.summary(out)
+        assert summary["sha256"] == golden["sha256"], (
+            f"{name}-{severity}: pooled means differ by up to "
+            f"{np.abs(np.subtract(summary['pooled'], golden['pooled'])).max():.3f}"
+        )
+
+
+@pytest.mark.parametrize("name", C.CORRUPTIONS)
+def test_deterministic_per_image_and_different_per_severity(name, overlays):
+    image = _image()
+    first = _run(image, name, 3, overlays, identity="city/a.png")
+    assert first.dtype == np.uint8 and first.shape == image.shape
+    assert np.array_equal(first, _run(image, name, 3, overlays, identity="city/a.png"))
+    outputs = [_run(image, name, s, overlays, identity="city/a.png") for s in C.SEVERITIES]
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert not np.array_equal(outputs[a], outputs[b]), f"{name}: severities {a + 1} and {b + 1} are equal"
+    assert not np.array_equal(first, image)
+
+
+RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost", "fog")
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_another_image_identity_draws_other_noise(name, overlays):
+    image = _image()
+    a = _run(image, name, 2, overlays, identity="city/a.png")
+    b = _run(image, name, 2, overlays, identity="city/b.png")
+    assert not np.array_equal(a, b)
+
+
+def test_seed_rule():
+    text = "rein-corruption-v1\0city/a.png\0fog\x003"
+    expected = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+    assert C.corruption_seed("city/a.png", "fog", 3) == expected
+    assert C.corruption_seed("city/a.png", "fog", 4) != expected
+
+
+def test_any_resolution():
+    for h, w in ((24, 48), (8, 8), (50, 77), (97, 61)):
+        image = _image(h, w)
+        for name in ("glass_blur", "zoom_blur", "snow", "fog", "elastic_transform", "pixelate"):
+            assert C.corrupt(image, name, 5, identity="x").shape == (h, w, 3)
+
+
+def test_specs():
+    assert len(C.parse_spec("all")) == 75
+    assert C.parse_spec("fog") == [("fog", s) for s in C.SEVERITIES]
+    assert C.parse_spec("fog:1,contrast") == [("fog", 1), *(("contrast", s) for s in C.SEVERITIES)]
+    assert C.parse_spec("Motion-Blur:2, fog:2,fog:2") == [("motion_blur", 2), ("fog", 2)]
+    for bad, said in (
+        ("fgo", "unknown corruption 'fgo'"),
+        ("fog:6", "unknown severity '6'"),
+        ("fog:x", "'x'"),
+        (",", "no corruption"),
+    ):
+        with pytest.raises(ReinError, match=said) as err:
+            C.parse_spec(bad)
+        assert "gaussian_noise" in str(err.value) and "severities 1-5" in str(err.value)
+    with pytest.raises(ReinError, match="uint8"):
+        C.corrupt(np.zeros((40, 40, 3), np.float32), "fog", 1, identity="x")
+
+
+def _png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.RandomState(seed).randint(0, 256, (40, 60, 3)).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_frost_images_downloaded_once_and_checked(tmp_path):
+    files = {f"frost{k}.png": _png(k) for k in range(1, 7)}
+    table = [(name, len(data), hashlib.sha256(data).hexdigest()) for name, data in files.items()]
+    with FakeServer() as server:
+        for name, data in files.items():
+            server.add(f"/frost/{name}", data)
+        paths = C.frost_images(tmp_path / "frost", base_url=f"{server.url}/frost", files=table)
+        assert [p.read_bytes() for p in paths] == list(files.values())
+        count = len(server.requests)
+        C._checked.clear()
+        assert C.frost_images(tmp_path / "frost", base_url=f"{server.url}/frost", files=table) == paths
+        assert len(server.requests) == count  # checked on disk, not downloaded again
+        out = C.frost(_image(), 2, np.random.RandomState(0), overlays=paths)
+        assert out.shape == (64, 128, 3)
+
+        server.set(
+            "/frost/frost3.png", serve=_png(99)[: len(files["frost3.png"])].ljust(len(files["frost3.png"]), b"\0")
+        )
+        with pytest.raises(ReinError, match=r"frost3\.png has SHA256 \w+, expected"):
+            C.frost_images(tmp_path / "other", base_url=f"{server.url}/frost", files=table)
+        assert not (tmp_path / "other" / "frost3.png").exists()
+
+
+def test_pinned_frost_files_name_the_tagged_library():
+    assert len(C.FROST_FILES) == 6 and C.FROST_COMMIT in C.FROST_BASE
+    assert all(len(sha) == 64 and size > 0 for _, size, sha in C.FROST_FILES)
+
+
+def test_slow_corruptions_are_cached(tmp_path, monkeypatch):
+    image = _image()
+    source = tmp_path / "a.png"
+    Image.fromarray(image).save(source)
+    cache = tmp_path / "cache"
+    first = C.corrupt_file(image, "glass_blur", 1, identity="a.png", source=source, cache=cache)
+    entries = list(cache.rglob("*.png"))
+    assert len(entries) == 1 and np.array_equal(first, C.corrupt(image, "glass_blur", 1, identity="a.png"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(C, "corrupt", fail)
+    assert np.array_equal(C.corrupt_file(image, "glass_blur", 1, identity="a.png", source=source, cache=cache), first)
+    monkeypatch.undo()
+    C.corrupt_file(image, "fog", 1, identity="a.png", source=source, cache=cache)  # fast: never cached
+    C.corrupt_file(image, "glass_blur", 2, identity="a.png", source=source, cache=cache)
+    assert len(list(cache.rglob("*.png"))) == 2
+
+
+def test_eval_with_corruptions_from_the_command_line(trained, synthetic_root, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["--target", "synthetic-fog", "--data-root", synthetic_root, "--out", out, "--no-progress"]
+    assert rein("eval", trained / "checkpoints" / "last", *args, "--corruption", "fog:1,contrast") == 0
+    printed = capsys.readouterr().out
+    assert "synthetic-fog: mIoU per corruption and severity" in printed and "mean mIoU over 6" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == 2
+    keys = ["synthetic-fog/fog-1", *(f"synthetic-fog/contrast-{s}" for s in C.SEVERITIES)]
+    assert list(results["datasets"]) == keys
+    for key in keys:
+        entry = results["datasets"][key]
+        assert {"mIoU", "mAcc", "aAcc", "per_class", "images", "confusion"} <= set(entry)
+    summary = results["corruption"]
+    assert summary["spec"] == "fog:1,contrast"
+    fog = summary["datasets"]["synthetic-fog"]
+    rounded = [round(results["datasets"][k]["mIoU"], 2) for k in keys]
+    assert fog["pairs"] == 6 and fog["mIoU"] == round(sum(rounded) / 6, 2)
+    assert fog["per_corruption"]["fog"] == {"1": rounded[0], "mean": rounded[0]}
+    assert list(fog["per_corruption"]["contrast"]) == ["1", "2", "3", "4", "5", "mean"]
+    assert fog["per_corruption"]["contrast"]["3"] == rounded[3]
+    assert results["mean_of"] == keys and results["mean_mIoU"] == pytest.approx(sum(rounded) / 6)
+    assert (out / "plots" / "synthetic-fog-corruptions.png").is_file()
+    assert not list((out / "plots").glob("*-iou.png")) and not list((out / "plots").glob("*-confusion.png"))
+    report = (out / "report.md").read_text()
+    assert "| contrast |" in report and "synthetic-fog-corruptions.png" in report
+
+
+def test_eval_with_a_bad_corruption_spec_fails_first(trained, synthetic_root, tmp_path, capsys):
+    args = ["--target", "synthetic", "--data-root", synthetic_root, "--out", tmp_path / "e"]
+    assert rein("eval", trained / "checkpoints" / "last", *args, "--corruption", "fog:9") == 1
+    err = errors(capsys)
+    assert "unknown severity '9'" in err and "jpeg_compression" in err
+    assert not (tmp_path / "e").exists()
+
+
+def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from rein_cli.engine.evaluate import evaluate
+    from tests.test_evaluate import tiny
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        results = evaluate(
+            tiny(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, corruption=SHARDED
+        )
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({k: e["confusion"] for k, e in results["datasets"].items()})
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+SHARDED = "glass_blur:1,gaussian_noise:2"
+
+
+def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    from rein_cli.engine.evaluate import evaluate
+    from tests.test_evaluate import odd_folder, tiny
+
+    folder = odd_folder(synthetic_root, tmp_path / "odd")
+    single = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False, corruption=SHARDED)
+    clean = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
+    assert list(single["datasets"]) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
+    assert single["datasets"]["odd/gaussian_noise-2"]["confusion"] != clean["datasets"]["odd"]["confusion"]
+    out = tmp_path / "sharded"
+    mp.spawn(_shard_worker, args=(2, str(tmp_path / "rdv"), str(folder), str(synthetic_root), str(out)), nprocs=2)
+    expected = {k: e["confusion"] for k, e in single["datasets"].items()}
+    for rank in (0, 1):
+        assert json.loads((out / f"rank{rank}.json").read_text()) == expected
+    written = json.loads((out / "results.json").read_text())
+    assert written["corruption"] == json.loads(json.dumps(single["corruption"]))
