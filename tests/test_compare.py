@@ -4,6 +4,7 @@ Markdown and CSV), a corruption evaluation's one column, a real training run, an
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -188,6 +189,9 @@ def test_a_training_run_beside_a_results_file(synthetic_root, tmp_path, capsys):
     assert table.targets == ("synthetic-fog", "synthetic-night", "synthetic-rain")
     ours = table.rows[0]
     assert ours.evaluations[0].seed == 7 and ours.evaluations[0].file == run / "eval" / "results.json"
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)  # the same seed twice is no second seed: said under the table
+    assert "tiny-ablation: train.seed 7 in more than one run" in compare([str(run), str(copy)]).notes[-1]
     assert ours.cells["synthetic-fog"].values == (evaluated["datasets"]["synthetic-fog"]["mIoU"],)
     assert ours.cells["DG mean"].values == (evaluated["mean_mIoU"],)
     assert ours.parameters == pytest.approx(evaluated["trainable_parameters"] / 1e6)
@@ -199,6 +203,10 @@ def test_a_training_run_beside_a_results_file(synthetic_root, tmp_path, capsys):
     label = compare([str(run)]).rows[0].label
     assert label.startswith("rein vit-tiny ") and "model.rein.rank=4" in label and "model.head=fpn" in label
     assert "model.backbone_kwargs.depth=4" in label and "model.pretrained=false" in label
+    # a resumed run keeps the recipe's name its step checkpoint recorded
+    assert rein("train", "--resume", run, *args, "--iters", 3, "--no-progress") == 0, errors(capsys)
+    assert json.loads(config_file.read_text())["recipe"] == "tiny-ablation"
+    assert compare([str(run)]).rows[0].label == "tiny-ablation"
 
 
 def test_model_settings_are_read_generically():
@@ -220,6 +228,8 @@ def test_label_path_names_rows_and_same_labels_pool(tmp_path):
     b = results(tmp_path / "b", {"cityscapes": 52.0})
     table = compare([f"mine={a}", f"mine={b.parent}", str(a)])
     assert [(r.label, r.seeds) for r in table.rows] == [("mine", 2), ("rein dinov2-l", 1)]
+    assert "| a\\|b | - |" in format_markdown(compare([f"a|b={a}"]))  # escaped in its Markdown cell
+    assert compare([f"rank=4={a}"]).rows[0].label == "rank=4"  # a label holding "="
     odd = tmp_path / "x=y"  # a path holding "=" is a path
     results(odd, {"cityscapes": 1.0})
     assert compare([str(odd)]).rows[0].label == "rein dinov2-l"

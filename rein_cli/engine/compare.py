@@ -88,14 +88,17 @@ class Comparison:
 
 
 def parse_input(text: str) -> tuple[str | None, Path]:
-    """``LABEL=PATH`` -> (label, path); a path (even one holding ``=``) that exists -> (None, path)."""
+    """``LABEL=PATH`` -> (label, path); a path that exists (even one holding ``=``) -> (None, path). A label may
+    hold ``=`` too (``rank=4=runs/a``): the split is at the first ``=`` after which an existing path follows."""
     text = str(text)
     if Path(text).exists() or "=" not in text:
         return None, Path(text)
-    label, path = text.split("=", 1)
-    if not label.strip():
+    cuts = [k for k, char in enumerate(text) if char == "="]
+    cut = next((k for k in cuts if Path(text[k + 1 :]).exists()), cuts[0])
+    label, path = text[:cut].strip(), text[cut + 1 :]
+    if not label:
         raise ReinError(f'"{text}": the label before "=" is empty; give LABEL=PATH or a path')
-    return label.strip(), Path(path)
+    return label, Path(path)
 
 
 def locate(path: Path) -> tuple[Path, Path | None]:
@@ -268,6 +271,12 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
     for label, members in groups.items():
         _check_row(label, members)
         rows.append(_row(label, members, columns))
+        seeds = [e.seed for e in members if e.seed is not None]
+        twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if twice:
+            notes.append(
+                f"{label}: train.seed {', '.join(map(str, twice))} in more than one run (not independent seeds)"
+            )
         for column in columns:
             n = len(rows[-1].cells[column].values)
             if 0 < n < len(members):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,19 @@ def format_markdown(table: Comparison) -> str:
         "|---|" + "---:|" * (len(head) - 1),
     ]
     for label, cells in _lines(table):
-        lines.append(f"| {'*' + PAPER + '*' if label == PAPER else label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {'*' + PAPER + '*' if label == PAPER else _cell(label)} | " + " | ".join(cells) + " |")
     if table.notes:
         lines += ["", *(f"- {note}" for note in table.notes)]
     lines += ["", "## Inputs", "", "| method | seed | results |", "|---|---:|---|"]
     for row in table.rows:
         for e in row.evaluations:
-            lines.append(f"| {row.label} | {'-' if e.seed is None else e.seed} | `{e.file}` |")
+            lines.append(f"| {_cell(row.label)} | {'-' if e.seed is None else e.seed} | `{e.file}` |")
     lines += ["", f"![{' vs '.join(r.label for r in table.rows)}](compare.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a label's bar would end its Markdown cell
 
 
 def format_csv(table: Comparison) -> str:
@@ -129,11 +134,12 @@ def chart(table: Comparison) -> Any:
         cells = [row.cells[c] for c in columns]
         heights = [c.mean or 0.0 for c in cells]
         errors = [math.nan if c.std is None else c.std for c in cells]  # no bar: one seed
-        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=row.label, color=f"C{k % 10}")
+        label = textwrap.fill(row.label, 32)  # long settings labels wrap rather than squeeze the axes
+        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label, color=f"C{k % 10}")
         marked = [(x, c.paper) for x, c in zip(xs, cells, strict=True) if c.paper is not None]
         if marked:
-            label = None if papers else PAPER
-            ax.scatter(*zip(*marked, strict=True), marker="D", s=22, color="black", zorder=3, label=label)
+            legend = None if papers else PAPER
+            ax.scatter(*zip(*marked, strict=True), marker="D", s=22, color="black", zorder=3, label=legend)
             papers = True
     ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("mIoU (%)")
