@@ -245,6 +245,7 @@ def train(
         "data.batch_size": batch_size,
         "train.device": device,
     }
+    name = config.recipe_name(recipe)  # recorded in the checkpoints (a resumed run keeps its own)
     if resume is not None and recipe is None:
         if not (resume / "config.yaml").is_file():
             raise ReinError(
@@ -252,7 +253,7 @@ def train(
             )
         recipe = str(resume / "config.yaml")  # the run's own settings, with the options given now on top
     cfg = config.load_config(recipe, sets, **flags)
-    run = train_(cfg, out, progress=_progress(progress), resume=resume)
+    run = train_(cfg, out, progress=_progress(progress), resume=resume, recipe=name)
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process answers
         typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
 
@@ -354,6 +355,35 @@ def eval_(
         typer.echo(format_table(results))
         typer.echo(format_comparison(results) or "")
         typer.echo(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
+
+
+CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
+
+
+@app.command()
+def compare(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="results.json files, `rein eval` output folders or `rein train` runs; LABEL=PATH names the row "
+            "(inputs with one label are seeds of one row)."
+        ),
+    ],
+    targets: Annotated[
+        list[str] | None,
+        typer.Option("--targets", help="The columns and their order, e.g. cityscapes,bdd100k,mapillary."),
+    ] = None,
+    out: CompareOut = Path("compare"),
+) -> None:
+    """Several evaluations side by side: mIoU per target, DG mean, parameters and seeds, the paper's figures."""
+    from rein_cli.engine.compare import compare as compare_
+    from rein_cli.engine.compare_report import format_text, write_comparison
+
+    chosen = [t.strip() for value in targets or [] for t in value.split(",") if t.strip()]
+    table = compare_(inputs, targets=chosen or None)
+    written = write_comparison(table, out)
+    typer.echo(format_text(table))
+    typer.echo(f"written: {', '.join(str(p) for p in written)}")
 
 
 @app.command()

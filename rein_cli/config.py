@@ -296,6 +296,12 @@ def recipe_path(recipe: str | Path) -> Path:
     )
 
 
+def recipe_name(recipe: str | Path | None) -> str | None:
+    """The name a run records for its recipe: a shipped recipe's name, a recipe file's stem (``my/abl.yaml`` ->
+    ``abl``); None without one."""
+    return None if recipe is None else Path(recipe).stem
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value); values are Python literals, or plain strings."""
     if "=" not in text:

@@ -204,6 +204,7 @@ ARCHIVES = [  # fakes of the official archives, under their names, in the order 
 ]
 CHECKPOINTS = ("runs/demo", "runs/s", "runs/gta", "runs/train")  # each a copy of the tiny trained run
 WORKSPACE = {
+    *CHECKPOINTS,  # the runs themselves (`rein compare` reads their evaluation)
     *(f"{run}/checkpoints/last" for run in CHECKPOINTS),
     "photos",
     "frames",
@@ -226,6 +227,8 @@ def inputs(path: str, params: dict[str, Any]) -> list[str]:
         found = [params["checkpoint"], *(params.get("inputs") or [])]
     elif path == "rein data prepare":
         found = params["sources"]
+    elif path == "rein compare":  # LABEL=PATH: the path
+        found = [name.split("=", 1)[-1] for name in params["inputs"]]
     else:
         found = []
     return [Path(str(name)).as_posix() for name in found if name is not None and not str(name).startswith("hf://")]
@@ -470,6 +473,13 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
         count, folder = re.search(r"^(\d+) images segmented into (.+)/ ", out, re.MULTILINE).groups()
         images = [p for name in map(Path, params["inputs"]) for p in ([name] if name.is_file() else name.iterdir())]
         assert int(count) == len(images) == len(list((cwd / folder / "labels").glob("*.png")))
+    elif path == "rein compare":
+        written = re.search(r"^written: (.+)$", out, re.MULTILINE)[1].split(", ")
+        assert [Path(p).name for p in written] == ["compare.md", "compare.csv", "compare.png"]
+        assert all((cwd / p).is_file() for p in written)
+        labels = list(dict.fromkeys(name.split("=", 1)[0] for name in params["inputs"] if "=" in name))
+        rows = [line.split(",", 1)[0] for line in (cwd / written[1]).read_text().splitlines()[1:]]
+        assert not labels or rows == labels, f"rows {rows}, not the labels {labels}"
     else:
         raise AssertionError(f"say what `{path}` must print or write")
 

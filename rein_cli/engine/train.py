@@ -38,6 +38,7 @@ from rein_cli.engine.checkpoint import (
     TRAINING_STATE_FILE,
     init_from_checkpoint,
     load_training_state,
+    read_checkpoint_config,
     save_checkpoint,
 )
 from rein_cli.engine.evaluate import evaluate
@@ -72,6 +73,7 @@ def train(
     progress: bool = True,
     evaluate_after: bool = True,
     resume: Path | None = None,
+    recipe: str | None = None,
 ) -> Path:
     """Train the model ``cfg`` describes; returns the run directory.
 
@@ -80,6 +82,7 @@ def train(
     training state), ``checkpoints/last`` (the latest weights), ``checkpoints/best`` (with
     ``train.eval_interval``: the highest mean mIoU) and, when ``cfg.data.eval`` names datasets, ``eval/``.
     ``resume``: a run directory to continue (``cfg`` may differ from its config only in `RESUMABLE` keys).
+    ``recipe``: the recipe's name, recorded in every checkpoint's config.json (a resumed run keeps its own).
     """
     check_config(cfg)
     device = resolve_device(cfg.train.device)
@@ -100,6 +103,7 @@ def train(
         if out is not None and Path(out).resolve() != run.resolve():
             raise ReinError(f"--resume {run} continues that run in place; leave out --out {out}")
         resumed_from, state = resume_point(run, cfg)
+        recipe = recipe or read_checkpoint_config(resumed_from).get("recipe")
     else:
         run = dist.broadcast_object(choose_run_dir(out) if main else None)
     root = data_root(cfg.data)
@@ -219,6 +223,7 @@ def train(
 
         def info(step: int) -> dict[str, Any]:
             recorded = {"trained_on": " + ".join(names), "training_datasets": names, "iterations": step}
+            recorded |= {"recipe": recipe} if recipe else {}
             return recorded | ({"reported": to_dict(cfg.reported)} if cfg.reported else {})
 
         def save(step: int) -> None:

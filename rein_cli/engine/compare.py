@@ -1,0 +1,375 @@
+"""`rein compare`: several evaluations side by side, one row per method (its seeds pooled), one column per target.
+
+An input is a results.json, a folder holding one (``rein eval --out``), or a training run (its final evaluation,
+``RUN/eval/results.json``); ``LABEL=PATH`` names the row. Inputs with the same label are seeds of one row: each
+cell is the mean and the sample standard deviation (n - 1) over them. A corruption evaluation's pairs
+(``<dataset>/<corruption>-<severity>``) are left out; its ``corruption`` block gives one ``<dataset>-C`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rein_cli.config import ModelConfig, to_dict
+from rein_cli.errors import ReinError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 2  # the results.json schema read here (rein_cli.engine.evaluate.SCHEMA)
+RESULTS_FILE = "results.json"
+MEAN = "DG mean"
+# Model settings that say where weights came from or what the data made of them, not what was trained: never
+# part of a row's label.
+NOT_SETTINGS = ("backbone", "method", "weights", "backbone_revision", "num_classes")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One input: its results and what is known of the model behind them."""
+
+    given: str  # as typed (without the label)
+    file: Path  # the results.json
+    results: dict[str, Any]
+    label: str
+    seed: int | None = None  # train.seed of a run
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A row's values in one column (one per seed that has it) and the paper's figure."""
+
+    values: tuple[float, ...] = ()
+    paper: float | None = None
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation (n - 1), from two values on."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    evaluations: tuple[Evaluation, ...]
+    cells: Mapping[str, Cell]  # column -> cell, the DG mean (`MEAN`) included
+    parameters: float | None  # trainable parameters, millions
+
+    @property
+    def seeds(self) -> int:
+        return len(self.evaluations)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    split: str
+    targets: tuple[str, ...]  # the columns before the DG mean
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.targets, MEAN)
+
+
+# ---- reading the inputs -------------------------------------------------------------------------------------
+
+
+def parse_input(text: str) -> tuple[str | None, Path]:
+    """``LABEL=PATH`` -> (label, path); a path that exists (even one holding ``=``) -> (None, path). A label may
+    hold ``=`` too (``rank=4=runs/a``): the split is at the first ``=`` after which an existing path follows."""
+    text = str(text)
+    if Path(text).exists() or "=" not in text:
+        return None, Path(text)
+    cuts = [k for k, char in enumerate(text) if char == "="]
+    cut = next((k for k in cuts if Path(text[k + 1 :]).exists()), cuts[0])
+    label, path = text[:cut].strip(), text[cut + 1 :]
+    if not label:
+        raise ReinError(f'"{text}": the label before "=" is empty; give LABEL=PATH or a path')
+    return label, Path(path)
+
+
+def locate(path: Path) -> tuple[Path, Path | None]:
+    """The results.json an input means, and the training run it belongs to (None for a plain evaluation)."""
+    path = Path(path)
+    if path.is_file():
+        run = path.parent.parent
+        is_run = path.name == RESULTS_FILE and path.parent.name == "eval" and (run / "config.yaml").is_file()
+        return path, run if is_run else None
+    if not path.is_dir():
+        raise ReinError(f"{path} does not exist; give a results.json, an evaluation folder or a training run")
+    if (path / "config.yaml").is_file():  # a training run: its final evaluation
+        results = path / "eval" / RESULTS_FILE
+        if not results.is_file():
+            periodic = sorted(p.parent.name for p in (path / "eval").glob(f"iter_*/{RESULTS_FILE}"))
+            extra = f" (only the periodic {', '.join(periodic)}: give one as PATH/eval/iter_N)" if periodic else ""
+            raise ReinError(
+                f"training run {path} has no final evaluation results ({results}){extra}; evaluate it with "
+                f"`rein eval {path / 'checkpoints' / 'last'} --target ...` or give a results.json"
+            )
+        return results, path
+    if (path / RESULTS_FILE).is_file():
+        return path / RESULTS_FILE, None
+    raise ReinError(
+        f"{path} holds neither {RESULTS_FILE} nor a training run (config.yaml); give a results.json, the --out "
+        "folder of `rein eval` or a `rein train` run directory"
+    )
+
+
+def read_results(file: Path) -> dict[str, Any]:
+    """A results.json of schema 2, checked enough to be compared."""
+    try:
+        results = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReinError(f"{file} is not valid JSON ({err}); give a results.json written by `rein eval`") from err
+    except OSError as err:
+        raise ReinError(f"cannot read {file}: {err.strerror}") from err
+    if not isinstance(results, dict) or not isinstance(results.get("datasets"), dict):
+        raise ReinError(f"{file} is not a rein results.json (no datasets); give one written by `rein eval`")
+    schema = results.get("schema")
+    if schema != SCHEMA:
+        what = "no schema (an older rein)" if schema is None else f"schema {schema!r}"
+        raise ReinError(
+            f"{file} is a results.json of {what}; rein compare reads schema {SCHEMA}: evaluate the model again "
+            "with this version (rein eval)"
+        )
+    return results
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise ReinError(f"cannot read {file} ({err}); is it a `rein train` run?") from err
+    if not isinstance(data, dict):
+        raise ReinError(f"{file} is not a run configuration; is it a `rein train` run?")
+    return data
+
+
+def _checkpoint_config(folder: Path) -> dict[str, Any]:
+    """A checkpoint's config.json as plain data ({} when there is none or it cannot be read)."""
+    try:
+        data = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_settings(model: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model.rein.rank": 4, ...}``: the settings of a config's ``model`` section that differ from the defaults
+    (any key the defaults lack counts as a difference), read generically so new settings are covered."""
+    defaults = _flatten(to_dict(ModelConfig()), "model")
+    ours = _flatten(dict(model), "model")
+    skip = {f"model.{k}" for k in NOT_SETTINGS}
+    return {k: v for k, v in ours.items() if k not in skip and (k not in defaults or defaults[k] != v)}
+
+
+def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def default_label(results: Mapping[str, Any], recipe: str | None, model: Mapping[str, Any] | None) -> str:
+    """The recipe's name when known, else a released adapter's name, else ``<method> <backbone>`` and the model
+    settings that differ from the defaults (``rein dinov2-l model.rein.rank=4``)."""
+    if recipe:
+        return str(recipe)
+    adapter = (results.get("model") or {}).get("adapter")
+    if adapter:
+        return str(adapter)
+    method = (model or {}).get("method") or results.get("method") or "?"
+    backbone = (model or {}).get("backbone") or results.get("backbone") or "?"
+    settings = model_settings(model or {})
+    return " ".join([str(method), str(backbone), *(f"{k}={_text(v)}" for k, v in settings.items())])
+
+
+def _text(value: Any) -> str:
+    return (
+        str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, list) else str(value)
+    )
+
+
+def load(text: str) -> Evaluation:
+    """One input (``PATH`` or ``LABEL=PATH``) with its label and, for a training run, its seed."""
+    label, path = parse_input(text)
+    file, run = locate(path)
+    results = read_results(file)
+    recipe, model, seed = None, None, None
+    if run is not None:
+        config = _read_yaml(run / "config.yaml")
+        checkpoint = _checkpoint_config(run / "checkpoints" / "last")
+        recipe = config.get("recipe") or checkpoint.get("recipe")
+        model = config.get("model") if isinstance(config.get("model"), dict) else checkpoint.get("model")
+        seed = (config.get("train") or {}).get("seed")
+    else:
+        where = (results.get("model") or {}).get("checkpoint")
+        if where and not str(where).startswith("hf://") and Path(where).is_dir():
+            checkpoint = _checkpoint_config(Path(where))
+            recipe, model = checkpoint.get("recipe"), checkpoint.get("model")
+    label = label or default_label(results, recipe, model if isinstance(model, dict) else None)
+    return Evaluation(str(path), file, results, label, seed if isinstance(seed, int) else None)
+
+
+# ---- the table ----------------------------------------------------------------------------------------------
+
+
+def scores(results: Mapping[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """column -> (mIoU, the paper's figure or None), in the results' order: each dataset with metrics (the pairs
+    of a corruption evaluation left out), then one ``<dataset>-C`` column per corrupted dataset."""
+    split = results.get("split", "val")
+    out: dict[str, tuple[float, float | None]] = {}
+    for name, entry in results["datasets"].items():
+        if "/" in name or not isinstance(entry, dict) or not _number(entry.get("mIoU")):
+            continue
+        reported = [r for r in entry.get("reported") or [] if isinstance(r, dict) and _number(r.get("mIoU"))]
+        paper = next((r for r in reported if r.get("split") == split), reported[0] if reported else None)
+        out[name] = (float(entry["mIoU"]), float(paper["mIoU"]) if paper else None)
+    corruption = results.get("corruption") or {}
+    for name, entry in (corruption.get("datasets") or {}).items():
+        if isinstance(entry, dict) and _number(entry.get("mIoU")):
+            out[f"{name}-C"] = (float(entry["mIoU"]), None)
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comparison:
+    """The comparison of ``inputs`` (paths or ``LABEL=PATH``): rows in the order their labels first appear,
+    columns in the order the datasets first appear, or ``targets`` (names of those columns) in that order."""
+    if not inputs:
+        raise ReinError("nothing to compare; give results.json files, evaluation folders or training runs")
+    evaluations = [load(text) for text in inputs]
+    split = _one_split(evaluations)
+    seen: dict[str, None] = {}
+    for e in evaluations:
+        seen.update(dict.fromkeys(scores(e.results)))
+    columns = _choose(list(seen), targets) if targets else list(seen)
+    groups: dict[str, list[Evaluation]] = {}
+    for e in evaluations:
+        groups.setdefault(e.label, []).append(e)
+    rows, notes = [], []
+    for label, members in groups.items():
+        _check_row(label, members)
+        rows.append(_row(label, members, columns))
+        seeds = [e.seed for e in members if e.seed is not None]
+        twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if twice:
+            notes.append(
+                f"{label}: train.seed {', '.join(map(str, twice))} in more than one run (not independent seeds)"
+            )
+        for column in columns:
+            n = len(rows[-1].cells[column].values)
+            if 0 < n < len(members):
+                notes.append(f"{label}: {column} from {n} of {len(members)} seeds")
+    notes.insert(0, _mean_note(rows))
+    return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n))
+
+
+def _one_split(evaluations: Sequence[Evaluation]) -> str:
+    splits: dict[str, list[str]] = {}
+    for e in evaluations:
+        splits.setdefault(str(e.results.get("split", "val")), []).append(str(e.file))
+    if len(splits) > 1:
+        listed = "; ".join(f"{split}: {', '.join(files)}" for split, files in splits.items())
+        raise ReinError(f"the results mix splits ({listed}); compare evaluations of one split")
+    return next(iter(splits))
+
+
+def _choose(columns: list[str], targets: Sequence[str]) -> list[str]:
+    """The columns ``targets`` name, in that order: exactly, or by the dataset's canonical name (``citys``)."""
+    chosen = []
+    for target in targets:
+        match = next((c for c in columns if c == target), None) or next(
+            (c for c in columns if _canonical(c) == _canonical(target)), None
+        )
+        if match is None:
+            raise ReinError(f'--targets: no input has "{target}"; the targets there are: {", ".join(columns)}')
+        chosen.append(match)
+    return list(dict.fromkeys(chosen))
+
+
+def _canonical(column: str) -> str:
+    from rein_cli.data.registry import lookup
+
+    base = column.removesuffix("-C")
+    spec = lookup(base)
+    return (spec.name if spec else base) + column[len(base) :]
+
+
+def _check_row(label: str, members: list[Evaluation]) -> None:
+    """Seeds of one row must be one model trained on the same data; the same run given twice is refused."""
+    trained = {e.file: " + ".join(e.results.get("trained_on") or []) or "unknown" for e in members}
+    if len(set(trained.values())) > 1:
+        listed = ", ".join(f"{file} ({data})" for file, data in trained.items())
+        raise ReinError(
+            f'the inputs of row "{label}" were trained on different data: {listed}; give each its own label '
+            "with LABEL=PATH"
+        )
+    params = {e.file: e.results.get("trainable_parameters") for e in members}
+    if len(set(params.values())) > 1:
+        listed = ", ".join(f"{file} ({n})" for file, n in params.items())
+        raise ReinError(
+            f'the inputs of row "{label}" have different numbers of trainable parameters: {listed}; they are '
+            "different models: give each its own label with LABEL=PATH"
+        )
+    files = [e.file.resolve() for e in members]
+    twice = sorted({str(f) for f in files if files.count(f) > 1})
+    if twice:
+        raise ReinError(f'row "{label}" has {", ".join(twice)} more than once; give each seed\'s results once')
+
+
+def _row(label: str, members: list[Evaluation], columns: list[str]) -> Row:
+    per_input = [scores(e.results) for e in members]
+    cells = {}
+    for column in columns:
+        values = tuple(s[column][0] for s in per_input if column in s)
+        paper = next((s[column][1] for s in per_input if column in s and s[column][1] is not None), None)
+        cells[column] = Cell(values, paper)
+    papers: dict[str, float] = {}  # every column's, the ones not shown too: the paper's mean needs them
+    for s in per_input:
+        papers.update({k: paper for k, (_, paper) in s.items() if paper is not None and k not in papers})
+    means = tuple(float(e.results["mean_mIoU"]) for e in members if _number(e.results.get("mean_mIoU")))
+    cells[MEAN] = Cell(means, _paper_mean(members[0].results, papers))
+    params = members[0].results.get("trainable_parameters")
+    return Row(label, tuple(members), cells, params / 1e6 if _number(params) else None)
+
+
+def _paper_mean(results: Mapping[str, Any], papers: Mapping[str, float]) -> float | None:
+    """The paper's figures averaged over the datasets of the row's mean (rounded to two decimals first, as the
+    mean is), when the paper gives every one of them."""
+    names = results.get("mean_of") or []
+    figures = [papers.get(n) for n in names]
+    if not figures or any(f is None for f in figures):
+        return None
+    return sum(round(f, 2) for f in figures) / len(figures)
+
+
+def _mean_note(rows: Sequence[Row]) -> str:
+    def over(row: Row) -> str:
+        names = row.evaluations[0].results.get("mean_of") or []
+        return ", ".join(dict.fromkeys(n.split("/")[0] + "-C" if "/" in n else n for n in names)) or "-"
+
+    spans = {row.label: over(row) for row in rows}
+    if len(set(spans.values())) == 1:
+        return f"{MEAN}: each evaluation's own mean mIoU, over {next(iter(spans.values()))}"
+    return f"{MEAN}: each evaluation's own mean mIoU, over " + "; ".join(f"{k}: {v}" for k, v in spans.items())

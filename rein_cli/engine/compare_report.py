@@ -1,0 +1,161 @@
+"""A comparison for people and files: the terminal table, compare.md, compare.csv and the grouped-bar chart.
+
+One layout everywhere: a row per method, its cells ``mean ± std`` over seeds (the value alone for one seed, ``-``
+when missing); under a row with published figures a ``paper`` line. The CSV gives each column as three:
+``<target>``, ``<target>_std`` and ``<target>_paper``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from rein_cli.engine.compare import Cell, Comparison
+from rein_cli.io import atomic_path, check_writable, write_text
+
+PAPER = "paper"
+LEGEND = (
+    "cells: mIoU (%); a row with several seeds shows their mean ± the sample standard deviation (n - 1); the "
+    f'"{PAPER}" line under a row gives the published figures (those for the split compared, where the paper has '
+    "them)"
+)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """``66.40 ± 0.50`` over seeds, ``66.40`` for one value, ``-`` for none."""
+    if cell.std is not None:
+        return f"{cell.mean:.2f} ± {cell.std:.2f}"
+    return _number(cell.mean)
+
+
+def _lines(table: Comparison) -> list[tuple[str, list[str]]]:
+    """(label, cells) per line of the table: each row, then its paper line when it has published figures."""
+    lines = []
+    for row in table.rows:
+        cells = [cell_text(row.cells[c]) for c in table.columns]
+        lines.append((row.label, [*cells, _number(row.parameters), str(row.seeds)]))
+        if any(row.cells[c].paper is not None for c in table.columns):
+            lines.append((PAPER, [_number(row.cells[c].paper) for c in table.columns] + ["", ""]))
+    return lines
+
+
+def header(table: Comparison) -> list[str]:
+    return ["method", *table.columns, "params (M)", "seeds"]
+
+
+def format_text(table: Comparison) -> str:
+    """The table for the terminal, with the split, the legend and the notes."""
+    head = header(table)
+    lines = [(f"  {label}" if label == PAPER else label, cells) for label, cells in _lines(table)]
+    widths = [max(len(head[0]), *(len(label) for label, _ in lines))]
+    widths += [max(len(h), *(len(cells[k]) for _, cells in lines)) for k, h in enumerate(head[1:])]
+
+    def line(first: str, rest: list[str]) -> str:
+        parts = [first.ljust(widths[0])] + [v.rjust(w) for v, w in zip(rest, widths[1:], strict=True)]
+        return "  ".join(parts).rstrip()
+
+    text = [f"split {table.split}; {LEGEND}", line(head[0], head[1:])]
+    text += [line(label, cells) for label, cells in lines]
+    text += [f"note: {note}" for note in table.notes]
+    return "\n".join(text)
+
+
+def format_markdown(table: Comparison) -> str:
+    """compare.md: the legend, the table, the notes, and each row's inputs (with the seed of a training run)."""
+    head = header(table)
+    lines = [
+        "# Comparison",
+        "",
+        f"Split: {table.split}; {LEGEND}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
+    ]
+    for label, cells in _lines(table):
+        lines.append(f"| {'*' + PAPER + '*' if label == PAPER else _cell(label)} | " + " | ".join(cells) + " |")
+    if table.notes:
+        lines += ["", *(f"- {note}" for note in table.notes)]
+    lines += ["", "## Inputs", "", "| method | seed | results |", "|---|---:|---|"]
+    for row in table.rows:
+        for e in row.evaluations:
+            lines.append(f"| {_cell(row.label)} | {'-' if e.seed is None else e.seed} | `{e.file}` |")
+    lines += ["", f"![{' vs '.join(r.label for r in table.rows)}](compare.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a label's bar would end its Markdown cell
+
+
+def format_csv(table: Comparison) -> str:
+    """compare.csv: ``method``, then ``<column>``, ``<column>_std``, ``<column>_paper`` per target and for the DG
+    mean (``mean_mIoU``), then ``trainable_parameters_M`` and ``seeds``; missing values are empty."""
+    names = [*table.targets, "mean_mIoU"]
+    fields = ["method", *(f"{n}{suffix}" for n in names for suffix in ("", "_std", "_paper"))]
+    fields += ["trainable_parameters_M", "seeds"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fields)
+    for row in table.rows:
+        values: list[Any] = [row.label]
+        for column in table.columns:
+            cell = row.cells[column]
+            values += [_csv(cell.mean), _csv(cell.std), _csv(cell.paper)]
+        writer.writerow([*values, _csv(row.parameters), row.seeds])
+    return buffer.getvalue()
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def chart(table: Comparison) -> Any:
+    """Grouped bars: a group per target (and the DG mean), a bar per row with the standard deviation over seeds
+    as an error bar, the paper's figure as a black diamond on its bar."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+
+    columns, rows = list(table.columns), list(table.rows)
+    width = 0.8 / max(1, len(rows))
+    figure = Figure(
+        figsize=(max(6.0, 1.1 * len(columns) * max(1, len(rows)) ** 0.5 + 2.5), 4.5), dpi=110, layout="constrained"
+    )
+    ax = figure.add_subplot()
+    papers = False
+    for k, row in enumerate(rows):
+        xs = [j - 0.4 + width * (k + 0.5) for j in range(len(columns))]
+        cells = [row.cells[c] for c in columns]
+        heights = [c.mean or 0.0 for c in cells]
+        errors = [math.nan if c.std is None else c.std for c in cells]  # no bar: one seed
+        label = textwrap.fill(row.label, 32)  # long settings labels wrap rather than squeeze the axes
+        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label, color=f"C{k % 10}")
+        marked = [(x, c.paper) for x, c in zip(xs, cells, strict=True) if c.paper is not None]
+        if marked:
+            legend = None if papers else PAPER
+            ax.scatter(*zip(*marked, strict=True), marker="D", s=22, color="black", zorder=3, label=legend)
+            papers = True
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"mIoU per target ({table.split}); error bars: std over seeds", fontsize=10)
+    figure.legend(fontsize=8, loc="outside right upper")
+    return figure
+
+
+def write_comparison(table: Comparison, out: Path) -> list[Path]:
+    """``out/compare.md``, ``out/compare.csv`` and ``out/compare.png``, each written atomically."""
+    out = Path(out)
+    check_writable(out)
+    write_text(out / "compare.md", format_markdown(table))
+    write_text(out / "compare.csv", format_csv(table))
+    figure = chart(table)
+    with atomic_path(out / "compare.png") as tmp:
+        figure.savefig(tmp, format="png")
+    return [out / "compare.md", out / "compare.csv", out / "compare.png"]

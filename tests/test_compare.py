@@ -1,0 +1,295 @@
+"""`rein compare`: hand-made results with known numbers (seeds pooled, missing targets, paper figures, the exact
+Markdown and CSV), a corruption evaluation's one column, a real training run, and the inputs it refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from rein_cli.engine.compare import compare, model_settings
+from rein_cli.engine.compare_report import format_csv, format_markdown, format_text, write_comparison
+from rein_cli.errors import ReinError
+
+from .helpers import errors, rein, sets
+
+PAPER = {"cityscapes": 66.4, "bdd100k": 60.4, "mapillary": 66.1}
+
+
+def results(
+    folder: Path,
+    values: dict[str, float],
+    *,
+    mean: float | None = None,
+    params: int = 2_990_000,
+    paper: bool = True,
+    split: str = "val",
+    **extra,
+) -> Path:
+    """A results.json of schema 2 with these mIoUs; ``mean`` defaults to the evaluator's rule (two-decimal mean)."""
+    datasets = {
+        name: {
+            "mIoU": v,
+            "mAcc": v + 5,
+            "aAcc": v + 20,
+            "per_class": {},
+            "images": 10,
+            "trained_on": False,
+            "reported": [
+                {"mIoU": 99.0, "split": "test", "source": "server"},
+                {"mIoU": PAPER[name], "split": "val", "source": "paper Table 1"},
+            ]
+            if paper and name in PAPER
+            else [],
+        }
+        for name, v in values.items()
+    }
+    data = {
+        "schema": 2,
+        "split": split,
+        "method": "rein",
+        "backbone": "dinov2-l",
+        "trainable_parameters": params,
+        "trained_on": ["gta5"],
+        "model": {"backbone": "dinov2-l", "revision": None},
+        "datasets": datasets,
+        "mean_mIoU": mean if mean is not None else sum(round(v, 2) for v in values.values()) / len(values),
+        "mean_of": list(values),
+        **extra,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(data))
+    return folder / "results.json"
+
+
+@pytest.fixture
+def three_seeds_and_a_baseline(tmp_path):
+    """Three seeds of one method (mapillary missing in the third) and one baseline without published figures."""
+    a1 = results(tmp_path / "s1", {"cityscapes": 66.0, "bdd100k": 60.0, "mapillary": 65.0}, mean=63.67)
+    a2 = results(tmp_path / "s2", {"cityscapes": 67.0, "bdd100k": 61.5, "mapillary": 66.0}, mean=64.83)
+    a3 = results(tmp_path / "s3", {"cityscapes": 68.5, "bdd100k": 62.0}, mean=65.25)
+    base = results(tmp_path / "base", {"bdd100k": 40.0, "cityscapes": 50.0}, params=1_234_567, paper=False)
+    return [f"rein={a1}", f"rein={a2.parent}", f"rein={a3}", str(base)]
+
+
+def test_seeds_are_pooled_with_the_sample_std(three_seeds_and_a_baseline):
+    table = compare(three_seeds_and_a_baseline)
+    assert table.split == "val" and table.targets == ("cityscapes", "bdd100k", "mapillary")
+    rein_row, base = table.rows
+    assert [r.label for r in table.rows] == ["rein", "rein dinov2-l"] and (rein_row.seeds, base.seeds) == (3, 1)
+    city = rein_row.cells["cityscapes"]
+    assert city.values == (66.0, 67.0, 68.5)
+    assert city.mean == pytest.approx(67.1666666)
+    # the sample standard deviation (n - 1), by hand: deviations -7/6, -1/6, 4/3
+    assert city.std == pytest.approx(((49 / 36 + 1 / 36 + 16 / 9) / 2) ** 0.5)
+    assert city.std == pytest.approx(statistics.stdev([66.0, 67.0, 68.5]))
+    assert city.paper == 66.4  # the val figure, not the first (test) one
+    assert rein_row.cells["mapillary"].values == (65.0, 66.0)
+    assert rein_row.cells["DG mean"].values == (63.67, 64.83, 65.25)
+    assert rein_row.cells["DG mean"].paper == pytest.approx((66.4 + 60.4 + 66.1) / 3)  # over the first seed's mean_of
+    assert rein_row.parameters == pytest.approx(2.99)
+    assert base.cells["mapillary"].values == () and base.cells["cityscapes"].paper is None
+    assert base.cells["DG mean"].values == (45.0,)
+    assert "rein: mapillary from 2 of 3 seeds" in table.notes
+
+
+def test_markdown_csv_and_terminal_exactly(three_seeds_and_a_baseline, tmp_path):
+    table = compare(three_seeds_and_a_baseline, targets=["citys", "bdd100k"])  # an alias chooses a column
+    assert table.targets == ("cityscapes", "bdd100k")
+    s1, s2, s3, base = (tmp_path / f / "results.json" for f in ("s1", "s2", "s3", "base"))
+    assert format_markdown(table) == (
+        "# Comparison\n"
+        "\n"
+        "Split: val; cells: mIoU (%); a row with several seeds shows their mean ± the sample standard deviation "
+        '(n - 1); the "paper" line under a row gives the published figures (those for the split compared, where the '
+        "paper has them).\n"
+        "\n"
+        "| method | cityscapes | bdd100k | DG mean | params (M) | seeds |\n"
+        "|---|---:|---:|---:|---:|---:|\n"
+        "| rein | 67.17 ± 1.26 | 61.17 ± 1.04 | 64.58 ± 0.82 | 2.99 | 3 |\n"
+        "| *paper* | 66.40 | 60.40 | 64.30 |  |  |\n"
+        "| rein dinov2-l | 50.00 | 40.00 | 45.00 | 1.23 | 1 |\n"
+        "\n"
+        "- DG mean: each evaluation's own mean mIoU, over rein: cityscapes, bdd100k, mapillary; rein dinov2-l: "
+        "bdd100k, cityscapes\n"
+        "\n"
+        "## Inputs\n"
+        "\n"
+        "| method | seed | results |\n"
+        "|---|---:|---|\n"
+        f"| rein | - | `{s1}` |\n"
+        f"| rein | - | `{s2}` |\n"
+        f"| rein | - | `{s3}` |\n"
+        f"| rein dinov2-l | - | `{base}` |\n"
+        "\n"
+        "![rein vs rein dinov2-l](compare.png)\n"
+    )
+    assert format_csv(table) == (
+        "method,cityscapes,cityscapes_std,cityscapes_paper,bdd100k,bdd100k_std,bdd100k_paper,"
+        "mean_mIoU,mean_mIoU_std,mean_mIoU_paper,trainable_parameters_M,seeds\n"
+        "rein,67.17,1.26,66.40,61.17,1.04,60.40,64.58,0.82,64.30,2.99,3\n"
+        "rein dinov2-l,50.00,,,40.00,,,45.00,,,1.23,1\n"
+    )
+    text = format_text(table).splitlines()
+    assert text[1:5] == [
+        "method           cityscapes       bdd100k       DG mean  params (M)  seeds",
+        "rein           67.17 ± 1.26  61.17 ± 1.04  64.58 ± 0.82        2.99      3",
+        "  paper               66.40         60.40         64.30",
+        "rein dinov2-l         50.00         40.00         45.00        1.23      1",
+    ]
+
+
+def test_files_are_written_and_the_chart_is_a_png(three_seeds_and_a_baseline, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert rein("compare", *three_seeds_and_a_baseline, "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "rein           67.17 ± 1.26" in printed and "- " in printed  # the missing mapillary of the baseline
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "compare.md").read_text() == format_markdown(compare(three_seeds_and_a_baseline))
+    assert (out / "compare.csv").read_text().splitlines()[0].endswith("mean_mIoU_paper,trainable_parameters_M,seeds")
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "compare.png"]  # no temporaries
+
+
+def test_a_corruption_evaluation_is_one_column(tmp_path):
+    clean = results(tmp_path / "clean", {"cityscapes": 60.0})
+    pairs = {f"cityscapes/{c}-{s}": v for (c, s), v in {("fog", 1): 50.0, ("fog", 3): 40.0, ("snow", 1): 30.0}.items()}
+    corrupted = results(
+        tmp_path / "corrupted",
+        pairs,
+        corruption={
+            "spec": {"corruptions": ["fog", "snow"], "severities": [1, 3]},
+            "datasets": {"cityscapes": {"mIoU": 40.0, "pairs": 3, "per_corruption": {"fog": 45.0, "snow": 30.0}}},
+        },
+    )
+    table = compare([f"clean={clean}", f"corrupted={corrupted}"])
+    assert table.targets == ("cityscapes", "cityscapes-C")  # no column for a pair
+    clean_row, corrupted_row = table.rows
+    assert corrupted_row.cells["cityscapes-C"].values == (40.0,) and corrupted_row.cells["cityscapes"].values == ()
+    assert clean_row.cells["cityscapes-C"].values == ()
+    assert format_csv(table).splitlines()[2].startswith("corrupted,,,,40.00,,,40.00,")
+    assert "corrupted: cityscapes-C" in table.notes[0]  # the pairs of its mean named by their column
+
+
+def test_a_training_run_beside_a_results_file(synthetic_root, tmp_path, capsys):
+    recipe = tmp_path / "tiny-ablation.yaml"
+    recipe.write_text("model:\n  rein:\n    rank: 4\n")
+    run = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog','synthetic-night']", "train.seed=7")
+    assert rein("train", recipe, *args, "--iters", 2, "--out", run, "--no-progress") == 0
+    assert json.loads((run / "checkpoints" / "last" / "config.json").read_text())["recipe"] == "tiny-ablation"
+    evaluated = json.loads((run / "eval" / "results.json").read_text())
+    other = results(tmp_path / "other", {"synthetic-night": 12.5, "synthetic-rain": 10.0}, paper=False)
+    capsys.readouterr()
+    assert rein("compare", run, other, "--out", tmp_path / "cmp") == 0
+    table = compare([str(run), str(other)])
+    assert [r.label for r in table.rows] == ["tiny-ablation", "rein dinov2-l"]
+    assert table.targets == ("synthetic-fog", "synthetic-night", "synthetic-rain")
+    ours = table.rows[0]
+    assert ours.evaluations[0].seed == 7 and ours.evaluations[0].file == run / "eval" / "results.json"
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)  # the same seed twice is no second seed: said under the table
+    assert "tiny-ablation: train.seed 7 in more than one run" in compare([str(run), str(copy)]).notes[-1]
+    assert ours.cells["synthetic-fog"].values == (evaluated["datasets"]["synthetic-fog"]["mIoU"],)
+    assert ours.cells["DG mean"].values == (evaluated["mean_mIoU"],)
+    assert ours.parameters == pytest.approx(evaluated["trainable_parameters"] / 1e6)
+    assert table.rows[1].cells["synthetic-fog"].values == ()
+    assert f"| tiny-ablation | 7 | `{run / 'eval' / 'results.json'}` |" in format_markdown(table)
+    # without the recipe's name: method, backbone and the settings that differ from the defaults
+    config_file = run / "checkpoints" / "last" / "config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items() if k != "recipe"}))
+    label = compare([str(run)]).rows[0].label
+    assert label.startswith("rein vit-tiny ") and "model.rein.rank=4" in label and "model.head=fpn" in label
+    assert "model.backbone_kwargs.depth=4" in label and "model.pretrained=false" in label
+    # a resumed run keeps the recipe's name its step checkpoint recorded
+    assert rein("train", "--resume", run, *args, "--iters", 3, "--no-progress") == 0, errors(capsys)
+    assert json.loads(config_file.read_text())["recipe"] == "tiny-ablation"
+    assert compare([str(run)]).rows[0].label == "tiny-ablation"
+
+
+def test_model_settings_are_read_generically():
+    settings = model_settings(
+        {
+            "backbone": "dinov2-l",
+            "method": "rein",
+            "num_classes": 19,
+            "rein": {"rank": 16, "token_length": 100, "link": "shared"},  # a key the defaults do not know
+            "lora": {"r": 8},
+            "crop_size": 1024,
+        }
+    )
+    assert settings == {"model.rein.link": "shared", "model.lora.r": 8, "model.crop_size": 1024}
+
+
+def test_label_path_names_rows_and_same_labels_pool(tmp_path):
+    a = results(tmp_path / "a", {"cityscapes": 50.0})
+    b = results(tmp_path / "b", {"cityscapes": 52.0})
+    table = compare([f"mine={a}", f"mine={b.parent}", str(a)])
+    assert [(r.label, r.seeds) for r in table.rows] == [("mine", 2), ("rein dinov2-l", 1)]
+    assert "| a\\|b | - |" in format_markdown(compare([f"a|b={a}"]))  # escaped in its Markdown cell
+    assert compare([f"rank=4={a}"]).rows[0].label == "rank=4"  # a label holding "="
+    odd = tmp_path / "x=y"  # a path holding "=" is a path
+    results(odd, {"cityscapes": 1.0})
+    assert compare([str(odd)]).rows[0].label == "rein dinov2-l"
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist; give a results.json, an evaluation folder or a training run"),
+        ("empty-folder", "holds neither results.json nor a training run (config.yaml)"),
+        ("run-without-eval", "has no final evaluation results"),
+        ("schema-1", "is a results.json of schema 1; rein compare reads schema 2"),
+        ("no-schema", "no schema (an older rein)"),
+        ("not-json", "is not valid JSON"),
+        ("splits", "the results mix splits (val: "),
+        ("trained-on", 'the inputs of row "same" were trained on different data'),
+        ("twice", "more than once"),
+        ("target", '--targets: no input has "acdc-fog"; the targets there are: cityscapes'),
+    ],
+)
+def test_bad_inputs_are_one_clear_error(tmp_path, capsys, case, message):
+    good = results(tmp_path / "good", {"cityscapes": 50.0})
+    targets = []
+    if case == "missing":
+        inputs = [tmp_path / "nowhere"]
+    elif case == "empty-folder":
+        (tmp_path / "empty").mkdir()
+        inputs = [tmp_path / "empty"]
+    elif case == "run-without-eval":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.yaml").write_text("model: {}\n")
+        inputs = [tmp_path / "run"]
+    elif case in ("schema-1", "no-schema"):
+        data = json.loads(good.read_text())
+        data.pop("schema") if case == "no-schema" else data.update(schema=1)
+        (tmp_path / "old").mkdir()
+        (tmp_path / "old" / "results.json").write_text(json.dumps(data))
+        inputs = [good, tmp_path / "old"]
+    elif case == "not-json":
+        (tmp_path / "bad.json").write_text("{")
+        inputs = [tmp_path / "bad.json"]
+    elif case == "splits":
+        inputs = [good, results(tmp_path / "test", {"cityscapes": 50.0}, split="test")]
+    elif case == "trained-on":
+        inputs = [f"same={good}", f"same={results(tmp_path / 'o', {'cityscapes': 1.0}, trained_on=['cityscapes'])}"]
+    elif case == "twice":
+        inputs = [f"x={good}", f"x={good.parent}"]
+    else:
+        inputs, targets = [good], ["--targets", "cityscapes,acdc-fog"]
+    with pytest.raises(ReinError) as caught:
+        compare([str(p) for p in inputs], targets=targets[1].split(",") if targets else None)
+    assert message in str(caught.value)
+    assert rein("compare", *inputs, *targets, "--out", tmp_path / "out") == 1
+    assert message in errors(capsys) and not (tmp_path / "out").exists()  # nothing written
+
+
+def test_write_comparison_is_atomic_over_an_earlier_one(tmp_path):
+    a = results(tmp_path / "a", {"cityscapes": 50.0})
+    out = tmp_path / "cmp"
+    write_comparison(compare([str(a)]), out)
+    b = results(tmp_path / "b", {"cityscapes": 52.0})
+    write_comparison(compare([str(b)]), out)
+    assert "52.00" in (out / "compare.csv").read_text() and len(list(out.iterdir())) == 3
