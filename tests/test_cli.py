@@ -79,8 +79,8 @@ def test_closed_choices_come_from_the_configuration(capsys):
     def usage_error() -> str:  # the message inside typer's box, as one line
         return " ".join(capsys.readouterr().err.replace("│", " ").split())
 
-    assert rein("train", "--method", "lora") == 2  # a usage error, before anything runs
-    assert "'lora' is not one of 'rein', 'frozen', 'full'" in usage_error()
+    assert rein("train", "--method", "dora") == 2  # a usage error, before anything runs
+    assert "'dora' is not one of 'rein', 'frozen', 'full', 'lora', 'adaptformer', 'vpt'" in usage_error()
     assert rein("eval", "ckpt", "--data", "synthetic", "--mode", "tiles") == 2
     assert "'tiles' is not one of 'slide', 'whole'" in usage_error()
 

@@ -173,6 +173,16 @@ def test_a_corruption_evaluation_is_one_column(tmp_path):
     assert "corrupted: cityscapes-C" in table.notes[0]  # the pairs of its mean named by their column
 
 
+def test_a_corruption_column_shows_the_published_figure_of_the_whole_protocol(tmp_path):
+    figure = [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]
+    summary = {"mIoU": 41.5, "pairs": 75, "per_corruption": {}, "reported": figure}
+    corrupted = results(
+        tmp_path / "c", {"cityscapes/fog-1": 41.5}, corruption={"spec": "all", "datasets": {"cityscapes": summary}}
+    )
+    (row,) = compare([f"release={corrupted}"]).rows
+    assert row.cells["cityscapes-C"].values == (41.5,) and row.cells["cityscapes-C"].paper == 60.0
+
+
 def test_a_training_run_beside_a_results_file(synthetic_root, tmp_path, capsys):
     recipe = tmp_path / "tiny-ablation.yaml"
     recipe.write_text("model:\n  rein:\n    rank: 4\n")

@@ -253,3 +253,24 @@ def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path
         assert json.loads((out / f"rank{rank}.json").read_text()) == expected
     written = json.loads((out / "results.json").read_text())
     assert written["corruption"] == json.loads(json.dumps(single["corruption"]))
+
+
+def test_a_published_corruption_figure_goes_beside_the_whole_protocol_only():
+    from rein_cli.engine.evaluate import corruption_summary
+
+    reported = {"cityscapes-c": [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]}
+    pairs = {
+        f"cityscapes/{name}-{level}": {
+            "mIoU": 50.0 + level,
+            "dataset": "cityscapes",
+            "corruption": name,
+            "severity": level,
+        }
+        for name in C.CORRUPTIONS
+        for level in C.SEVERITIES
+    }
+    whole = corruption_summary(pairs, "all", reported)["datasets"]["cityscapes"]
+    assert (whole["pairs"], whole["mIoU"]) == (75, 53.0)  # the mean of 51..55 over every corruption
+    assert whole["reported"] == [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]
+    part = {k: v for k, v in pairs.items() if v["corruption"] == "fog"}
+    assert corruption_summary(part, "fog", reported)["datasets"]["cityscapes"]["reported"] == []  # not comparable

@@ -239,14 +239,19 @@ def scores(results: Mapping[str, Any]) -> dict[str, tuple[float, float | None]]:
     for name, entry in results["datasets"].items():
         if "/" in name or not isinstance(entry, dict) or not _number(entry.get("mIoU")):
             continue
-        reported = [r for r in entry.get("reported") or [] if isinstance(r, dict) and _number(r.get("mIoU"))]
-        paper = next((r for r in reported if r.get("split") == split), reported[0] if reported else None)
-        out[name] = (float(entry["mIoU"]), float(paper["mIoU"]) if paper else None)
+        out[name] = (float(entry["mIoU"]), _paper(entry, split))
     corruption = results.get("corruption") or {}
     for name, entry in (corruption.get("datasets") or {}).items():
         if isinstance(entry, dict) and _number(entry.get("mIoU")):
-            out[f"{name}-C"] = (float(entry["mIoU"]), None)
+            out[f"{name}-C"] = (float(entry["mIoU"]), _paper(entry, split))  # a released figure for the whole protocol
     return out
+
+
+def _paper(entry: Mapping[str, Any], split: str) -> float | None:
+    """The published figure of an entry's ``reported`` list: the one for ``split``, else the first; None without."""
+    reported = [r for r in entry.get("reported") or [] if isinstance(r, dict) and _number(r.get("mIoU"))]
+    paper = next((r for r in reported if r.get("split") == split), reported[0] if reported else None)
+    return float(paper["mIoU"]) if paper else None
 
 
 def _number(value: Any) -> bool:

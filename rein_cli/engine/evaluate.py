@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data import corruptions
-from rein_cli.data.corruptions import corrupt_file, parse_spec
+from rein_cli.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt_file, parse_spec
 from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
@@ -304,7 +304,7 @@ def evaluate(
                 entry.update(dataset=manifest.dataset, corruption=pair[0], severity=pair[1])
             results["datasets"][key] = entry
     if corruption is not None:
-        results["corruption"] = corruption_summary(results["datasets"], corruption)
+        results["corruption"] = corruption_summary(results["datasets"], corruption, reported)
     model.train(was_training)
     add_mean(results)
     distributed.barrier()  # every process's predictions are written before rank 0 reports
@@ -330,10 +330,14 @@ def add_mean(results: dict[str, Any]) -> None:
         results.pop("mean_note", None)
 
 
-def corruption_summary(entries: Mapping[str, Mapping[str, Any]], spec: str) -> dict[str, Any]:
-    """``{"spec", "datasets": {dataset: {"mIoU", "pairs", "per_corruption": {corruption: {"1".."5", "mean"}}}}}``
-    from the corrupted entries (``<dataset>/<corruption>-<severity>``, with metrics): every figure the mIoU
-    rounded to two decimals, a mean the mean of the rounded figures it is over, rounded to two decimals."""
+def corruption_summary(
+    entries: Mapping[str, Mapping[str, Any]], spec: str, reported: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"spec", "datasets": {dataset: {"mIoU", "pairs", "per_corruption": {corruption: {"1".."5", "mean"}},
+    "reported"}}}`` from the corrupted entries (``<dataset>/<corruption>-<severity>``, with metrics): every figure
+    the mIoU rounded to two decimals, a mean the mean of the rounded figures it is over, rounded to two decimals.
+    ``reported``: the published figures of ``<dataset>-c`` (e.g. a release's ``cityscapes-c``), the mean over the
+    whole protocol, put beside ours only when every corruption was evaluated at every severity."""
     datasets: dict[str, Any] = {}
     for entry in entries.values():
         if "corruption" not in entry or entry.get("mIoU") is None or np.isnan(entry["mIoU"]):
@@ -348,6 +352,9 @@ def corruption_summary(entries: Mapping[str, Mapping[str, Any]], spec: str) -> d
             figures += values
             levels["mean"] = round(sum(values) / len(values), 2)
         summary["mIoU"] = round(sum(figures) / len(figures), 2)
+    for name, summary in datasets.items():
+        full = summary["pairs"] == len(CORRUPTIONS) * len(SEVERITIES)
+        summary["reported"] = reported_for(reported, f"{name}-c") if full else []
     return {"spec": spec, "datasets": datasets}
 
 
