@@ -56,6 +56,16 @@ def test_rein_parameters_of_every_ablation_row_are_the_papers(backbone, row):
     )
 
 
+@pytest.mark.parametrize(("backbone", "full"), [("dinov2-l", 304_198_656), ("eva02-l", 304_239_552)])
+def test_the_baselines_train_the_papers_backbone_parameters(backbone, full):
+    """Tables 3, 6 and 9: Full 304.20M (DINOv2-L) and 304.24M (EVA02-L), Freeze 0."""
+    from rein_cli.models.segmentor import build_segmentor
+
+    with torch.device("meta"):
+        assert trainable(build_segmentor(backbone, method="full", pretrained=False).backbone) == full
+        assert trainable(build_segmentor(backbone, method="frozen", pretrained=False).backbone) == 0
+
+
 def test_per_layer_mlps_belong_to_their_layer_and_merge_and_scale_stay_shared():
     torch.manual_seed(0)
     reins = Reins(3, 8, 16, token_length=5, query_dim=4, shared_mlp=False)
