@@ -183,9 +183,20 @@ NOT_MADE = {
     "mapillary-vistas-dataset_public_v2.0.z01": "the parts of a split zip (test_prepare.py makes and prepares some)",
     "mapillary-vistas-dataset_public_v2.0.z02": "the parts of a split zip (test_prepare.py makes and prepares some)",
 }
-# The paper-scale runs of shipped recipes that docs/comparisons.md compares, by their folder's name.
-PAPER_RUNS = re.compile(r"runs/gta-[a-z0-9-]+")
-PAPER_RUN_WHY = "a paper-scale run of a shipped recipe (40k iterations on GTA5); test_compare.py compares tiny runs"
+# The runs docs/comparisons.md compares, by their folder's name: why the tests do not make them.
+RUNS_COMPARED = {
+    re.compile(r"runs/gta-[a-z0-9-]+"): "a paper-scale run of a shipped recipe (40k iterations on GTA5); "
+    "test_compare.py compares tiny runs",
+    re.compile(r"runs/tiny-[a-z0-9-]+"): "trained by the commands above it, which run here at test size; "
+    "test_compare.py compares tiny runs",
+}
+
+
+def run_compared(name: str) -> str | None:
+    """Why a run that docs/comparisons.md compares is not made by the tests; None for another input."""
+    return next((why for pattern, why in RUNS_COMPARED.items() if pattern.fullmatch(name)), None)
+
+
 # The datasets `make_workspace` prepares (tiny fakes) under the data root documented commands use.
 PREPARED = {
     "synthetic",
@@ -253,7 +264,7 @@ def why_not_run(command: Command) -> str | None:
         return "pulls a released adapter and its backbone"
     missing = [name for name in inputs(path, params) if name not in WORKSPACE]
     if missing:
-        why = PAPER_RUN_WHY if PAPER_RUNS.fullmatch(missing[0]) else NOT_MADE.get(missing[0], "not made by the tests")
+        why = run_compared(missing[0]) or NOT_MADE.get(missing[0], "not made by the tests")
         return f"needs {missing[0]}: {why}"
     if path == "rein train" and params["resume"] is not None:
         return "resumes a killed run (test_resume.py kills runs at an iteration and resumes them)"
@@ -401,7 +412,7 @@ def test_every_input_is_made_or_explained():
         parsed = quiet_parse(command)
         if parsed and parsed[0] not in NOT_RUN:
             needed |= set(inputs(*parsed))
-    unexplained = {name for name in needed - WORKSPACE - set(NOT_MADE) if not PAPER_RUNS.fullmatch(name)}
+    unexplained = {name for name in needed - WORKSPACE - set(NOT_MADE) if run_compared(name) is None}
     assert not unexplained, f"make these in make_workspace, or say in NOT_MADE why not: {sorted(unexplained)}"
     assert set(NOT_MADE) <= needed, f"no documented command needs {sorted(set(NOT_MADE) - needed)}"
 
