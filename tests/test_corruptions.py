@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,19 @@ def test_eval_with_corruptions_from_the_command_line(trained, synthetic_root, tm
     out = tmp_path / "eval"
     args = ["--target", "synthetic-fog", "--data-root", synthetic_root, "--out", out, "--no-progress"]
     assert rein("eval", trained / "checkpoints" / "last", *args, "--corruption", "fog:1,contrast") == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # the time estimate counts every image once per (corruption, severity) pair
+    from rein_cli.engine.checkpoint import load_segmentor
+    from rein_cli.zoo.evaluate import _cpu_estimate
+
+    def windows(text: str) -> int:
+        return int(re.search(r"\((\d+) windows of", text).group(1))
+
+    once = _cpu_estimate(
+        load_segmentor(trained / "checkpoints" / "last"), ("synthetic-fog",), synthetic_root, "slide", None
+    )
+    assert windows(captured.err) == 6 * windows(once)
     assert "synthetic-fog: mIoU per corruption and severity" in printed and "mean mIoU over 6" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["schema"] == 2

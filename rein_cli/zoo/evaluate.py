@@ -197,6 +197,7 @@ def _evaluate_plans(
     progress: bool,
     corruption: str | None = None,
 ) -> dict[str, Any]:
+    from rein_cli.data.corruptions import parse_spec
     from rein_cli.engine import distributed
     from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import add_mean, checkpoint_facts, evaluate, training_datasets, write_results
@@ -215,7 +216,8 @@ def _evaluate_plans(
         else:
             facts = checkpoint_facts(source)
         if next(model.parameters()).device.type == "cpu":
-            log.info(_cpu_estimate(model, item.targets, data_root, mode, stride, split))
+            copies = len(parse_spec(corruption)) if corruption is not None else 1  # each image once per pair
+            log.info(_cpu_estimate(model, item.targets, data_root, mode, stride, split, copies))
         part = evaluate(
             model,
             list(item.targets),
@@ -277,10 +279,17 @@ def format_comparison(results: dict[str, Any]) -> str:
 
 
 def _cpu_estimate(
-    model, targets: tuple[str, ...], data_root: Path, mode: str, stride: int | None, split: str = "val"
+    model,
+    targets: tuple[str, ...],
+    data_root: Path,
+    mode: str,
+    stride: int | None,
+    split: str = "val",
+    copies: int = 1,
 ) -> str:
     """A rough time for the evaluation on this CPU: one timed forward pass (a crop-sized window, or in whole mode
-    the first image's size), times the passes every target's images need (judged by each target's first image)."""
+    the first image's size), times the passes every target's images need (judged by each target's first image),
+    times the ``copies`` of each image (a corruption evaluation's pairs; the corrupting itself not counted)."""
     import torch
 
     from rein_cli.data.prepare import ensure_prepared
@@ -301,6 +310,7 @@ def _cpu_estimate(
             passes, shape = passes + len(samples), (height, width)
         else:
             passes += len(slide_windows(height, width, crop, stride or default_stride(crop))) * len(samples)
+    passes *= copies
     with torch.no_grad():
         start = time.perf_counter()
         model.semantic_scores(torch.zeros(1, 3, *shape))
