@@ -287,3 +287,17 @@ def test_a_published_corruption_figure_goes_beside_the_whole_protocol_only():
     assert whole["reported"] == [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]
     part = {k: v for k, v in pairs.items() if v["corruption"] == "fog"}
     assert corruption_summary(part, "fog", reported)["datasets"]["cityscapes"]["reported"] == []  # not comparable
+
+
+def test_missing_opencv_names_the_extra_of_this_package(monkeypatch):
+    import sys
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert "corruptions" in project["optional-dependencies"]
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError
+    with pytest.raises(ReinError, match=re.escape(f"pip install '{project['name']}[corruptions]'")):
+        C.corrupt(_image(), "defocus_blur", 1, identity="a.png")
+    with pytest.raises(ReinError, match="need OpenCV"):
+        C.prepare([("snow", 2)])
+    assert C.corrupt(_image(), "contrast", 1, identity="a.png").shape == (64, 128, 3)  # the others need none

@@ -7,7 +7,7 @@ Each function takes an (H, W, 3) uint8 RGB array and a ``numpy.random.RandomStat
 array; every random draw comes from that generator, in the library's order, so that the library run after
 ``np.random.seed(k)`` and ours given ``RandomState(k)`` draw the same numbers (benchmarks/corruption_reference.py,
 tests/test_corruptions.py). `corrupt` seeds the generator from the image's identity, the corruption and the
-severity (`corruption_seed`). OpenCV (``pip install 'rein[corruptions]'``) is needed by the blur, snow and frost
+severity (`corruption_seed`). OpenCV (``pip install 'rein-cli[corruptions]'``) is needed by the blur, snow and frost
 corruptions; frost's six overlay images are downloaded once into ``$REIN_HOME/corruptions/frost`` (`frost_images`).
 """
 
@@ -70,7 +70,7 @@ def _cv2() -> Any:
     except ImportError as err:
         raise ReinError(
             "the blur, snow and frost corruptions need OpenCV, which is not installed; install it with: "
-            "pip install 'rein[corruptions]' (or pip install opencv-python-headless)"
+            "pip install 'rein-cli[corruptions]' (or pip install opencv-python-headless)"
         ) from err
     return cv2
 
