@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rein_cli.engine.compare import Cell, Comparison
-from rein_cli.io import atomic_path, check_writable, write_text
+from rein_cli.engine.report import fmt, save_figure
+from rein_cli.io import check_writable, write_text
 
 PAPER = "paper"
 LEGEND = (
@@ -25,15 +26,11 @@ LEGEND = (
 )
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def cell_text(cell: Cell) -> str:
     """``66.40 ± 0.50`` over seeds, ``66.40`` for one value, ``-`` for none."""
     if cell.std is not None:
         return f"{cell.mean:.2f} ± {cell.std:.2f}"
-    return _number(cell.mean)
+    return fmt(cell.mean)
 
 
 def _lines(table: Comparison) -> list[tuple[str, list[str]]]:
@@ -41,9 +38,9 @@ def _lines(table: Comparison) -> list[tuple[str, list[str]]]:
     lines = []
     for row in table.rows:
         cells = [cell_text(row.cells[c]) for c in table.columns]
-        lines.append((row.label, [*cells, _number(row.parameters), str(row.seeds)]))
+        lines.append((row.label, [*cells, fmt(row.parameters), str(row.seeds)]))
         if any(row.cells[c].paper is not None for c in table.columns):
-            lines.append((PAPER, [_number(row.cells[c].paper) for c in table.columns] + ["", ""]))
+            lines.append((PAPER, [fmt(row.cells[c].paper) for c in table.columns] + ["", ""]))
     return lines
 
 
@@ -155,7 +152,5 @@ def write_comparison(table: Comparison, out: Path) -> list[Path]:
     check_writable(out)
     write_text(out / "compare.md", format_markdown(table))
     write_text(out / "compare.csv", format_csv(table))
-    figure = chart(table)
-    with atomic_path(out / "compare.png") as tmp:
-        figure.savefig(tmp, format="png")
+    save_figure(chart(table), out / "compare.png")
     return [out / "compare.md", out / "compare.csv", out / "compare.png"]

@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rein_cli.config import InferenceMode, check_choice
-from rein_cli.data import corruptions
 from rein_cli.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt_file, parse_spec
+from rein_cli.data.corruptions import prepare as prepare_corruptions
 from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
@@ -223,9 +223,9 @@ def evaluate(
         check_writable(Path(save_predictions), "--save-predictions")
     if corruption is not None:  # OpenCV there, frost's overlays downloaded once (by the first process)
         if distributed.is_main():
-            corruptions.prepare(pairs, progress=progress)
+            prepare_corruptions(pairs, progress=progress)
         distributed.barrier()
-        corruptions.prepare(pairs)
+        prepare_corruptions(pairs)
     if not isinstance(model, nn.Module):
         facts = checkpoint_facts(model)
         trained_on = trained_on or facts["trained_on"]

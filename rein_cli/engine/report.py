@@ -21,7 +21,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _fmt(v: float | None) -> str:
+def fmt(v: float | None) -> str:
+    """A figure with two decimals; ``-`` for none (or NaN)."""
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
@@ -36,7 +37,7 @@ def mean_line(results: dict[str, Any]) -> str:
     scored = [n for n, e in results["datasets"].items() if "mIoU" in e]
     if len(scored) < 2 and not (results.get("mean_note") and scored):
         return ""
-    line = f"DG mean mIoU {_fmt(results['mean_mIoU'])} over {', '.join(names)}"
+    line = f"DG mean mIoU {fmt(results['mean_mIoU'])} over {', '.join(names)}"
     left = [n for n in scored if n not in names]
     if left:
         line += f" (left out, trained on: {', '.join(left)})"
@@ -45,15 +46,20 @@ def mean_line(results: dict[str, Any]) -> str:
     return line
 
 
+def _levels(summary: dict[str, Any]) -> list[int]:
+    """The severities a dataset's corruption summary has figures for, in order."""
+    return sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
+
+
 def corruption_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The header and rows of one dataset's corruption x severity table (mIoU; a mean column, a mean row)."""
-    levels = sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
+    levels = _levels(summary)
     header = ["corruption", *(str(k) for k in levels), "mean"]
     rows = [
-        [name, *(_fmt(row.get(str(k))) for k in levels), _fmt(row["mean"])]
+        [name, *(fmt(row.get(str(k))) for k in levels), fmt(row["mean"])]
         for name, row in summary["per_corruption"].items()
     ]
-    rows.append(["mean", *([""] * len(levels)), _fmt(summary["mIoU"])])
+    rows.append(["mean", *([""] * len(levels)), fmt(summary["mIoU"])])
     return header, rows
 
 
@@ -70,7 +76,7 @@ def format_corruptions(results: dict[str, Any]) -> str:
         rule = "-" * len(line(header))
         lines = [f"{dataset}: mIoU per corruption and severity (--corruption {results['corruption']['spec']})"]
         lines += [line(header), rule, *(line(r) for r in rows[:-1]), rule]
-        lines.append(f"mean mIoU over {summary['pairs']} corruption-severity pairs: {_fmt(summary['mIoU'])}")
+        lines.append(f"mean mIoU over {summary['pairs']} corruption-severity pairs: {fmt(summary['mIoU'])}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -93,13 +99,13 @@ def format_table(results: dict[str, Any]) -> str:
     entries = [results["datasets"][n] for n in names]
     lines = [row("class", names)]
     for c in classes:
-        lines.append(row(c, [_fmt(e.get("per_class", {}).get(c, {}).get("IoU")) for e in entries]))
+        lines.append(row(c, [fmt(e.get("per_class", {}).get(c, {}).get("IoU")) for e in entries]))
     lines.append("-" * len(lines[0]))
     for key in ("mIoU", "mAcc", "aAcc"):
-        lines.append(row(key, [_fmt(e.get(key)) for e in entries]))
+        lines.append(row(key, [fmt(e.get(key)) for e in entries]))
     if any(e.get("reported") for e in entries):
         lines.append(
-            row("reported mIoU", [_fmt(e["reported"][0]["mIoU"]) if e.get("reported") else "-" for e in entries])
+            row("reported mIoU", [fmt(e["reported"][0]["mIoU"]) if e.get("reported") else "-" for e in entries])
         )
     if any("predictions" in e for e in entries):
         lines += [
@@ -151,7 +157,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         else:
             inside = "no (trained on it)"
         lines.append(
-            f"| {name} | {e['images']} | {_fmt(e.get('mIoU'))} | {_fmt(e.get('mAcc'))} | {_fmt(e.get('aAcc'))} "
+            f"| {name} | {e['images']} | {fmt(e.get('mIoU'))} | {fmt(e.get('mAcc'))} | {fmt(e.get('aAcc'))} "
             f"| {reported} | {inside} |"
         )
     corruption = results.get("corruption")
@@ -163,7 +169,7 @@ def format_markdown(results: dict[str, Any]) -> str:
             lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[0] == "mean" else r[-1]]) + " |" for r in rows]
             lines += [
                 "",
-                f"Mean mIoU over {summary['pairs']} corruption-severity pairs: **{_fmt(summary['mIoU'])}** (the "
+                f"Mean mIoU over {summary['pairs']} corruption-severity pairs: **{fmt(summary['mIoU'])}** (the "
                 "mean of the per-pair mIoUs rounded to two decimals).",
                 "",
                 f"![{dataset}: mIoU per corruption and severity](plots/{safe_name(dataset)}-corruptions.png)",
@@ -183,7 +189,7 @@ def format_markdown(results: dict[str, Any]) -> str:
     if classes:
         lines += ["", "## Per-class IoU", "", "| class | " + " | ".join(scored) + " |", "|---|" + "---:|" * len(scored)]
         for c in classes:
-            values = [_fmt(results["datasets"][n]["per_class"].get(c, {}).get("IoU")) for n in scored]
+            values = [fmt(results["datasets"][n]["per_class"].get(c, {}).get("IoU")) for n in scored]
             lines.append(f"| {c} | " + " | ".join(values) + " |")
         lines += [
             "",
@@ -208,25 +214,28 @@ def format_markdown(results: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> list[Path]:
     """``out/report.md`` and, per dataset with metrics, ``out/plots/<dataset>-iou.png`` (IoU per class) and
-    ``out/plots/<dataset>-confusion.png`` (the confusion matrix, rows normalised by the ground truth). Every file
-    is written atomically; the charts are drawn once, after the evaluation."""
+    ``out/plots/<dataset>-confusion.png`` (the confusion matrix, rows normalised by the ground truth); for a
+    corruption evaluation instead one ``out/plots/<dataset>-corruptions.png`` per dataset. Every file is written
+    atomically; the charts are drawn once, after the evaluation."""
     out = Path(out)
     written = []
     for dataset, summary in (results.get("corruption") or {}).get("datasets", {}).items():
         written.append(
-            _save(_corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
+            save_figure(_corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
         )
-    for name, entry in results["datasets"].items():
-        if results.get("corruption"):
-            break  # one heat map per dataset instead of a pair of charts per corruption and severity
+    # a corruption evaluation: the heat maps above instead of a pair of charts per corruption and severity
+    entries = {} if results.get("corruption") else results["datasets"]
+    for name, entry in entries.items():
         if "per_class" in entry and "confusion" in entry:
             classes = list(entry["per_class"])
             ious = [entry["per_class"][c]["IoU"] for c in classes]
             written.append(
-                _save(_iou_chart(name, classes, ious, entry["mIoU"]), out / "plots" / f"{safe_name(name)}-iou.png")
+                save_figure(
+                    _iou_chart(name, classes, ious, entry["mIoU"]), out / "plots" / f"{safe_name(name)}-iou.png"
+                )
             )
             written.append(
-                _save(
+                save_figure(
                     _confusion_chart(name, classes, entry["confusion"]),
                     out / "plots" / f"{safe_name(name)}-confusion.png",
                 )
@@ -235,7 +244,8 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
     return [out / "report.md", *written]
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_figure(figure: Any, path: Path) -> Path:
+    """A matplotlib figure as a PNG at ``path``, written atomically."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return path
@@ -255,7 +265,7 @@ def _iou_chart(name: str, classes: list[str], ious: list[float | None], miou: fl
     ax.set_ylim(0, 100)
     ax.set_ylabel("IoU (%)")
     ax.axhline(miou, color="#dd8452", linestyle="--", linewidth=1)
-    ax.set_title(f"{name}: IoU per class (mIoU {_fmt(miou)}, dashed; grey: no IoU)", fontsize=10)
+    ax.set_title(f"{name}: IoU per class (mIoU {fmt(miou)}, dashed; grey: no IoU)", fontsize=10)
     return figure
 
 
@@ -284,8 +294,7 @@ def _corruption_chart(dataset: str, summary: dict[str, Any]) -> Any:
     import numpy as np
     from matplotlib.figure import Figure
 
-    names = list(summary["per_corruption"])
-    levels = sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
+    names, levels = list(summary["per_corruption"]), _levels(summary)
     grid = np.array(
         [[summary["per_corruption"][n].get(str(k), np.nan) for k in levels] for n in names], dtype=np.float64
     )
@@ -307,6 +316,6 @@ def _corruption_chart(dataset: str, summary: dict[str, Any]) -> Any:
     ax.set_xticks(range(len(levels)), [str(k) for k in levels])
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("severity")
-    ax.set_title(f"{dataset}: mIoU per corruption (mean {_fmt(summary['mIoU'])})", fontsize=9)
+    ax.set_title(f"{dataset}: mIoU per corruption (mean {fmt(summary['mIoU'])})", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return figure
