@@ -40,6 +40,8 @@ def test_rein_parameters_of_every_ablation_row_are_the_papers(backbone, row):
     with torch.device("meta"):
         model = build_segmentor(backbone, pretrained=False, **kwargs)
     assert trainable(model.backbone) == expected
+    if row == "semfpn":  # the Semantic FPN head on a 1024-wide pyramid (docs/model.md)
+        assert trainable(model.head) == 5_036_179
     assert (
         round(expected / 1e6, 2)
         == {
