@@ -1,6 +1,8 @@
-"""Shared test helpers: tiny model settings and the command line run in-process."""
+"""Shared test helpers: tiny model settings, the command line run in-process, and small files and folders."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 TINY = dict(
     backbone="vit-tiny",
@@ -49,6 +51,16 @@ def tiny_family(backbone: str, **kwargs):
     )
 
 
+def tiny_segmentor():
+    """The tiny model (`TINY`), seeded, in eval mode."""
+    import torch
+
+    from rein_cli.models.segmentor import build_segmentor
+
+    torch.manual_seed(0)
+    return build_segmentor(**TINY).eval()
+
+
 def rein(*args: object) -> int:
     """Run the command line in-process; returns the exit code."""
     from rein_cli.cli import run
@@ -72,12 +84,23 @@ def errors(capsys) -> str:
 
 def read_pairs(manifest, split: str) -> list:
     """(image path, label array) of every pair of a prepared split."""
-    from pathlib import Path
-
     from rein_cli.data.dataset import SegmentationDataset
 
     data = SegmentationDataset(manifest, split)
     return [(Path(item["path"]), item["label"].numpy()) for item in (data[k] for k in range(len(data)))]
+
+
+def odd_folder(synthetic_root: Path, folder: Path, count: int = 5) -> Path:
+    """A prepared dataset of ``count`` labeled val images (the synthetic val scenes, then train scenes)."""
+    from rein_cli.data.manifest import read_manifest, write_manifest
+    from rein_cli.io import relative_path
+    from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    source = read_manifest(synthetic_root / "synthetic")
+    pairs = [*source.splits["val"], *source.splits["train"]][:count]
+    items = [{k: relative_path(source.root / v, folder) for k, v in item.items()} for item in pairs]
+    write_manifest(folder, dataset="odd", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits={"val": items})
+    return folder
 
 
 def bomb_png(path, width: int, height: int) -> None:

@@ -16,8 +16,9 @@ from PIL import Image
 
 from rein_cli.data import corruptions as C
 from rein_cli.errors import ReinError
-from tests.fake_server import FakeServer
-from tests.helpers import errors, rein
+
+from .fake_server import FakeServer
+from .helpers import errors, odd_folder, rein, tiny_segmentor
 
 HERE = Path(__file__).parent
 GOLDEN = json.loads((HERE / "data" / "corruption_golden.json").read_text())
@@ -230,13 +231,18 @@ def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str
     import torch.distributed as dist
 
     from rein_cli.engine.evaluate import evaluate
-    from tests.test_evaluate import tiny
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         results = evaluate(
-            tiny(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, corruption=SHARDED
+            tiny_segmentor(),
+            [folder],
+            out=Path(out),
+            data_dir=Path(root),
+            mode="whole",
+            progress=False,
+            corruption=SHARDED,
         )
         Path(out, f"rank{rank}.json").write_text(
             json.dumps({k: e["confusion"] for k, e in results["datasets"].items()})
@@ -252,11 +258,12 @@ def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path
     import torch.multiprocessing as mp
 
     from rein_cli.engine.evaluate import evaluate
-    from tests.test_evaluate import odd_folder, tiny
 
     folder = odd_folder(synthetic_root, tmp_path / "odd")
-    single = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False, corruption=SHARDED)
-    clean = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
+    single = evaluate(
+        tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False, corruption=SHARDED
+    )
+    clean = evaluate(tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
     assert list(single["datasets"]) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
     assert single["datasets"]["odd/gaussian_noise-2"]["confusion"] != clean["datasets"]["odd"]["confusion"]
     out = tmp_path / "sharded"

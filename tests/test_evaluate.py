@@ -27,16 +27,9 @@ from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS, CITYSCAPES_PALETTE, LABEL_FORMATS
 
-from .helpers import TINY, errors, rein
+from .helpers import errors, odd_folder, rein, tiny_segmentor
 
 TARGETS = ["synthetic", "synthetic-fog", "synthetic-night"]
-
-
-def tiny():
-    from rein_cli.models.segmentor import build_segmentor
-
-    torch.manual_seed(0)
-    return build_segmentor(**TINY).eval()
 
 
 def reference(model, manifest_dir: Path, num_classes: int = 19) -> tuple[float, np.ndarray]:
@@ -67,7 +60,7 @@ def reference(model, manifest_dir: Path, num_classes: int = 19) -> tuple[float, 
 
 
 def test_numbers_match_a_slow_reference_and_the_mean_leaves_the_source_out(synthetic_root, tmp_path):
-    model = tiny()
+    model = tiny_segmentor()
     results = evaluate(
         model, TARGETS, out=tmp_path, data_dir=synthetic_root, mode="whole", progress=False, trained_on=["synthetic"]
     )
@@ -156,15 +149,6 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     assert alone["mean_of"] == ["synthetic"] and "every evaluated dataset" in alone["mean_note"]
 
 
-def odd_folder(synthetic_root: Path, folder: Path, count: int = 5) -> Path:
-    """A prepared dataset of ``count`` labeled val images (the synthetic val scenes, then train scenes)."""
-    source = read_manifest(synthetic_root / "synthetic")
-    pairs = [*source.splits["val"], *source.splits["train"]][:count]
-    items = [{k: relative_path(source.root / v, folder) for k, v in item.items()} for item in pairs]
-    write_manifest(folder, dataset="odd", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits={"val": items})
-    return folder
-
-
 def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
     import torch.distributed as dist
 
@@ -172,7 +156,7 @@ def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         results = evaluate(
-            tiny(),
+            tiny_segmentor(),
             [folder],
             out=Path(out),
             data_dir=Path(root),
@@ -189,7 +173,7 @@ def test_two_processes_evaluate_each_image_once_and_equal_one(synthetic_root, tm
     import torch.multiprocessing as mp
 
     folder = odd_folder(synthetic_root, tmp_path / "odd")
-    single = evaluate(tiny(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
+    single = evaluate(tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
     out = tmp_path / "sharded"
     args = (2, str(tmp_path / "rendezvous"), str(folder), str(synthetic_root), str(out))
     mp.spawn(_shard_worker, args=args, nprocs=2, join=True)
@@ -202,7 +186,7 @@ def test_two_processes_evaluate_each_image_once_and_equal_one(synthetic_root, tm
 
 
 def test_flip_averages_the_image_and_its_mirror(synthetic_root):
-    model = tiny()
+    model = tiny_segmentor()
     torch.manual_seed(1)
     image = torch.randn(1, 3, 64, 112)
     with torch.no_grad():
@@ -224,7 +208,7 @@ CITY_TEST = [
 ]
 
 
-def test_split_folder(synthetic_root: Path, folder: Path) -> Path:
+def folder_with_a_test_split(synthetic_root: Path, folder: Path) -> Path:
     """A prepared Cityscapes-like folder with a labeled val split and a test split of images without labels."""
     source = read_manifest(synthetic_root / "synthetic")
     test = []
@@ -239,15 +223,12 @@ def test_split_folder(synthetic_root: Path, folder: Path) -> Path:
     return folder
 
 
-test_split_folder.__test__ = False  # a helper, not a test
-
-
 def test_test_split_predictions_round_trip_to_the_models_train_ids(trained, synthetic_root, tmp_path, capsys):
     from rein_cli.data.transforms import EvalTransform
     from rein_cli.engine.checkpoint import load_segmentor
 
     ckpt = trained / "checkpoints" / "last"
-    folder = test_split_folder(synthetic_root, tmp_path / "citytest")
+    folder = folder_with_a_test_split(synthetic_root, tmp_path / "citytest")
     pred = tmp_path / "submit"
     common = ["--data-root", synthetic_root, "--mode", "whole", "--no-progress", "--out", tmp_path / "ev"]
     assert rein("eval", ckpt, "-t", folder, "--split", "test", "--save-predictions", pred, *common) == 0
