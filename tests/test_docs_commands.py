@@ -57,8 +57,10 @@ NOT_MADE = {
     "weights/dinov2-l_512.safetensors": "converted from Meta's DINOv2-L release file (1.2 GB)",
     "bdd100k_images_10k.zip": "MD5-checked against the published sums: only the real archive passes",
     "bdd100k_sem_seg_labels_trainval.zip": "MD5-checked against the published sums: only the real archive passes",
-    "mapillary-vistas-dataset_public_v2.0.z01": "the parts of a split zip (test_prepare.py makes and prepares some)",
-    "mapillary-vistas-dataset_public_v2.0.z02": "the parts of a split zip (test_prepare.py makes and prepares some)",
+    "mapillary-vistas-dataset_public_v2.0.z01": "the parts of a split zip "
+    "(test_prepare_layouts.py makes and prepares some)",
+    "mapillary-vistas-dataset_public_v2.0.z02": "the parts of a split zip "
+    "(test_prepare_layouts.py makes and prepares some)",
 }
 # The runs docs/comparisons.md compares, by their folder's name: why the tests do not make them.
 RUNS_COMPARED = {
