@@ -18,16 +18,50 @@ import typer
 from typer.core import TyperGroup
 
 from rein_cli import __version__, config
-from rein_cli.errors import EXIT_INTERRUPTED, ReinError, explain
+from rein_cli.errors import EXIT_INTERRUPTED, Advice, ReinError, explain
 
 log = logging.getLogger("rein_cli")
 
 
 @dataclass(frozen=True)
 class Options:
-    """The global options, handed to every command through typer's context object."""
+    """The global options and the command line's own arguments (``argv``, for `rein train --devices N` to start it
+    again under torchrun), handed to every command through typer's context object."""
 
     debug: bool = False
+    argv: tuple[str, ...] = ()
+
+
+_CPU = "run on the CPU with --device cpu"
+# Per command: what uses less memory, and which workers to use fewer of, in the command's own options.
+ADVICE = {
+    "train": Advice(
+        memory="lower data.batch_size (--batch-size) or model.crop_size (--set model.crop_size=...)",
+        ram=" or data.num_workers",
+        cpu=_CPU,
+        workers="data.num_workers",
+    ),
+    "demo": Advice(memory="choose a smaller --backbone", cpu=_CPU, workers="--workers"),
+    "eval": Advice(
+        memory="use --mode slide (crop-sized windows) rather than --mode whole", cpu=_CPU, workers="--workers"
+    ),
+    "predict": Advice(
+        memory="use --mode slide (crop-sized windows) rather than --mode whole, or a smaller --size",
+        cpu=_CPU,
+        workers="--workers",
+    ),
+    "data": Advice(memory="use fewer --workers", cpu=_CPU, workers="--workers", retry=" with fewer --workers"),
+}
+ANY_ADVICE = Advice(
+    memory="lower data.batch_size or model.crop_size when training; use --mode slide rather than whole when evaluating",
+    cpu=_CPU,
+    workers="--workers",
+)
+
+
+def advice_for(command: str | None) -> Advice:
+    """The hints of ``command``'s failures in its own options and settings."""
+    return ADVICE.get(command or "", ANY_ADVICE)
 
 
 # click's own ways out (usage errors: exit code 2, --help, --version, ctx.exit), taken from typer, which ships its
@@ -52,7 +86,7 @@ class ReinGroup(TyperGroup):
         except _CLICK_EXITS:
             raise
         except (Exception, KeyboardInterrupt) as err:
-            failure = explain(err, ctx.invoked_subcommand)
+            failure = explain(err, advice_for(ctx.invoked_subcommand))
             debug = isinstance(ctx.obj, Options) and ctx.obj.debug
             if debug:  # the traceback first, the line last
                 traceback.print_exception(err, file=sys.stderr)
@@ -90,7 +124,8 @@ def main(
         bool, typer.Option("--offline", help="No network: only what is cached (as HF_HUB_OFFLINE=1).")
     ] = False,
 ) -> None:
-    ctx.obj = Options(debug=debug)
+    argv = ctx.obj.argv if isinstance(ctx.obj, Options) else tuple(sys.argv[1:])
+    ctx.obj = Options(debug=debug, argv=argv)
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     logging.getLogger("rein_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
@@ -117,16 +152,12 @@ def run(argv: list[str] | None = None) -> None:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    global _ARGV
-    _ARGV = list(sys.argv[1:] if argv is None else argv)
+    options = Options(argv=tuple(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="rein")
+        app(args=argv, prog_name="rein", obj=options)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-_ARGV: list[str] = []  # the arguments of this command line, for `rein train --devices N` to start it again
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -141,7 +172,7 @@ def _choices(name: str, closed: Any) -> type[StrEnum]:
 Method = _choices("Method", config.Method)
 Head = _choices("Head", config.Head)
 InferenceMode = _choices("InferenceMode", config.InferenceMode)
-PredictionIds = StrEnum("PredictionIds", {"label-ids": "label-ids", "train-ids": "train-ids"})
+PredictionIds = _choices("PredictionIds", config.PredictionIds)
 
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -190,14 +221,15 @@ def demo(
 
     bars = _progress(progress)
     result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=bars)
-    typer.echo(format_table(result))
-    for note in result["notes"]:
+    typer.echo(format_table(result.evaluation))
+    for note in result.notes:
         typer.echo(note)
-    typer.echo(f"demo finished in {result['seconds']:.0f} s; results, chart and overlays in {out}/")
+    typer.echo(f"demo finished in {result.seconds:.0f} s; results, chart and overlays in {out}/")
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     recipe: Annotated[str | None, typer.Argument(help="Recipe file or shipped recipe name (e.g. demo).")] = None,
     sets: Sets = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name, e.g. dinov2-l.")] = None,
@@ -227,13 +259,14 @@ def train(
     ] = False,
 ) -> None:
     """Train a segmentor; writes a run directory with config, metrics, checkpoints and evaluation."""
-    import os
+    from rein_cli.engine import distributed
 
     if list_:
-        typer.echo(format_recipes())
+        typer.echo(config.format_recipes())
         return
-    if devices is not None and devices > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch(devices))
+    if devices is not None and devices > 1 and not distributed.under_torchrun():
+        raise typer.Exit(distributed.relaunch(ctx.obj.argv, devices))
+    from rein_cli.engine.runs import RunDir
     from rein_cli.engine.train import train as train_
 
     flags = {
@@ -246,38 +279,12 @@ def train(
         "train.device": device,
     }
     name = config.recipe_name(recipe)  # recorded in the checkpoints (a resumed run keeps its own)
-    if resume is not None and recipe is None:
-        if not (resume / "config.yaml").is_file():
-            raise ReinError(
-                f"--resume {resume}: not a training run (no config.yaml); give a run directory of `rein train`"
-            )
-        recipe = str(resume / "config.yaml")  # the run's own settings, with the options given now on top
+    if resume is not None and recipe is None:  # the run's own settings, with the options given now on top
+        recipe = str(RunDir(resume).check("--resume").config)
     cfg = config.load_config(recipe, sets, **flags)
-    run = train_(cfg, out, progress=_progress(progress), resume=resume, recipe=name)
-    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process answers
-        typer.echo(f"run directory: {run}\ncheckpoint: {run / 'checkpoints' / 'last'}")
-
-
-def _launch(devices: int) -> int:
-    """Run this very command under torchrun with ``devices`` processes (``--devices`` left out); its exit code."""
-    import subprocess
-
-    args, skip = [], False
-    for arg in _ARGV:
-        if skip:
-            skip = False
-        elif arg == "--devices":
-            skip = True
-        elif not arg.startswith("--devices="):
-            args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}"]
-    log.info(
-        "starting %d processes: torchrun --standalone --nproc-per-node=%d -m rein_cli %s",
-        devices,
-        devices,
-        " ".join(args),
-    )
-    return subprocess.run([*command, "-m", "rein_cli", *args]).returncode
+    run = RunDir(train_(cfg, out, progress=_progress(progress), resume=resume, recipe=name))
+    if distributed.launch_rank() == 0:  # under torchrun, one process answers
+        typer.echo(f"run directory: {run.path}\ncheckpoint: {run.checkpoint()}")
 
 
 @app.command("eval")
@@ -329,17 +336,18 @@ def eval_(
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
     trained on, published figures beside ours; results.json, report.md and charts."""
-    from rein_cli.engine.distributed import is_main
-    from rein_cli.engine.report import format_table
-    from rein_cli.zoo.evaluate import evaluate_named, format_comparison
+    from rein_cli.engine.distributed import launch_rank
+    from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.report import REPORT_FILE, format_comparison, format_table
+    from rein_cli.engine.results import RESULTS_FILE
+    from rein_cli.engine.runs import default_eval_dir
+    from rein_cli.zoo.resolve import model_sources
 
     out = out or default_eval_dir(checkpoint, adapter or backbone)
-    results = evaluate_named(
+    results = evaluate(
+        model_sources(checkpoint=checkpoint, adapter=adapter, backbone=backbone),
         targets or [],
-        checkpoint=checkpoint,
-        adapter=adapter,
-        backbone=backbone,
-        data_root=_data_root(data_root),
+        data_dir=_data_root(data_root),
         out=out,
         mode=mode.value,
         stride=stride,
@@ -351,10 +359,10 @@ def eval_(
         progress=_progress(progress),
         corruption=corruption,
     )
-    if is_main():  # under torchrun, the first process speaks for all
+    if launch_rank() == 0:  # under torchrun, the first process speaks for all
         typer.echo(format_table(results))
         typer.echo(format_comparison(results) or "")
-        typer.echo(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
+        typer.echo(f"results: {out / RESULTS_FILE}\nreport: {out / REPORT_FILE}")
 
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
@@ -584,48 +592,6 @@ def data_verify(
     if problems:
         raise ReinError(f"{len(problems)} problems in {manifest.path}")
     typer.echo(f"{manifest.path}: ok")
-
-
-def format_recipes() -> str:
-    """Every shipped recipe in a few lines: name and description; backbone, data, crop, iterations, global batch;
-    the published figures (test-server ones marked). Bases (names starting with "_") come last."""
-    recipes = config.shipped_recipes()
-    if not recipes:
-        return "no shipped recipes found"
-    lines, bases = [], []
-    for name in recipes:
-        cfg = config.load_config(name)
-        method = "" if cfg.model.method == "rein" else f" ({cfg.model.method})"
-        block = [
-            f"{name}: {cfg.description or '(no description)'}",
-            f"    {cfg.model.backbone}{method}  {' + '.join(cfg.data.train)} -> {', '.join(cfg.data.eval) or '-'}  "
-            f"crop {cfg.model.crop_size}, {cfg.train.max_iters} iters, batch {cfg.data.batch_size}",
-        ]
-        if cfg.reported:
-            figures = "; ".join(
-                f"{dataset} "
-                + " / ".join(f"{float(f['mIoU'])}" + (" test" if f["split"] == "test" else "") for f in items)
-                for dataset, items in cfg.reported.items()
-            )
-            block.append(f"    reported: {figures}")
-        (bases if name.startswith("_") else lines).extend(block)
-    if bases:
-        lines += ["", "bases (the recipes above inherit them with `base:`; not meant to be trained alone):", *bases]
-    lines += ["", "run one with: rein train NAME (see docs/recipes.md)"]
-    return "\n".join(lines)
-
-
-def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:
-    """run/eval for a checkpoint of a run (run/checkpoints/NAME beside run/config.yaml), eval/NAME beside any other
-    checkpoint folder (so that two checkpoints never share one), and eval/NAME here for a model given by name or
-    on the Hub."""
-    if checkpoint is None or str(checkpoint).startswith("hf://"):
-        return Path("eval") / (name or str(checkpoint).removeprefix("hf://").replace("/", "--").split("@")[0])
-    folder = Path(checkpoint).resolve()
-    run = folder.parent.parent
-    if folder.parent.name == "checkpoints" and (run / "config.yaml").is_file():
-        return run / "eval"
-    return folder.parent / "eval" / folder.name
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -1,8 +1,9 @@
 """Typed run configuration. Precedence: dataclass defaults < YAML recipe < ``--set key=value`` < explicit flags.
 
-The defaults are the paper's GTA5 -> Cityscapes setting (DINOv2-L, 512 crops, AdamW 1e-4, poly decay,
-40k iterations, batch 4). A recipe states only what differs. Unknown keys and wrongly typed values
-are errors that name the key.
+The defaults are the paper's model and schedule (DINOv2-L with Rein and the Mask2Former head, 512 crops, AdamW
+1e-4, poly decay, 40k iterations, batch 4) on the embedded synthetic benchmark, so that nothing has to be downloaded
+first; the paper's GTA5 -> Cityscapes setting is the recipe ``gta-dinov2-l``. A recipe states only what differs.
+Unknown keys and wrongly typed values are errors that name the key.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rein_cli.errors import ReinError, did_you_mean, unknown_name
 Method = Literal["rein", "frozen", "full", "lora", "adaptformer", "vpt"]
 Head = Literal["mask2former", "fpn", "semfpn"]  # the paper's head; a light per-pixel head; mmseg's Semantic FPN
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
+PredictionIds = Literal["label-ids", "train-ids"]  # saved predictions: Cityscapes label ids (the servers'), train ids
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
 
 # Substrings of parameter names that get no weight decay, besides every norm layer's parameters (rein-facts §5.2):
@@ -42,7 +44,7 @@ NO_DECAY_KEYS = (
 
 
 def choices(closed: Any) -> tuple[str, ...]:
-    """The values of a ``Literal`` choice, e.g. ``choices(Head) == ("mask2former", "fpn")``."""
+    """The values of a ``Literal`` choice, e.g. ``choices(InferenceMode) == ("slide", "whole")``."""
     return typing.get_args(closed)
 
 
@@ -433,17 +435,24 @@ def check_section(section: Any, where: str) -> Any:
 def check_config(cfg: Config) -> Config:
     """Reject values no run can use, naming the key: every key's rule, then the rules between keys."""
     check_section(cfg, "")
-    if cfg.data.batch_size % cfg.train.accumulation:
-        raise ReinError(
-            f"data.batch_size = {cfg.data.batch_size} (the global batch) does not divide into train.accumulation = "
-            f"{cfg.train.accumulation} steps; choose a batch size that is a multiple of it"
-        )
+    per_device_batch(cfg.data.batch_size, 1, cfg.train.accumulation)
     if cfg.eval.stride is not None and cfg.eval.stride > cfg.model.crop_size:
         raise ReinError(
             f"eval.stride = {cfg.eval.stride} is larger than model.crop_size = {cfg.model.crop_size}: windows would "
             "leave pixels out; use a stride <= the crop (default: 2/3 of it)"
         )
     return cfg
+
+
+def per_device_batch(batch_size: int, world: int, accumulation: int) -> int:
+    """Images per process per micro-step: the global ``data.batch_size`` / (processes x accumulation steps); an
+    error when it does not divide."""
+    if batch_size % (world * accumulation):
+        raise ReinError(
+            f"data.batch_size = {batch_size} (the global batch) does not divide into {world} device(s) x "
+            f"{accumulation} accumulation step(s) (train.accumulation); choose a multiple of {world * accumulation}"
+        )
+    return batch_size // (world * accumulation)
 
 
 def _read_recipe(recipe: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -513,3 +522,32 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         except ReinError as err:
             raise ReinError(f"recipe {recipe_path(recipe)}: {err}") from None
         raise
+
+
+def format_recipes() -> str:
+    """Every shipped recipe in a few lines: name and description; backbone, data, crop, iterations, global batch;
+    the published figures (test-server ones marked). Bases (names starting with "_") come last."""
+    recipes = shipped_recipes()
+    if not recipes:
+        return "no shipped recipes found"
+    lines, bases = [], []
+    for name in recipes:
+        cfg = load_config(name)
+        method = "" if cfg.model.method == ModelConfig.method else f" ({cfg.model.method})"
+        block = [
+            f"{name}: {cfg.description or '(no description)'}",
+            f"    {cfg.model.backbone}{method}  {' + '.join(cfg.data.train)} -> {', '.join(cfg.data.eval) or '-'}  "
+            f"crop {cfg.model.crop_size}, {cfg.train.max_iters} iters, batch {cfg.data.batch_size}",
+        ]
+        if cfg.reported:
+            figures = "; ".join(
+                f"{dataset} "
+                + " / ".join(f"{float(f['mIoU'])}" + (" test" if f["split"] == "test" else "") for f in items)
+                for dataset, items in cfg.reported.items()
+            )
+            block.append(f"    reported: {figures}")
+        (bases if name.startswith("_") else lines).extend(block)
+    if bases:
+        lines += ["", "bases (the recipes above inherit them with `base:`; not meant to be trained alone):", *bases]
+    lines += ["", "run one with: rein train NAME (see docs/recipes.md)"]
+    return "\n".join(lines)

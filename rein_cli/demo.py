@@ -16,10 +16,13 @@ import numpy as np
 
 from rein_cli.config import Config, load_config
 from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
+from rein_cli.engine.report import REPORT_FILE
+from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path, save_image, write_json
 
 if TYPE_CHECKING:
+    from rein_cli.engine.results import Evaluation
     from rein_cli.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
@@ -29,8 +32,8 @@ OUTPUTS = (
     "data",
     "run",
     "predictions",
-    "results.json",
-    "report.md",
+    RESULTS_FILE,
+    REPORT_FILE,
     "plots",
     "miou.png",
     MARKER,
@@ -135,6 +138,16 @@ def _pretrained(backbone: str) -> tuple[Path | None, str]:
     return download_file(repo), ""
 
 
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    """What a demo made: its evaluation (results.json), what to say about its backbone, its time, its folder."""
+
+    evaluation: Evaluation
+    notes: list[str]
+    seconds: float
+    out: Path
+
+
 def run_demo(
     out: Path,
     *,
@@ -145,12 +158,12 @@ def run_demo(
     num_train: int = 300,
     num_val: int = 40,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the evaluation results plus ``notes`` and ``seconds``."""
+) -> DemoResult:
+    """Run the demo into ``out``; returns its evaluation, notes and time."""
     from rein_cli.data.synthetic import generate_synthetic
     from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import evaluate
-    from rein_cli.engine.runs import resolve_device
+    from rein_cli.engine.runs import RunDir, resolve_device
     from rein_cli.engine.train import train
 
     out = Path(out)
@@ -165,8 +178,8 @@ def run_demo(
         data = out / "data"
         generate_synthetic(data, num_train=num_train, num_val=num_val, progress=progress)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
-        run = train(cfg, out / "run", progress=progress, evaluate_after=False)
-        model = load_segmentor(run / "checkpoints" / "last", device)  # evaluate what was saved
+        run = RunDir(train(cfg, out / "run", progress=progress, evaluate_after=False))
+        model = load_segmentor(run.checkpoint(), device)  # evaluate what was saved
         names = [synthetic_name(c) for c in SYNTHETIC_CONDITIONS]
         # trained on clear weather: the DG mean is over the four other conditions, as Cityscapes -> ACDC is
         results = evaluate(
@@ -177,29 +190,29 @@ def run_demo(
         seconds = time.perf_counter() - start
         marker = {"complete": True, "seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()}
         write_json(out / MARKER, marker)
-    return {**results, "notes": notes, "seconds": seconds, "out": str(out)}
+    return DemoResult(results, notes, seconds, out)
 
 
-def plot_miou(results: dict[str, Any], path: Path) -> None:
+def plot_miou(results: Evaluation, path: Path) -> None:
     """A bar chart of mIoU per condition."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results["datasets"])
-    values = [results["datasets"][n]["mIoU"] for n in names]
+    names = list(results.datasets)
+    values = [results.datasets[n].mIoU for n in names]
     labels = [n.removeprefix("synthetic-") if n != synthetic_name("clear") else "clear (source)" for n in names]
-    sources = [bool(results["datasets"][n].get("trained_on")) for n in names]
+    sources = [results.datasets[n].trained_on for n in names]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     bars = ax.bar(labels, values, color=["#4c72b0" if source else "#dd8452" for source in sources])
     ax.bar_label(bars, fmt="%.1f")
-    if results.get("mean_of"):
-        ax.axhline(results["mean_mIoU"], color="#555555", linestyle="--", linewidth=1)
+    if results.mean_of:
+        ax.axhline(results.mean_mIoU, color="#555555", linestyle="--", linewidth=1)
         ax.text(
             len(names) - 0.5,
-            results["mean_mIoU"],
-            f"mean of {len(results['mean_of'])} conditions",
+            results.mean_mIoU,
+            f"mean of {len(results.mean_of)} conditions",
             ha="right",
             va="bottom",
             fontsize=8,

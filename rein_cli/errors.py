@@ -50,19 +50,24 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # a Rust library's I/O error, e.g
 _LIBRARY_ERRNOS = DISK_FULL | {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EMFILE, errno.ENFILE}
 _HOST_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory")
 _DEVICE_MEMORY = ("out of memory",)  # CUDA out of memory, CUDA error: out of memory, MPS backend out of memory
-_SETTINGS = {  # per command: what uses less memory
-    "train": "lower data.batch_size (--batch-size) or model.crop_size (--set model.crop_size=...)",
-    "demo": "choose a smaller --backbone",
-    "eval": "use --mode slide (crop-sized windows) rather than --mode whole",
-    "predict": "use --mode slide (crop-sized windows) rather than --mode whole, or a smaller --size",
-    "data": "use fewer --workers",
-}
-_ANY = "lower data.batch_size or model.crop_size when training; use --mode slide rather than whole when evaluating"
 
 
-def explain(err: BaseException, command: str | None = None) -> Failure:
-    """The line and exit code for ``err``, raised while running ``command`` (``train``, ``eval``, ``data``...,
-    whose settings the hints name); pure. Anything not known as an expected failure is a bug."""
+@dataclass(frozen=True)
+class Advice:
+    """What the user can change after a failure, in the words of whatever ran (the command line gives each of its
+    commands' options and settings; these defaults name none)."""
+
+    memory: str = "lower the batch size or the image size"  # what uses less memory
+    ram: str = ""  # what else uses less RAM, appended to ``memory`` (" or data.num_workers")
+    cpu: str = "run on the CPU"  # the way off the GPU
+    workers: str = "worker processes"  # what to use fewer of when too many files are open
+    retry: str = ""  # how to run again after a worker process died (" with fewer --workers")
+
+
+def explain(err: BaseException, advice: Advice | None = None) -> Failure:
+    """The line and exit code for ``err``, its hints in the words of ``advice``; pure. Anything not known as an
+    expected failure is a bug."""
+    advice = advice or Advice()
     if isinstance(err, KeyboardInterrupt):
         return Failure(INTERRUPTED, EXIT_INTERRUPTED)
     name, text, where = type(err).__name__, str(err), ""
@@ -74,23 +79,22 @@ def explain(err: BaseException, command: str | None = None) -> Failure:
     if isinstance(err, OSError) and code is None and (found := _ERRNO.search(text)):
         code, filename = int(found[1]), found[3]
     if code == errno.ENOMEM:
-        return Failure(memory_message("RAM", text, command))
+        return Failure(memory_message("RAM", text, advice))
     if code is not None:
-        return Failure(os_message(code, filename, command))
+        return Failure(os_message(code, filename, advice))
     if memory := _memory(err, text):
-        return Failure(memory_message(memory, text, command))
+        return Failure(memory_message(memory, text, advice))
     if (found := _OS_ERROR.search(text)) and int(found[1]) in _LIBRARY_ERRNOS:
-        return Failure(os_message(int(found[1]), None, command))
+        return Failure(os_message(int(found[1]), None, advice))
     if isinstance(err, RuntimeError) and text.startswith("DataLoader worker (pid"):
         return Failure(
             f"a data-loading worker died ({_first_line(text)}), most often for lack of memory or of shared memory "
             "(/dev/shm); lower data.num_workers or data.batch_size (data.num_workers=0 loads in the main process)"
         )
     if any(kind.__name__ == "BrokenProcessPool" for kind in type(err).__mro__):
-        fewer = " with fewer --workers" if command == "data" else ""
         return Failure(
-            f"a worker process died (killed, most often for lack of memory); run the same command again{fewer}: "
-            "it resumes where it stopped"
+            f"a worker process died (killed, most often for lack of memory); run the same command again"
+            f"{advice.retry}: it resumes where it stopped"
         )
     report = f"{name}: {_first_line(text)}" if text.strip() else name
     return Failure(
@@ -99,7 +103,7 @@ def explain(err: BaseException, command: str | None = None) -> Failure:
     )
 
 
-def os_message(code: int, filename: str | os.PathLike | None, command: str | None = None) -> str:
+def os_message(code: int, filename: str | os.PathLike | None, advice: Advice | None = None) -> str:
     """One line for an operating-system error ``code`` (an ``errno``) on ``filename``: what failed and what to do."""
     reason = os.strerror(code)
     path = f" {os.fsdecode(filename)}" if filename is not None else ""
@@ -116,21 +120,20 @@ def os_message(code: int, filename: str | os.PathLike | None, command: str | Non
     if code == errno.EROFS:
         return f"cannot write{path}: it is on a read-only file system; choose a writable location"
     if code in (errno.EMFILE, errno.ENFILE):
-        workers = "data.num_workers" if command == "train" else "--workers"
+        workers = (advice or Advice()).workers
         return f"too many open files ({reason}{path and ':' + path}); raise `ulimit -n` or use fewer {workers}"
     if code == errno.ENOTDIR and path:
         return f"{path.strip()}: a part of this path is a file, not a folder; choose another path"
     return f"{reason}{path and ':' + path}; check the path and run the same command again"
 
 
-def memory_message(memory: str, text: str, command: str | None = None) -> str:
-    """One line for running out of memory (``memory``: ``"GPU"`` or ``"RAM"``) in ``command``."""
-    lower = _SETTINGS.get(command or "", _ANY)
+def memory_message(memory: str, text: str, advice: Advice | None = None) -> str:
+    """One line for running out of memory (``memory``: ``"GPU"`` or ``"RAM"``), its hint in the words of ``advice``."""
+    advice = advice or Advice()
     if memory == "GPU":
         detail = ". ".join(_first_line(text).split(". ")[:2]).rstrip(".")
-        return f"out of GPU memory ({detail}); {lower}, or run on the CPU with --device cpu"
-    extra = " or data.num_workers" if command == "train" else ""
-    return f"out of memory (RAM); {lower}{extra}, or close other programs"
+        return f"out of GPU memory ({detail}); {advice.memory}, or {advice.cpu}"
+    return f"out of memory (RAM); {advice.memory}{advice.ram}, or close other programs"
 
 
 def _memory(err: BaseException, text: str) -> str | None:

@@ -128,7 +128,7 @@ def test_eval_output_that_cannot_be_written_fails_before_evaluating(trained, syn
 
 
 def test_default_evaluation_folders_never_collide(tmp_path, trained):
-    from rein_cli.cli import default_eval_dir
+    from rein_cli.engine.runs import default_eval_dir
 
     assert default_eval_dir(trained / "checkpoints" / "last") == trained.resolve() / "eval"
     converted = tmp_path / "checkpoints"

@@ -185,14 +185,18 @@ def test_eval_with_corruptions_from_the_command_line(trained, synthetic_root, tm
     captured = capsys.readouterr()
     printed = captured.out
     # the time estimate counts every image once per (corruption, severity) pair
+    from rein_cli.data.manifest import read_manifest
     from rein_cli.engine.checkpoint import load_segmentor
-    from rein_cli.zoo.evaluate import _cpu_estimate
+    from rein_cli.engine.inference import cpu_estimate
 
     def windows(text: str) -> int:
         return int(re.search(r"\((\d+) windows of", text).group(1))
 
-    once = _cpu_estimate(
-        load_segmentor(trained / "checkpoints" / "last"), ("synthetic-fog",), synthetic_root, "slide", None
+    once = cpu_estimate(
+        load_segmentor(trained / "checkpoints" / "last"),
+        [read_manifest(synthetic_root / "synthetic-fog")],
+        "slide",
+        None,
     )
     assert windows(captured.err) == 6 * windows(once)
     assert "synthetic-fog: mIoU per corruption and severity" in printed and "mean mIoU over 6" in printed
@@ -244,9 +248,7 @@ def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str
             progress=False,
             corruption=SHARDED,
         )
-        Path(out, f"rank{rank}.json").write_text(
-            json.dumps({k: e["confusion"] for k, e in results["datasets"].items()})
-        )
+        Path(out, f"rank{rank}.json").write_text(json.dumps({k: e.confusion for k, e in results.datasets.items()}))
     finally:
         dist.destroy_process_group()
 
@@ -264,36 +266,33 @@ def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path
         tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False, corruption=SHARDED
     )
     clean = evaluate(tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
-    assert list(single["datasets"]) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
-    assert single["datasets"]["odd/gaussian_noise-2"]["confusion"] != clean["datasets"]["odd"]["confusion"]
+    assert list(single.datasets) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
+    assert single.datasets["odd/gaussian_noise-2"].confusion != clean.datasets["odd"].confusion
     out = tmp_path / "sharded"
     mp.spawn(_shard_worker, args=(2, str(tmp_path / "rdv"), str(folder), str(synthetic_root), str(out)), nprocs=2)
-    expected = {k: e["confusion"] for k, e in single["datasets"].items()}
+    expected = {k: e.confusion for k, e in single.datasets.items()}
     for rank in (0, 1):
         assert json.loads((out / f"rank{rank}.json").read_text()) == expected
     written = json.loads((out / "results.json").read_text())
-    assert written["corruption"] == json.loads(json.dumps(single["corruption"]))
+    assert written["corruption"] == json.loads(json.dumps(single.corruption.to_json()))
 
 
 def test_a_published_corruption_figure_goes_beside_the_whole_protocol_only():
-    from rein_cli.engine.evaluate import corruption_summary
+    from rein_cli.engine.results import DatasetResult, Reported, corruption_summary
 
     reported = {"cityscapes-c": [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]}
     pairs = {
-        f"cityscapes/{name}-{level}": {
-            "mIoU": 50.0 + level,
-            "dataset": "cityscapes",
-            "corruption": name,
-            "severity": level,
-        }
+        f"cityscapes/{name}-{level}": DatasetResult(
+            1, mIoU=50.0 + level, dataset="cityscapes", corruption=name, severity=level
+        )
         for name in C.CORRUPTIONS
         for level in C.SEVERITIES
     }
-    whole = corruption_summary(pairs, "all", reported)["datasets"]["cityscapes"]
-    assert (whole["pairs"], whole["mIoU"]) == (75, 53.0)  # the mean of 51..55 over every corruption
-    assert whole["reported"] == [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]
-    part = {k: v for k, v in pairs.items() if v["corruption"] == "fog"}
-    assert corruption_summary(part, "fog", reported)["datasets"]["cityscapes"]["reported"] == []  # not comparable
+    whole = corruption_summary(pairs, "all", reported).datasets["cityscapes"]
+    assert (whole.pairs, whole.mIoU) == (75, 53.0)  # the mean of 51..55 over every corruption
+    assert whole.reported == (Reported(60.0, "val", "README 2024"),)
+    part = {k: v for k, v in pairs.items() if v.corruption == "fog"}
+    assert corruption_summary(part, "fog", reported).datasets["cityscapes"].reported == ()  # not comparable
 
 
 def test_missing_opencv_names_the_extra_of_this_package(monkeypatch):

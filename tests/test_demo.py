@@ -40,7 +40,7 @@ def test_demo_writes_results_chart_and_overlays(demo_out):
         3 * 512,
         5 * 256,
     )  # image | prediction | truth, 5 conditions
-    assert any("RANDOM weights" in note for note in result["notes"])
+    assert any("RANDOM weights" in note for note in result.notes)
     marker = json.loads((out / "demo.json").read_text())
     assert marker["config"]["model"]["backbone"] == "vit-tiny" and marker["seconds"] > 0
     assert (out / "run" / "checkpoints" / "last" / "model.safetensors").is_file()
@@ -73,7 +73,7 @@ def test_named_backbone_needs_weights_on_disk_unless_asked(tmp_path, monkeypatch
         device="cpu",
         progress=False,
     )
-    assert any("dinov2-s with RANDOM weights" in note for note in result["notes"])
+    assert any("dinov2-s with RANDOM weights" in note for note in result.notes)
 
 
 def test_the_default_backbone_is_pretrained_dinov2_s_when_it_can_be_had(tmp_path, monkeypatch, caplog):

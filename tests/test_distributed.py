@@ -105,6 +105,6 @@ def test_a_failing_process_fails_the_command(tmp_path):
 
 @pytest.mark.parametrize(("batch", "world", "accumulation", "expected"), [(8, 2, 2, 2), (16, 1, 4, 4), (2, 2, 1, 1)])
 def test_the_per_device_batch(batch, world, accumulation, expected):
-    from rein_cli.engine.train import per_device_batch
+    from rein_cli.config import per_device_batch
 
     assert per_device_batch(batch, world, accumulation) == expected

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rein_cli.cli import advice_for
 from rein_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED, Failure, ReinError, explain
 from rein_cli.parallel import parallel_map
 
@@ -46,12 +47,15 @@ def test_a_full_disk_or_file_size_limit_names_the_file_and_what_to_free(code):
     ],
 )
 def test_each_errno_says_what_failed_and_what_to_do(code, filename, message):
-    failure = explain(OSError(code, os.strerror(code), filename), "data")
+    failure = explain(OSError(code, os.strerror(code), filename), advice_for("data"))
     assert failure.message.startswith(message) and failure.code == EXIT_ERROR and not failure.bug
 
 
 def test_too_many_open_files_in_training_names_the_loader_workers():
-    assert "use fewer data.num_workers" in explain(OSError(errno.EMFILE, "Too many open files"), "train").message
+    assert (
+        "use fewer data.num_workers"
+        in explain(OSError(errno.EMFILE, "Too many open files"), advice_for("train")).message
+    )
 
 
 def test_a_library_io_error_with_an_os_error_code_is_a_full_disk():
@@ -61,26 +65,29 @@ def test_a_library_io_error_with_an_os_error_code_is_a_full_disk():
 
 def test_out_of_gpu_memory_names_the_settings_to_lower():
     message = "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.15 GiB of which..."
-    failure = explain(torch.OutOfMemoryError(message), "train")
+    failure = explain(torch.OutOfMemoryError(message), advice_for("train"))
     assert failure == Failure(
         "out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB); lower data.batch_size (--batch-size) or "
         "model.crop_size (--set model.crop_size=...), or run on the CPU with --device cpu"
     )
     assert (
         "use --mode slide (crop-sized windows) rather than --mode whole"
-        in explain(torch.OutOfMemoryError(message), "eval").message
+        in explain(torch.OutOfMemoryError(message), advice_for("eval")).message
     )
-    assert "a smaller --size" in explain(RuntimeError("CUDA error: out of memory"), "predict").message
+    assert "a smaller --size" in explain(RuntimeError("CUDA error: out of memory"), advice_for("predict")).message
 
 
 def test_out_of_host_memory_names_the_settings_to_lower():
-    assert explain(MemoryError(), "train") == Failure(
+    assert explain(MemoryError(), advice_for("train")) == Failure(
         "out of memory (RAM); lower data.batch_size (--batch-size) or model.crop_size (--set model.crop_size=...) "
         "or data.num_workers, or close other programs"
     )
-    assert explain(MemoryError(), "data").message == "out of memory (RAM); use fewer --workers, or close other programs"
+    assert (
+        explain(MemoryError(), advice_for("data")).message
+        == "out of memory (RAM); use fewer --workers, or close other programs"
+    )
     cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried...")
-    assert explain(cpu, "eval").message.startswith("out of memory (RAM); use --mode slide")
+    assert explain(cpu, advice_for("eval")).message.startswith("out of memory (RAM); use --mode slide")
     assert explain(OSError(errno.ENOMEM, "Cannot allocate memory")).message.startswith("out of memory (RAM); lower")
 
 
@@ -88,9 +95,9 @@ def test_dead_workers_say_what_to_lower():
     from concurrent.futures.process import BrokenProcessPool
 
     died = RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
-    assert "lower data.num_workers or data.batch_size" in explain(died, "train").message
+    assert "lower data.num_workers or data.batch_size" in explain(died, advice_for("train")).message
     broken = BrokenProcessPool("A process in the process pool was terminated abruptly")
-    assert "run the same command again with fewer --workers" in explain(broken, "data").message
+    assert "run the same command again with fewer --workers" in explain(broken, advice_for("data")).message
 
 
 def test_anything_else_is_a_bug_with_its_traceback():
@@ -136,7 +143,7 @@ def from_loader_worker(error: BaseException) -> BaseException:
 def test_errors_from_a_data_loader_worker_keep_their_meaning(error, message):
     wrapped = from_loader_worker(error)
     assert "Traceback" in str(wrapped)  # torch re-creates the exception from the worker's formatted traceback
-    failure = explain(wrapped, "train")
+    failure = explain(wrapped, advice_for("train"))
     assert not failure.bug and failure.message.startswith(message or str(error)), failure.message
     assert "\n" not in failure.message
 
@@ -164,5 +171,5 @@ def raise_for(item: int) -> int:
 def test_errors_from_a_process_pool_worker_keep_their_meaning(tasks, message):
     with pytest.raises(Exception) as caught:
         parallel_map(raise_for, tasks, workers=2, progress=False)
-    failure = explain(caught.value, "data")
+    failure = explain(caught.value, advice_for("data"))
     assert not failure.bug and failure.message.startswith(message)

@@ -13,15 +13,10 @@ import torch
 from PIL import Image
 
 from rein_cli.data.manifest import read_manifest, write_manifest
-from rein_cli.engine.evaluate import (
-    add_mean,
-    checkpoint_facts,
-    dataset_key,
-    evaluate,
-    is_training_dataset,
-    prediction_names,
-    training_datasets,
-)
+from rein_cli.data.registry import canonical, canonical_list, overlaps
+from rein_cli.engine.evaluate import checkpoint_facts, evaluate
+from rein_cli.engine.results import DatasetResult, Evaluation, add_mean
+from rein_cli.engine.scoring import prediction_names
 from rein_cli.engine.inference import infer, slide_inference
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
@@ -66,35 +61,35 @@ def test_numbers_match_a_slow_reference_and_the_mean_leaves_the_source_out(synth
     )
     rounded = {}
     for name in TARGETS:
-        ours = results["datasets"][name]
+        ours = results.datasets[name]
         ref_miou, ref_inter = reference(model, synthetic_root / name)
-        assert round(ours["mIoU"], 2) == ref_miou
-        assert np.array_equal(np.diag(np.asarray(ours["confusion"])), ref_inter)
+        assert round(ours.mIoU, 2) == ref_miou
+        assert np.array_equal(np.diag(np.asarray(ours.confusion)), ref_inter)
         rounded[name] = ref_miou
-    assert results["mean_of"] == ["synthetic-fog", "synthetic-night"]
-    assert results["mean_mIoU"] == (rounded["synthetic-fog"] + rounded["synthetic-night"]) / 2
-    assert results["datasets"]["synthetic"]["trained_on"] and not results["datasets"]["synthetic-fog"]["trained_on"]
+    assert results.mean_of == ["synthetic-fog", "synthetic-night"]
+    assert results.mean_mIoU == (rounded["synthetic-fog"] + rounded["synthetic-night"]) / 2
+    assert results.datasets["synthetic"].trained_on and not results.datasets["synthetic-fog"].trained_on
 
 
 def test_dg_mean_rule_names_and_subsets():
     # Cityscapes -> ACDC: the conditions, Cityscapes left out; the rounded values averaged (rein-facts §8).
-    results = {"datasets": {}}
+    results = Evaluation()
     for name, miou in {"cityscapes": 70.0, "acdc-fog": 51.494, "acdc-night": 49.506, "acdc-rain": 55.554}.items():
-        results["datasets"][name] = {"mIoU": miou, "mAcc": 1.0, "aAcc": 1.0, "trained_on": name == "cityscapes"}
+        results.datasets[name] = DatasetResult(1, mIoU=miou, mAcc=1.0, aAcc=1.0, trained_on=name == "cityscapes")
     add_mean(results)
-    assert results["mean_of"] == ["acdc-fog", "acdc-night", "acdc-rain"]
-    assert results["mean_mIoU"] == (51.49 + 49.51 + 55.55) / 3
-    assert "cityscapes" in results["mean_note"]
-    for entry in results["datasets"].values():  # all training datasets: the mean is over all of them, and says so
-        entry["trained_on"] = True
+    assert results.mean_of == ["acdc-fog", "acdc-night", "acdc-rain"]
+    assert results.mean_mIoU == (51.49 + 49.51 + 55.55) / 3
+    assert "cityscapes" in results.mean_note
+    for entry in results.datasets.values():  # all training datasets: the mean is over all of them, and says so
+        entry.trained_on = True
     add_mean(results)
-    assert len(results["mean_of"]) == 4 and "every evaluated dataset is a training dataset" in results["mean_note"]
-    assert dataset_key("citys") == dataset_key("Cityscapes") == "cityscapes"
-    assert training_datasets("gta5 + synthia") == ["gta5", "synthia"]
-    assert training_datasets("urbansyn+gta5+synthia+cityscapes-1/16")[-1] == "cityscapes"
-    assert is_training_dataset("citys", ["cityscapes"]) and not is_training_dataset("bdd", ["cityscapes"])
-    assert is_training_dataset("acdc-fog", ["acdc"]) and is_training_dataset("acdc", ["acdc-night"])
-    assert not is_training_dataset("synthetic-fog", ["synthetic"])
+    assert len(results.mean_of) == 4 and "every evaluated dataset is a training dataset" in results.mean_note
+    assert canonical("citys") == canonical("Cityscapes") == "cityscapes"
+    assert canonical_list("gta5 + synthia") == ["gta5", "synthia"]
+    assert canonical_list("urbansyn+gta5+synthia+cityscapes-1/16")[-1] == "cityscapes"
+    assert overlaps("citys", ["cityscapes"]) and not overlaps("bdd", ["cityscapes"])
+    assert overlaps("acdc-fog", ["acdc"]) and overlaps("acdc", ["acdc-night"])
+    assert not overlaps("synthetic-fog", ["synthetic"])
 
 
 def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, synthetic_root, tmp_path):
@@ -107,8 +102,8 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     results = evaluate(
         ckpt, [str(folder), "synthetic-fog"], out=out, data_dir=synthetic_root, mode="whole", progress=False
     )
-    assert results["mean_of"] == ["synthetic-fog"] and results["trained_on"] == ["synthetic"]
-    assert results["mean_mIoU"] == round(results["datasets"]["synthetic-fog"]["mIoU"], 2)
+    assert results.mean_of == ["synthetic-fog"] and results.trained_on == ["synthetic"]
+    assert results.mean_mIoU == round(results.datasets["synthetic-fog"].mIoU, 2)
     written = json.loads((out / "results.json").read_text())
     assert written["schema"] == 2 and written["method"] == "rein" and written["backbone"] == "vit-tiny"
     assert written["trainable_parameters"] > 0 and written["mean_of"] == ["synthetic-fog"]
@@ -124,7 +119,7 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     config["trained_on"] = "synthetic + gta5"
     config["reported"] = {"synthetic-fog": [{"mIoU": 41.5, "split": "val", "source": "paper Table 9"}]}
     (ckpt / "config.json").write_text(json.dumps(config))
-    assert checkpoint_facts(ckpt)["trained_on"] == ["synthetic", "gta5"]
+    assert checkpoint_facts(ckpt)[0] == ["synthetic", "gta5"]
     assert (
         rein(
             "eval",
@@ -146,7 +141,7 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     assert "41.50 (val, paper Table 9)" in (out / "report.md").read_text()
     # Only training datasets: the mean is over all of them.
     alone = evaluate(ckpt, ["synthetic"], data_dir=synthetic_root, mode="whole", progress=False)
-    assert alone["mean_of"] == ["synthetic"] and "every evaluated dataset" in alone["mean_note"]
+    assert alone.mean_of == ["synthetic"] and "every evaluated dataset" in alone.mean_note
 
 
 def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
@@ -164,7 +159,7 @@ def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str
             progress=False,
             save_predictions=Path(out) / "pred",
         )
-        Path(out, f"rank{rank}.json").write_text(json.dumps(results["datasets"]["odd"]["confusion"]))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(results.datasets["odd"].confusion))
     finally:
         dist.destroy_process_group()
 
@@ -178,10 +173,10 @@ def test_two_processes_evaluate_each_image_once_and_equal_one(synthetic_root, tm
     args = (2, str(tmp_path / "rendezvous"), str(folder), str(synthetic_root), str(out))
     mp.spawn(_shard_worker, args=args, nprocs=2, join=True)
     for rank in (0, 1):  # every process holds the summed matrix
-        assert json.loads((out / f"rank{rank}.json").read_text()) == single["datasets"]["odd"]["confusion"]
+        assert json.loads((out / f"rank{rank}.json").read_text()) == single.datasets["odd"].confusion
     written = json.loads((out / "results.json").read_text())  # rank 0 wrote the files
-    assert written["datasets"]["odd"]["confusion"] == single["datasets"]["odd"]["confusion"]
-    assert written["datasets"]["odd"]["images"] == 5 and np.asarray(single["datasets"]["odd"]["confusion"]).sum() > 0
+    assert written["datasets"]["odd"]["confusion"] == single.datasets["odd"].confusion
+    assert written["datasets"]["odd"]["images"] == 5 and np.asarray(single.datasets["odd"].confusion).sum() > 0
     assert len(list((out / "pred" / "odd").rglob("*.png"))) == 5  # each image once, from one rank or the other
 
 
@@ -197,8 +192,8 @@ def test_flip_averages_the_image_and_its_mirror(synthetic_root):
     assert not torch.allclose(infer(model, image, mode="whole", crop=64), whole, atol=1e-4)
     plain = evaluate(model, ["synthetic-fog"], data_dir=synthetic_root, mode="whole", progress=False)
     flipped = evaluate(model, ["synthetic-fog"], data_dir=synthetic_root, mode="whole", flip=True, progress=False)
-    assert flipped["flip"] and not plain["flip"]
-    assert flipped["datasets"]["synthetic-fog"]["confusion"] != plain["datasets"]["synthetic-fog"]["confusion"]
+    assert flipped.flip and not plain.flip
+    assert flipped.datasets["synthetic-fog"].confusion != plain.datasets["synthetic-fog"].confusion
 
 
 CITY_TEST = [
@@ -280,5 +275,5 @@ def test_bad_inputs_name_the_fix(trained, synthetic_root, tmp_path, capsys):
         evaluate(ckpt, [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
     assert rein("eval", ckpt, "-t", "cityscapes", "--data-root", tmp_path / "empty", "--no-progress") == 1
     assert "rein data prepare cityscapes --from" in errors(capsys)
-    with pytest.raises(ReinError, match=r"not prepared .*`rein data prepare acdc-fog --from PATH`"):
+    with pytest.raises(ReinError, match=r"missing before evaluation can start: the dataset acdc-fog: prepare it with "):
         evaluate(ckpt, ["acdc-fog"], data_dir=tmp_path / "empty", progress=False)

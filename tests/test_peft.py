@@ -275,7 +275,7 @@ def test_optimizer_groups_of_the_methods():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_checkpoints_save_load_initialise_and_name_the_method(method, tmp_path):
-    from rein_cli.zoo.push import model_card
+    from rein_cli.engine.checkpoint import model_card
 
     model = tiny(method)
     with torch.no_grad():
@@ -291,7 +291,10 @@ def test_checkpoints_save_load_initialise_and_name_the_method(method, tmp_path):
     init_from_checkpoint(other, path)
     assert torch.equal(other.eval().semantic_scores(x), model.semantic_scores(x))
     config = json.loads((path / "config.json").read_text())
-    assert f"- method: `{method}`" in model_card(config, "me/x") and f"`{method}`" in (path / "README.md").read_text()
+    assert (
+        f"- method: `{method}`" in model_card(config, repo_id="me/x")
+        and f"`{method}`" in (path / "README.md").read_text()
+    )
     with pytest.raises(ReinError, match="does not fit this model"):
         init_from_checkpoint(tiny("rein"), path)
 

@@ -122,7 +122,7 @@ def test_evaluation_datasets_are_checked_before_training(tmp_path, capsys):
 def test_accumulation_gives_the_gradient_of_the_whole_batch(tiny_model):
     import torch
 
-    from rein_cli.engine.train import accumulate_gradients
+    from rein_cli.engine.step import accumulate_gradients
 
     torch.manual_seed(1)
     images, labels = torch.randn(4, 3, 64, 64), torch.randint(0, 19, (4, 64, 64))  # no ignored pixel: a plain mean
@@ -164,7 +164,7 @@ def test_activation_checkpointing_keeps_fewer_tensors_and_the_same_gradients(tin
 def test_precision_choices():
     import torch
 
-    from rein_cli.engine.train import autocast_dtype
+    from rein_cli.engine.step import autocast_dtype
 
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None  # the CPU stays float32

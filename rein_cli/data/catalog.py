@@ -13,14 +13,25 @@ from rein_cli.errors import ReinError
 
 @dataclass(frozen=True)
 class Located:
-    """Where a dataset's manifest is, or will be once prepared; ``spec`` is its registry entry, if any."""
+    """Where a dataset's manifest is, or will be once prepared; ``spec`` is its registry entry, if any; ``given``
+    the name or path as the user wrote it."""
 
     manifest: Path
     spec: DatasetSpec | None = None
+    given: str = ""
 
     @property
     def prepared(self) -> bool:
         return self.manifest.is_file()
+
+    @property
+    def name(self) -> str:
+        """The registry name, else what was given."""
+        return self.spec.name if self.spec else self.given or str(self.manifest.parent)
+
+    def within(self, datasets: tuple[str, ...]) -> bool:
+        """Whether this is one of the registry ``datasets`` or a part of one (``acdc-fog`` of ``acdc``)."""
+        return self.spec is not None and (self.spec.name in datasets or self.spec.parent in datasets)
 
 
 def locate(dataset: str | Path, data_root: Path) -> Located:
@@ -34,9 +45,9 @@ def locate(dataset: str | Path, data_root: Path) -> Located:
     if not looks_like_path:
         spec = lookup(text)
         if spec is not None:
-            return Located(data_root / spec.name / MANIFEST, spec)
+            return Located(data_root / spec.name / MANIFEST, spec, text)
         if (data_root / text / MANIFEST).is_file():  # a custom dataset prepared under its name
-            return Located(data_root / text / MANIFEST)
+            return Located(data_root / text / MANIFEST, None, text)
         if not Path(text).exists():
             find_spec(text)  # raises: unknown name, with a "did you mean"
     path = Path(text)
@@ -48,7 +59,7 @@ def locate(dataset: str | Path, data_root: Path) -> Located:
                 f"{path} --name NAME`, then use NAME"
             )
         raise ReinError(f"{path} is not a prepared dataset (no {MANIFEST} there); check the path or prepare it")
-    return Located(manifest)
+    return Located(manifest, None, text)
 
 
 def prepare_target(spec: DatasetSpec, data_root: Path) -> Path:

@@ -267,7 +267,10 @@ def _shift(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
     width = radius * 2 + 1
-    kernel = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
+    # the C library's exp, element by element: numpy's vectorised exp differs from it in the last bit for some of
+    # these values in some numpy versions, which moves a few output pixels by one grey level
+    gauss = np.array([math.exp(-(i**2) / (2 * sigma**2)) for i in range(width)])
+    kernel = gauss / (np.sqrt(2 * np.pi) * sigma)
     kernel = kernel / np.sum(kernel)
     point = (width * np.sin(np.deg2rad(angle)), width * np.cos(np.deg2rad(angle)))
     hypot = math.hypot(point[0], point[1])

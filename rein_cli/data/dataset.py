@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rein_cli.config import per_device_batch
 from rein_cli.data.manifest import Manifest, read_manifest
 from rein_cli.data.pairs import read_pair
 from rein_cli.errors import ReinError
@@ -96,17 +97,11 @@ class TrainingSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size % (accumulation * world_size):
-            raise ReinError(
-                f"data.batch_size = {batch_size} (the global batch) does not divide into {world_size} device(s) x "
-                f"{accumulation} accumulation step(s) (train.accumulation); choose a multiple of "
-                f"{accumulation * world_size}"
-            )
+        self.per_device = per_device_batch(batch_size, world_size, accumulation)  # per process per micro-step
         if size < batch_size:
             raise ReinError(f"the training set has {size} images, fewer than the batch size {batch_size}")
         self.size, self.batch_size, self.seed, self.start = size, batch_size, seed, start
         self.accumulation, self.rank, self.world_size = accumulation, rank, world_size
-        self.per_device = batch_size // (accumulation * world_size)  # images per process per micro-step
         self.iterations_per_epoch = size // batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

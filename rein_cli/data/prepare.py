@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
-from rein_cli.data.catalog import locate, prepare_target
+from rein_cli.data.catalog import Located, locate, prepare_target
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
@@ -36,14 +36,14 @@ log = logging.getLogger(__name__)
 REPLACING = ".replacing"  # in a folder being prepared again: its outputs are rewritten, not resumed
 
 
-def ensure_prepared(dataset: str | Path, data_root: Path, *, progress: bool = True) -> Manifest:
-    """The manifest of a dataset given by name or folder (`catalog.locate`). The synthetic benchmark is generated
-    on first use (deterministic, a few seconds); any other dataset must have been prepared."""
-    found = locate(dataset, data_root)
+def ensure_prepared(dataset: str | Path | Located, data_root: Path, *, progress: bool = True) -> Manifest:
+    """The manifest of a dataset given by name or folder, or already located (`catalog.locate`). The synthetic
+    benchmark is generated on first use (deterministic, a few seconds); any other dataset must have been prepared."""
+    found = dataset if isinstance(dataset, Located) else locate(dataset, data_root)
     if not found.prepared:
         spec = found.spec
         if spec is None or spec.synthetic is None:
-            name = spec.name if spec else dataset
+            name = spec.name if spec else found.given
             raise ReinError(
                 f"dataset {name} is not prepared under {data_root}; run `rein data prepare {name} --from PATH` "
                 f"(see `rein data info {name}`)"

@@ -5,6 +5,8 @@ Nothing here touches the disk: finding a dataset's prepared folder is `catalog.l
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -244,3 +246,33 @@ def find_spec(name: str) -> DatasetSpec:
             "dataset", name, [*DATASETS, *ALIASES], "or give the path of a prepared folder (with manifest.json)"
         )
     return spec
+
+
+def canonical(name: str) -> str:
+    """A dataset's one name: the registry name for a name or alias (``citys`` -> ``cityscapes``), the whole
+    dataset for a released adapter's fraction of it (``cityscapes-1/16`` -> ``cityscapes``), otherwise the name
+    itself (a custom dataset, a folder)."""
+    text = str(name).strip()
+    spec = lookup(text) or lookup(re.sub(r"-\d+/\d+$", "", text))
+    return spec.name if spec else text
+
+
+def canonical_list(value: str | Sequence[str] | None) -> list[str]:
+    """``"gta5 + synthia"`` or ``["gta5", "synthia"]`` (a checkpoint's or a release's training data) -> their
+    canonical names, each once."""
+    if not value:
+        return []
+    parts = value.split("+") if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(canonical(p) for p in parts if str(p).strip()))
+
+
+def overlaps(name: str, datasets: Sequence[str]) -> bool:
+    """Whether dataset ``name`` is one of ``datasets``, a part of one, or holds one: ``acdc-fog`` is part of
+    ``acdc``, so a model trained on ACDC is in its own domain on ACDC fog."""
+    key = canonical(name)
+    spec = lookup(key)
+    for source in canonical_list(datasets):
+        other = lookup(source)
+        if key == source or (spec and spec.parent == source) or (other and other.parent == key):
+            return True
+    return False

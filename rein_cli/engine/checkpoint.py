@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,8 +24,12 @@ from rein_cli.errors import ReinError
 from rein_cli.io import umask, write_json
 from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainable_state_dict
 
+if TYPE_CHECKING:
+    from rein_cli.engine.results import Evaluation
+
 FORMAT = 1
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+HUB_LICENCES = ("apache-2.0", "mit", "cc-by-nc-4.0")  # licence ids the Hub's card metadata knows
 TRAINING_STATE_FILE = "training_state.pt"  # in a run's step checkpoints: what resuming needs besides the weights
 
 
@@ -77,7 +81,7 @@ def save_checkpoint(
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
         os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())
         write_json(tmp / CONFIG_FILE, config)
-        (tmp / "README.md").write_text(model_card(config))
+        (tmp / CARD_FILE).write_text(model_card(config))
         if training_state is not None:
             try:
                 torch.save(training_state, tmp / TRAINING_STATE_FILE)
@@ -188,6 +192,22 @@ def _is_triple(value: Any) -> bool:
     return numbers and len(value) == 3 and all(math.isfinite(v) for v in value)
 
 
+def checkpoint_missing(folder: Path) -> list[str]:
+    """What loading checkpoint ``folder`` would need that is not on disk while the Hub is offline (its pretrained
+    backbone's weights), as lines saying how to get it; a folder that is not a checkpoint is an error now."""
+    from rein_cli.hub import cached_file, offline
+    from rein_cli.models.backbone import backbone_spec
+
+    config = read_checkpoint_config(folder)
+    model = config["model"]
+    if config.get("backbone_in_checkpoint") or not model.get("pretrained", True) or model.get("weights"):
+        return []
+    repo = backbone_spec(model["backbone"]).hub_repo
+    if cached_file(repo, revision=model.get("backbone_revision")) is None and offline():
+        return [f"the weights of {model['backbone']}: run `rein pull {model['backbone']}` with a connection"]
+    return []
+
+
 def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, download: bool = True) -> Segmentor:
     """Rebuild a saved model in eval mode on ``device`` (``auto``, ``cpu``, ``cuda:N``), with the classes, palette,
     normalisation and model config of its ``config.json``. ``path``: a checkpoint folder or
@@ -256,30 +276,68 @@ def init_from_checkpoint(model: Segmentor, source: Path | str) -> dict[str, Any]
     return provenance
 
 
-def model_card(config: dict[str, Any]) -> str:
+def model_card(
+    config: dict[str, Any],
+    *,
+    repo_id: str | None = None,
+    licence: str | None = None,
+    results: Evaluation | None = None,
+    recipe: str | None = None,
+) -> str:
+    """The model card of a checkpoint (its README.md): backbone, method, training data, provenance and how to use it;
+    for a Hub repo (``repo_id``) with the backbone's ``licence`` and the training data's terms, the run's
+    evaluation ``results`` and its resolved ``recipe`` (config.yaml's text)."""
+    from rein_cli.data.registry import lookup
+    from rein_cli.models.backbone import backbone_spec
+    from rein_cli.models.methods import METHODS
+
     model = config["model"]
-    source = "weights included" if config["backbone_in_checkpoint"] else "pretrained weights from the Hub"
-    lines = [
-        "---",
-        "library_name: rein",
+    backbone = model["backbone"]
+    trained_on = config.get("trained_on") or (config.get("provenance") or {}).get("adapter", "")
+    revision = model.get("backbone_revision")
+    trains = METHODS[model["method"]].trains_backbone
+    weights = "weights included" if config.get("backbone_in_checkpoint") else "weights from the Hub"
+    lines = ["---", "library_name: rein"]
+    if licence is not None:
+        spdx = licence.split(" ")[0]
+        lines.append(f"license: {spdx if spdx in HUB_LICENCES else 'other'}")
+    lines += [
         "tags: [semantic-segmentation, domain-generalization, rein]",
         "---",
         "",
-        f"# Rein segmentor: {model['backbone']} + {model['head']} head",
+        f"# Rein segmentor: {backbone} + {model['head']} head",
         "",
-        f"- backbone: `{model['backbone']}` ({source}, frozen)",
+        f"- backbone: `{backbone}`, `{backbone_spec(backbone).hub_repo}`"
+        + (f" at revision `{revision}`" if revision else "")
+        + f", {weights} ({'fine-tuned' if trains else 'frozen'})",
         f"- method: `{model['method']}`, crop {model['crop_size']}, {len(config['classes'])} classes",
     ]
-    if "trained_on" in config:
-        lines.append(f"- trained on `{config['trained_on']}` for {config.get('iterations')} iterations")
-    lines += [
-        "",
-        "Load it with:",
-        "",
-        "```python",
-        "import rein_cli",
-        'model = rein_cli.load_segmentor("PATH")',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    if trained_on:
+        iterations = f" for {config['iterations']} iterations" if config.get("iterations") else ""
+        lines.append(f"- trained on `{trained_on}`{iterations}")
+    provenance = config.get("provenance") or {}
+    if provenance.get("source"):
+        lines.append(
+            f"- converted from the official release `{provenance['source']}` (SHA-256 {provenance.get('sha256')})"
+        )
+    where = f"hf://{repo_id}" if repo_id else "PATH"
+    lines += ["", "## Use", "", "```bash", f"rein eval {where} --target cityscapes"]
+    lines += [f"rein predict {where} photos/ --out predictions", "```", "", "```python", "import rein_cli", ""]
+    lines += [f'model = rein_cli.load_segmentor("{where}")', "```"]
+    if results is not None:
+        lines += ["", "## Results (mIoU, %)", "", "| dataset | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|"]
+        for name, r in results.datasets.items():
+            values = [
+                f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else "-" for v in (r.mIoU, r.mAcc, r.aAcc)
+            ]
+            lines.append(f"| {name} | {' | '.join(values)} | {r.images} |")
+        lines.append(f"\nEvaluated with `{results.mode}` inference at crop {results.crop}.")
+    if recipe:
+        lines += ["", "## Recipe", "", "The resolved configuration of the training run:", "", "```yaml", recipe, "```"]
+    if licence is not None:
+        data = lookup(trained_on) if trained_on else None
+        lines += ["", "## Licence", "", f"- The backbone's pretrained weights: {licence}."]
+        if data is not None:
+            lines.append(f"- The training data ({data.name}): {data.licence}.")
+        lines.append("- The Rein and head weights are derived from both; use them within their terms.")
+    return "\n".join(lines) + "\n"

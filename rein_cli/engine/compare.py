@@ -20,12 +20,14 @@ from typing import Any
 import yaml
 
 from rein_cli.config import ModelConfig, to_dict
+from rein_cli.data.registry import canonical
+from rein_cli.engine.results import RESULTS_FILE, CorruptionSummary, DatasetResult, Evaluation, read_results
+from rein_cli.engine.runs import RunDir
 from rein_cli.errors import ReinError
+from rein_cli.hub import parse_hf_uri
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2  # the results.json schema read here (rein_cli.engine.evaluate.SCHEMA)
-RESULTS_FILE = "results.json"
 MEAN = "DG mean"
 # Model settings that say where weights came from or what the data made of them, not what was trained: never
 # part of a row's label.
@@ -33,12 +35,12 @@ NOT_SETTINGS = ("backbone", "method", "weights", "backbone_revision", "num_class
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Input:
     """One input: its results and what is known of the model behind them."""
 
     given: str  # as typed (without the label)
     file: Path  # the results.json
-    results: dict[str, Any]
+    results: Evaluation
     label: str
     seed: int | None = None  # train.seed of a run
 
@@ -63,7 +65,7 @@ class Cell:
 @dataclass(frozen=True)
 class Row:
     label: str
-    evaluations: tuple[Evaluation, ...]
+    evaluations: tuple[Input, ...]
     cells: Mapping[str, Cell]  # column -> cell, the DG mean (`MEAN`) included
     parameters: float | None  # trainable parameters, millions
 
@@ -101,51 +103,31 @@ def parse_input(text: str) -> tuple[str | None, Path]:
     return label, Path(path)
 
 
-def locate(path: Path) -> tuple[Path, Path | None]:
+def find_results(path: Path) -> tuple[Path, RunDir | None]:
     """The results.json an input means, and the training run it belongs to (None for a plain evaluation)."""
     path = Path(path)
     if path.is_file():
-        run = path.parent.parent
-        is_run = path.name == RESULTS_FILE and path.parent.name == "eval" and (run / "config.yaml").is_file()
+        run = RunDir(path.parent.parent)
+        is_run = path.name == RESULTS_FILE and path.parent.name == RunDir.EVAL and run.is_run()
         return path, run if is_run else None
     if not path.is_dir():
         raise ReinError(f"{path} does not exist; give a results.json, an evaluation folder or a training run")
-    if (path / "config.yaml").is_file():  # a training run: its final evaluation
-        results = path / "eval" / RESULTS_FILE
-        if not results.is_file():
-            periodic = sorted(p.parent.name for p in (path / "eval").glob(f"iter_*/{RESULTS_FILE}"))
+    run = RunDir(path)
+    if run.is_run():  # a training run: its final evaluation
+        if not run.results.is_file():
+            periodic = [p.parent.name for p in run.periodic_results()]
             extra = f" (only the periodic {', '.join(periodic)}: give one as PATH/eval/iter_N)" if periodic else ""
             raise ReinError(
-                f"training run {path} has no final evaluation results ({results}){extra}; evaluate it with "
-                f"`rein eval {path / 'checkpoints' / 'last'} --target ...` or give a results.json"
+                f"training run {path} has no final evaluation results ({run.results}){extra}; evaluate it with "
+                f"`rein eval {run.checkpoint()} --target ...` or give a results.json"
             )
-        return results, path
+        return run.results, run
     if (path / RESULTS_FILE).is_file():
         return path / RESULTS_FILE, None
     raise ReinError(
-        f"{path} holds neither {RESULTS_FILE} nor a training run (config.yaml); give a results.json, the --out "
+        f"{path} holds neither {RESULTS_FILE} nor a training run ({RunDir.CONFIG}); give a results.json, the --out "
         "folder of `rein eval` or a `rein train` run directory"
     )
-
-
-def read_results(file: Path) -> dict[str, Any]:
-    """A results.json of schema 2, checked enough to be compared."""
-    try:
-        results = json.loads(Path(file).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReinError(f"{file} is not valid JSON ({err}); give a results.json written by `rein eval`") from err
-    except OSError as err:
-        raise ReinError(f"cannot read {file}: {err.strerror}") from err
-    if not isinstance(results, dict) or not isinstance(results.get("datasets"), dict):
-        raise ReinError(f"{file} is not a rein results.json (no datasets); give one written by `rein eval`")
-    schema = results.get("schema")
-    if schema != SCHEMA:
-        what = "no schema (an older rein)" if schema is None else f"schema {schema!r}"
-        raise ReinError(
-            f"{file} is a results.json of {what}; rein compare reads schema {SCHEMA}: evaluate the model again "
-            "with this version (rein eval)"
-        )
-    return results
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
@@ -159,12 +141,10 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 
 
 def _checkpoint_config(folder: Path) -> dict[str, Any]:
-    """A checkpoint's config.json as plain data ({} when there is none or it cannot be read)."""
-    try:
-        data = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """A checkpoint's config.json, checked ({} when the folder holds none)."""
+    from rein_cli.engine.checkpoint import CONFIG_FILE, read_checkpoint_config  # torch, only for a run's checkpoint
+
+    return read_checkpoint_config(folder) if (Path(folder) / CONFIG_FILE).is_file() else {}
 
 
 def model_settings(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,16 +167,16 @@ def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return flat
 
 
-def default_label(results: Mapping[str, Any], recipe: str | None, model: Mapping[str, Any] | None) -> str:
+def default_label(results: Evaluation, recipe: str | None, model: Mapping[str, Any] | None) -> str:
     """The recipe's name when known, else a released adapter's name, else ``<method> <backbone>`` and the model
     settings that differ from the defaults (``rein dinov2-l model.rein.rank=4``)."""
     if recipe:
         return str(recipe)
-    adapter = (results.get("model") or {}).get("adapter")
+    adapter = results.model.adapter if results.model is not None else None
     if adapter:
         return str(adapter)
-    method = (model or {}).get("method") or results.get("method") or "?"
-    backbone = (model or {}).get("backbone") or results.get("backbone") or "?"
+    method = (model or {}).get("method") or results.method or "?"
+    backbone = (model or {}).get("backbone") or results.backbone or "?"
     settings = model_settings(model or {})
     return " ".join([str(method), str(backbone), *(f"{k}={_text(v)}" for k, v in settings.items())])
 
@@ -207,51 +187,49 @@ def _text(value: Any) -> str:
     )
 
 
-def load(text: str) -> Evaluation:
+def load(text: str) -> Input:
     """One input (``PATH`` or ``LABEL=PATH``) with its label and, for a training run, its seed."""
     label, path = parse_input(text)
-    file, run = locate(path)
-    results = read_results(file)
+    file, run = find_results(path)
+    results = read_results(file, "rein compare")
     recipe, model, seed = None, None, None
     if run is not None:
-        config = _read_yaml(run / "config.yaml")
-        checkpoint = _checkpoint_config(run / "checkpoints" / "last")
+        config = _read_yaml(run.config)
+        checkpoint = _checkpoint_config(run.checkpoint())
         recipe = config.get("recipe") or checkpoint.get("recipe")
         model = config.get("model") if isinstance(config.get("model"), dict) else checkpoint.get("model")
         seed = (config.get("train") or {}).get("seed")
     else:
-        where = (results.get("model") or {}).get("checkpoint")
-        if where and not str(where).startswith("hf://") and Path(where).is_dir():
+        where = results.model.checkpoint if results.model is not None else None
+        if where and parse_hf_uri(str(where)) is None and Path(where).is_dir():
             checkpoint = _checkpoint_config(Path(where))
             recipe, model = checkpoint.get("recipe"), checkpoint.get("model")
     label = label or default_label(results, recipe, model if isinstance(model, dict) else None)
-    return Evaluation(str(path), file, results, label, seed if isinstance(seed, int) else None)
+    return Input(str(path), file, results, label, seed if isinstance(seed, int) else None)
 
 
 # ---- the table ----------------------------------------------------------------------------------------------
 
 
-def scores(results: Mapping[str, Any]) -> dict[str, tuple[float, float | None]]:
+def scores(results: Evaluation) -> dict[str, tuple[float, float | None]]:
     """column -> (mIoU, the paper's figure or None), in the results' order: each dataset with metrics (the pairs
     of a corruption evaluation left out), then one ``<dataset>-C`` column per corrupted dataset."""
-    split = results.get("split", "val")
     out: dict[str, tuple[float, float | None]] = {}
-    for name, entry in results["datasets"].items():
-        if "/" in name or not isinstance(entry, dict) or not _number(entry.get("mIoU")):
+    for name, entry in results.datasets.items():
+        if "/" in name or not _number(entry.mIoU):
             continue
-        out[name] = (float(entry["mIoU"]), _paper(entry, split))
-    corruption = results.get("corruption") or {}
-    for name, entry in (corruption.get("datasets") or {}).items():
-        if isinstance(entry, dict) and _number(entry.get("mIoU")):
-            out[f"{name}-C"] = (float(entry["mIoU"]), _paper(entry, split))  # a released figure for the whole protocol
+        out[name] = (float(entry.mIoU), _paper(entry, results.split))
+    for name, summary in (results.corruption.datasets if results.corruption else {}).items():
+        if _number(summary.mIoU):  # a released figure for the whole protocol
+            out[f"{name}-C"] = (float(summary.mIoU), _paper(summary, results.split))
     return out
 
 
-def _paper(entry: Mapping[str, Any], split: str) -> float | None:
+def _paper(entry: DatasetResult | CorruptionSummary, split: str) -> float | None:
     """The published figure of an entry's ``reported`` list: the one for ``split``, else the first; None without."""
-    reported = [r for r in entry.get("reported") or [] if isinstance(r, dict) and _number(r.get("mIoU"))]
-    paper = next((r for r in reported if r.get("split") == split), reported[0] if reported else None)
-    return float(paper["mIoU"]) if paper else None
+    reported = [r for r in entry.reported if _number(r.mIoU)]
+    paper = next((r for r in reported if r.split == split), reported[0] if reported else None)
+    return float(paper.mIoU) if paper else None
 
 
 def _number(value: Any) -> bool:
@@ -269,7 +247,7 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
     for e in evaluations:
         seen.update(dict.fromkeys(scores(e.results)))
     columns = _choose(list(seen), targets) if targets else list(seen)
-    groups: dict[str, list[Evaluation]] = {}
+    groups: dict[str, list[Input]] = {}
     for e in evaluations:
         groups.setdefault(e.label, []).append(e)
     rows, notes = [], []
@@ -290,10 +268,10 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
     return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n))
 
 
-def _one_split(evaluations: Sequence[Evaluation]) -> str:
+def _one_split(evaluations: Sequence[Input]) -> str:
     splits: dict[str, list[str]] = {}
     for e in evaluations:
-        splits.setdefault(str(e.results.get("split", "val")), []).append(str(e.file))
+        splits.setdefault(e.results.split, []).append(str(e.file))
     if len(splits) > 1:
         listed = "; ".join(f"{split}: {', '.join(files)}" for split, files in splits.items())
         raise ReinError(f"the results mix splits ({listed}); compare evaluations of one split")
@@ -314,23 +292,21 @@ def _choose(columns: list[str], targets: Sequence[str]) -> list[str]:
 
 
 def _canonical(column: str) -> str:
-    from rein_cli.data.registry import lookup
-
+    """A column's dataset by its canonical name, a corruption column's ``-C`` kept."""
     base = column.removesuffix("-C")
-    spec = lookup(base)
-    return (spec.name if spec else base) + column[len(base) :]
+    return canonical(base) + column[len(base) :]
 
 
-def _check_row(label: str, members: list[Evaluation]) -> None:
+def _check_row(label: str, members: list[Input]) -> None:
     """Seeds of one row must be one model trained on the same data; the same run given twice is refused."""
-    trained = {e.file: " + ".join(e.results.get("trained_on") or []) or "unknown" for e in members}
+    trained = {e.file: " + ".join(e.results.trained_on) or "unknown" for e in members}
     if len(set(trained.values())) > 1:
         listed = ", ".join(f"{file} ({data})" for file, data in trained.items())
         raise ReinError(
             f'the inputs of row "{label}" were trained on different data: {listed}; give each its own label '
             "with LABEL=PATH"
         )
-    params = {e.file: e.results.get("trainable_parameters") for e in members}
+    params = {e.file: e.results.trainable_parameters for e in members}
     if len(set(params.values())) > 1:
         listed = ", ".join(f"{file} ({n})" for file, n in params.items())
         raise ReinError(
@@ -343,7 +319,7 @@ def _check_row(label: str, members: list[Evaluation]) -> None:
         raise ReinError(f'row "{label}" has {", ".join(twice)} more than once; give each seed\'s results once')
 
 
-def _row(label: str, members: list[Evaluation], columns: list[str]) -> Row:
+def _row(label: str, members: list[Input], columns: list[str]) -> Row:
     per_input = [scores(e.results) for e in members]
     cells = {}
     for column in columns:
@@ -353,16 +329,16 @@ def _row(label: str, members: list[Evaluation], columns: list[str]) -> Row:
     papers: dict[str, float] = {}  # every column's, the ones not shown too: the paper's mean needs them
     for s in per_input:
         papers.update({k: paper for k, (_, paper) in s.items() if paper is not None and k not in papers})
-    means = tuple(float(e.results["mean_mIoU"]) for e in members if _number(e.results.get("mean_mIoU")))
+    means = tuple(float(e.results.mean_mIoU) for e in members if _number(e.results.mean_mIoU))
     cells[MEAN] = Cell(means, _paper_mean(members[0].results, papers))
-    params = members[0].results.get("trainable_parameters")
+    params = members[0].results.trainable_parameters
     return Row(label, tuple(members), cells, params / 1e6 if _number(params) else None)
 
 
-def _paper_mean(results: Mapping[str, Any], papers: Mapping[str, float]) -> float | None:
+def _paper_mean(results: Evaluation, papers: Mapping[str, float]) -> float | None:
     """The paper's figures averaged over the datasets of the row's mean (rounded to two decimals first, as the
     mean is), when the paper gives every one of them."""
-    names = results.get("mean_of") or []
+    names = results.mean_of
     figures = [papers.get(n) for n in names]
     if not figures or any(f is None for f in figures):
         return None
@@ -371,7 +347,7 @@ def _paper_mean(results: Mapping[str, Any], papers: Mapping[str, float]) -> floa
 
 def _mean_note(rows: Sequence[Row]) -> str:
     def over(row: Row) -> str:
-        names = row.evaluations[0].results.get("mean_of") or []
+        names = row.evaluations[0].results.mean_of
         return ", ".join(dict.fromkeys(n.split("/")[0] + "-C" if "/" in n else n for n in names)) or "-"
 
     spans = {row.label: over(row) for row in rows}

@@ -1,5 +1,5 @@
-"""Evaluation: confusion matrices on the device (sharded over processes), per-class IoU, mIoU per dataset, the
-domain-generalisation mean over the target datasets, results.json and the report; benchmark-server predictions.
+"""Evaluation, the one of any model on any targets: targets resolved once, everything missing said in one message
+before anything is computed, confusion matrices on the device (sharded over processes), the typed results.
 
 The protocol is the official one (docs/evaluation.md): each dataset resized by its own test protocol, slide or whole
 inference, the confusion matrix summed over all images at the label's resolution, NaN classes left out, and the
@@ -10,126 +10,125 @@ trained on.
 from __future__ import annotations
 
 import logging
-import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from rein_cli.config import InferenceMode, check_choice
-from rein_cli.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt_file, parse_spec
+from rein_cli.config import DataConfig, InferenceMode, PredictionIds, check_choice, data_root
+from rein_cli.data.catalog import Located, locate
+from rein_cli.data.corruptions import parse_spec
 from rein_cli.data.corruptions import prepare as prepare_corruptions
-from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
-from rein_cli.data.registry import lookup
-from rein_cli.data.transforms import EvalTransform
+from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
-from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor, read_checkpoint_config
-from rein_cli.engine.inference import check_stride, infer
-from rein_cli.engine.metrics import confusion_matrix, dg_mean, iou_from_confusion
-from rein_cli.engine.report import json_safe, write_report
+from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
+from rein_cli.engine.inference import check_stride, cpu_estimate
+from rein_cli.engine.report import write_report
+from rein_cli.engine.results import (
+    Corruption,
+    EvaluatedModel,
+    Evaluation,
+    ModelInfo,
+    add_mean,
+    corruption_summary,
+    write_results_file,
+)
+from rein_cli.engine.runs import resolve_device
+from rein_cli.engine.scoring import score_datasets
 from rein_cli.errors import ReinError
-from rein_cli.io import check_writable, relative_path, save_image, write_json
-from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS
+from rein_cli.hub import offline, parse_hf_uri
+from rein_cli.io import check_writable
 from rein_cli.models.segmentor import count_parameters, model_device
-from rein_cli.progress import track
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2  # results.json's version: 2 adds schema, mean_of, trained_on, method, parameters, reported, confusion
-PredictionIds = Literal["label-ids", "train-ids"]
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model to evaluate, as known before it is loaded.
+
+    ``name``: how the results name it (a checkpoint folder, ``hf://org/name``, a released adapter); ``checkpoint``:
+    its folder or ``hf://`` address, or ``model`` an already built segmentor; ``trained_on`` and ``reported``: its
+    training datasets and published figures (None: what the checkpoint's config.json says); ``only``: the registry
+    datasets (and their parts) it evaluates when several models share the targets (None: the rest); ``missing``:
+    what must be got before anything can start, each a line saying how; ``pending``: how to get what ``fetch``
+    downloads before it is loaded (missing only when the network is off, or something else is missing anyway)."""
+
+    name: str
+    checkpoint: str | Path | None = None
+    model: nn.Module | None = None
+    why: str = "the checkpoint given"
+    trained_on: Sequence[str] | None = None
+    reported: Mapping[str, Any] | None = None
+    only: tuple[str, ...] | None = None
+    missing: tuple[str, ...] = ()
+    pending: str | None = None
+    fetch: Callable[[bool], Any] | None = None  # progress -> None; makes ``checkpoint`` ready
 
 
-def dataset_key(name: str) -> str:
-    """A dataset's canonical name: the registry name for a name or alias (``citys`` -> ``cityscapes``), the part
-    name of a released adapter's fraction (``cityscapes-1/16`` -> ``cityscapes``), otherwise the name itself."""
-    text = str(name).strip()
-    spec = lookup(text) or lookup(re.sub(r"-\d+/\d+$", "", text))
-    return spec.name if spec else text
+def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:
+    """A checkpoint folder (checked now: a folder that is no checkpoint is an error) or ``hf://`` repo as a source;
+    a folder whose pretrained backbone is not on disk while offline is missing."""
+    missing = () if parse_hf_uri(str(checkpoint)) else tuple(checkpoint_missing(Path(checkpoint)))
+    return ModelSource(str(checkpoint), checkpoint=checkpoint, missing=missing, **fields)
 
 
-def training_datasets(value: str | Sequence[str] | None) -> list[str]:
-    """``"gta5 + synthia"`` or ``["gta5", "synthia"]`` -> canonical names (a checkpoint's or a release's)."""
-    if not value:
-        return []
-    parts = value.split("+") if isinstance(value, str) else list(value)
-    return list(dict.fromkeys(dataset_key(p) for p in parts if str(p).strip()))
+def resolve_targets(targets: Sequence[str | Path | Located | Manifest], data_root: Path) -> list[Located | Manifest]:
+    """Target names, aliases and folders (repeatable and comma-separated: ``["bdd,citys", "map"]``) located once, in
+    order, each once; located targets and manifests pass through. Unknown names fail here, with a "did you mean"."""
+    resolved: list[Located | Manifest] = []
+    for target in targets:
+        if isinstance(target, Located | Manifest):
+            resolved.append(target)
+        else:
+            resolved += [locate(t.strip(), data_root) for t in str(target).split(",") if t.strip()]
+    if not resolved:
+        raise ReinError("no target to evaluate on; name one with --target, e.g. --target cityscapes")
+    unique = {(t.path if isinstance(t, Manifest) else t.manifest).resolve(): t for t in reversed(resolved)}
+    return [t for t in resolved if unique[(t.path if isinstance(t, Manifest) else t.manifest).resolve()] is t]
 
 
-def is_training_dataset(name: str, trained_on: Sequence[str]) -> bool:
-    """Whether ``name`` is (a part of, or holds) one of the datasets a model was trained on: ``acdc-fog`` is part
-    of ``acdc``, so a model trained on ACDC is in its own domain on ACDC fog."""
-    key = dataset_key(name)
-    spec = lookup(key)
-    for source in training_datasets(trained_on):
-        other = lookup(source)
-        if key == source or (spec and spec.parent == source) or (other and other.parent == key):
-            return True
-    return False
+def assign(sources: Sequence[ModelSource], targets: Sequence[Located | Manifest]) -> list[tuple[ModelSource, list]]:
+    """Each target to the first source that takes it (``only``); the sources that take none are dropped."""
+    shares: list[tuple[ModelSource, list]] = [(source, []) for source in sources]
+    for target in targets:
+        located = target if isinstance(target, Located) else None
+        for source, share in shares:
+            if source.only is None or (located is not None and located.within(source.only)):
+                share.append(target)
+                break
+        else:
+            raise ReinError(f"no model evaluates {target}; name a model for every target")
+    return [(source, share) for source, share in shares if share]
 
 
-def checkpoint_facts(source: str | Path) -> dict[str, Any]:
-    """What a checkpoint's config.json says about evaluation: its training datasets (``training_datasets``, or the
-    ``trained_on`` string of older checkpoints) and the published figures of its recipe (``reported``)."""
-    folder, _ = checkpoint_dir(source)
-    config = read_checkpoint_config(folder)
-    trained = config.get("training_datasets") or config.get("trained_on")
-    reported = config.get("reported")
-    return {"trained_on": training_datasets(trained), "reported": reported if isinstance(reported, dict) else {}}
+def preflight(shares: Sequence[tuple[ModelSource, list]]) -> None:
+    """Everything missing (a model, its backbone's weights, a dataset not prepared) in one error that says how to get
+    each; nothing is downloaded or generated here. What a source would download counts as missing only when the
+    network is off or something else is missing (otherwise it is downloaded)."""
+    missing = [line for source, _ in shares for line in source.missing]
+    for _, share in shares:
+        for target in share:
+            if (
+                isinstance(target, Located)
+                and not target.prepared
+                and (target.spec is None or not target.spec.synthetic)
+            ):
+                missing.append(
+                    f"the dataset {target.name}: prepare it with `rein data prepare {target.name} --from ...` "
+                    f"(`rein data info {target.name}` says where to get it)"
+                )
+    pending = [source.pending for source, _ in shares if source.pending]
+    if missing or (pending and offline()):
+        raise ReinError("missing before evaluation can start: " + "; ".join(missing + pending) + "; then rerun")
 
 
-def reported_for(reported: Mapping[str, Any] | None, dataset: str) -> list[dict[str, Any]]:
-    """The published figures for ``dataset`` (keys compared canonically), as ``[{mIoU, split, source}]``."""
-    key = dataset_key(dataset)
-    for name, figures in (reported or {}).items():
-        if dataset_key(name) == key:
-            return [{"mIoU": f["mIoU"], "split": f["split"], "source": f["source"]} for f in figures]
-    return []
-
-
-class _EvalItems(Dataset):
-    """A shard of a split: items ``indices`` of ``data``, transformed, with the image's original size; with
-    ``corruption`` (name, severity) each image is corrupted at its original size before the transform (its seed
-    from its path relative to ``root``, the dataset's folder), the label untouched."""
-
-    def __init__(
-        self,
-        data: SegmentationDataset,
-        transform: EvalTransform,
-        indices: Sequence[int],
-        corruption: tuple[str, int] | None = None,
-        root: Path | None = None,
-    ) -> None:
-        self.data, self.transform, self.indices = data, transform, list(indices)
-        self.corruption, self.root = corruption, root
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.data[self.indices[index]]
-        size = tuple(item["image"].shape[:2])
-        if self.corruption is not None:
-            name, severity = self.corruption
-            identity = relative_path(Path(item["path"]), self.root) if self.root else Path(item["path"]).name
-            corrupted = corrupt_file(item["image"].numpy(), name, severity, identity=identity, source=item["path"])
-            item["image"] = torch.from_numpy(np.ascontiguousarray(corrupted))
-        image, label = self.transform(item["image"], item["label"])
-        return {"image": image, "label": label, "path": item["path"], "size": size}
-
-
-def _as_is(item: dict[str, Any]) -> dict[str, Any]:
-    return item  # one image at a time (sizes differ): no collation
-
-
-def _check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
+def check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
     """Whether ``split`` of ``manifest`` has labels; an error when it does not exist, or when it has none and no
     predictions are asked for."""
     if split not in manifest.splits:
@@ -151,43 +150,17 @@ def _check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
     return unlabeled == 0
 
 
-def check_targets(
-    datasets: Sequence[str | Path], data_dir: Path, split: str, predictions: bool, *, progress: bool = True
-) -> tuple[list[Manifest], list[bool]]:
-    """The manifests of ``datasets`` and whether their ``split`` is labeled; every problem (not prepared, no such
-    split, no labels without ``predictions``) an error before anything is computed."""
-    manifests = [ensure_prepared(name, data_dir, progress=progress) for name in datasets]
-    return manifests, [_check_split(manifest, split, predictions) for manifest in manifests]
-
-
-def prediction_names(paths: Sequence[str | Path]) -> list[Path]:
-    """Each image's path relative to the folder all of a split's images share, with the suffix ``.png``:
-    ``leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png`` -> ``berlin/berlin_..._leftImg8bit.png``."""
-    paths = [Path(os.path.abspath(p)) for p in paths]
-    if not paths:
-        return []
-    common = Path(os.path.commonpath([p.parent for p in paths]))
-    return [p.relative_to(common).with_suffix(".png") for p in paths]
-
-
-def _id_table(model: nn.Module, ids: PredictionIds, device: torch.device) -> torch.Tensor | None:
-    """Train id -> Cityscapes label id (the benchmark servers' format), for a model with the Cityscapes classes."""
-    if ids == "train-ids" or tuple(model.classes) != CITYSCAPES_CLASSES:
-        return None
-    return torch.tensor(CITYSCAPES_IDS, dtype=torch.uint8, device=device)
-
-
 def evaluate(
-    model: nn.Module | str | Path,
-    datasets: list[str],
+    model: nn.Module | str | Path | ModelSource | Sequence[ModelSource],
+    datasets: Sequence[str | Path | Located | Manifest],
     *,
     out: Path | None = None,
-    data_dir: Path,
+    data_dir: Path | None = None,
     split: str = "val",
     mode: InferenceMode = "slide",
     stride: int | None = None,
     flip: bool = False,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     progress: bool = True,
     trained_on: Sequence[str] = (),
     reported: Mapping[str, Any] | None = None,
@@ -195,28 +168,38 @@ def evaluate(
     prediction_ids: PredictionIds = "label-ids",
     workers: int | None = None,
     corruption: str | None = None,
-) -> dict[str, Any]:
-    """mIoU of ``model`` (a segmentor, a checkpoint folder or ``hf://``) on each dataset's ``split``.
+) -> Evaluation:
+    """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
+    ``model``: a segmentor, a checkpoint folder, ``hf://org/name[@revision]``, or the sources a name resolves to
+    (`rein_cli.zoo.resolve.model_sources`: a backbone's releases). ``datasets``: names, aliases or prepared folders
+    (comma lists too), found under ``data_dir`` (default ``$REIN_HOME/datasets``). Everything missing is listed in one
+    error before anything is downloaded or computed.
     Writes ``out/results.json``, ``out/report.md`` and per dataset an IoU bar chart and a confusion-matrix heat map
     (rank 0 only). ``trained_on``: the model's training datasets, which never enter the domain-generalisation mean
     (default for a checkpoint: its config.json's); ``reported``: published figures ``{dataset: [{mIoU, split,
-    source}]}`` shown beside ours (default for a checkpoint: its config.json's). Under torch.distributed each
-    process evaluates images rank, rank + world, ... and the confusion matrices are summed.
-    ``save_predictions``: write each image's prediction as a PNG (``prediction_ids``: Cityscapes label ids, what
-    the benchmark servers read, or train ids) under ``DIR/<dataset>/``, mirroring the images' paths; a split
-    without labels is then allowed (no metrics for it). ``workers``: data-loading processes (default: 0 on the
-    CPU, up to 4 on a GPU). ``corruption``: a spec (`rein_cli.data.corruptions.parse_spec`: ``all``, ``fog``,
-    ``fog:3``, comma lists): each dataset is evaluated once per (corruption, severity), the entries keyed
-    ``<dataset>/<corruption>-<severity>``, summed up in ``results["corruption"]`` (docs/evaluation.md).
+    source}]}`` shown beside ours (default for a checkpoint: its config.json's). Under torchrun each process
+    evaluates images rank, rank + world, ... and the confusion matrices are summed. ``save_predictions``: write each
+    image's prediction as a PNG (``prediction_ids``: Cityscapes label ids, what the benchmark servers read, or
+    train ids) under ``DIR/<dataset>/``, mirroring the images' paths; a split without labels is then allowed (no
+    metrics for it). ``workers``: data-loading processes (default: 0 on the CPU, up to 4 on a GPU). ``corruption``:
+    a spec (`rein_cli.data.corruptions.parse_spec`: ``all``, ``fog``, ``fog:3``, comma lists): each dataset is
+    evaluated once per (corruption, severity), the entries keyed ``<dataset>/<corruption>-<severity>``, summed up
+    in ``corruption`` (docs/evaluation.md).
     """
     check_choice("mode", mode, InferenceMode)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     check_choice("prediction_ids", prediction_ids, PredictionIds)
-    if not datasets:
-        raise ReinError("no datasets to evaluate on; name at least one with --data")
-    # Every dataset and split is checked before the model is built or anything is computed.
-    manifests, labeled = check_targets(datasets, data_dir, split, save_predictions is not None, progress=progress)
+    data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
+    targets = resolve_targets(datasets, data_dir)
+    shares = assign(_sources(model, trained_on, reported), targets)
+    preflight(shares)
+    predictions = save_predictions is not None
+    manifests: dict[int, tuple[Manifest, bool]] = {}  # id(target) -> its manifest, and whether the split has labels
+    for _, share in shares:
+        for target in share:
+            manifest = target if isinstance(target, Manifest) else ensure_prepared(target, data_dir, progress=progress)
+            manifests[id(target)] = manifest, check_split(manifest, split, predictions)
     if out is not None and distributed.is_main():
         check_writable(Path(out))
     if save_predictions is not None:
@@ -226,158 +209,129 @@ def evaluate(
             prepare_corruptions(pairs, progress=progress)
         distributed.barrier()
         prepare_corruptions(pairs)
-    if not isinstance(model, nn.Module):
-        facts = checkpoint_facts(model)
-        trained_on = trained_on or facts["trained_on"]
-        reported = reported if reported is not None else facts["reported"]
-        model = load_segmentor(model, device)
-    trained_on = training_datasets(trained_on)
-    device_ = model_device(model)
-    was_training = model.training
-    model.eval()
-    crop = model.crop_size
-    stride = check_stride(stride, crop)
-    for manifest in manifests:
-        _check_classes(model, manifest)
-    table = _id_table(model, prediction_ids, device_) if save_predictions is not None else None
-    if workers is None:
-        workers = 0 if device_.type == "cpu" else min(4, os.cpu_count() or 1)
-    method = model.config.method
-    results: dict[str, Any] = {
-        "schema": SCHEMA,
-        "split": split,
-        "mode": mode,
-        "crop": crop,
-        "stride": stride if mode == "slide" else None,
-        "flip": flip,
-        "method": method,
-        "backbone": model.config.backbone,
-        "trainable_parameters": count_parameters(model, True),
-        "trained_on": trained_on,
-        "model": {"backbone": model.config.backbone, "revision": model.config.backbone_revision, **model.provenance},
-        "datasets": {},
-    }
-    rank, world = distributed.rank(), distributed.world_size()
-    for manifest, has_labels in zip(manifests, labeled, strict=True):
-        spec = lookup(manifest.dataset)  # the dataset's test protocol
-        transform = EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None)
-        data = SegmentationDataset(manifest, split)
-        names = prediction_names([image for image, _ in data.samples]) if save_predictions is not None else []
-        for pair in pairs:
-            key = manifest.dataset if pair is None else f"{manifest.dataset}/{pair[0]}-{pair[1]}"
-            shard = _EvalItems(data, transform, range(rank, len(data), world), pair, manifest.root)  # no padding
-            loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
-            cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device_)
-            bar = progress and distributed.is_main()
-            for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
-                image = item["image"][None].to(device_, non_blocking=True)
-                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
-                size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
-                if scores.shape[-2:] != size:
-                    scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
-                pred = scores.argmax(1)[0]
-                if has_labels:
-                    label = item["label"].to(device_, non_blocking=True)
-                    cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
-                if save_predictions is not None:
-                    ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
-                    save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
-            entry: dict[str, Any] = {"images": len(data)}
-            if has_labels:
-                distributed.all_reduce_sum(cm)
-                metrics = iou_from_confusion(cm)
-                per_class = zip(manifest.classes, metrics["IoU"], metrics["Acc"], strict=True)
-                entry = {
-                    "mIoU": metrics["mIoU"],
-                    "mAcc": metrics["mAcc"],
-                    "aAcc": metrics["aAcc"],
-                    **entry,
-                    "per_class": {c: {"IoU": iou, "Acc": acc} for c, iou, acc in per_class},
-                    "confusion": cm.cpu().tolist(),
-                }
-            if save_predictions is not None:
-                entry["predictions"] = str(Path(save_predictions) / key)
-                entry["prediction_ids"] = "label-ids" if table is not None else "train-ids"
-            entry["trained_on"] = is_training_dataset(manifest.dataset, trained_on)
-            entry["reported"] = reported_for(reported, manifest.dataset) if pair is None else []
-            if pair is not None:
-                entry.update(dataset=manifest.dataset, corruption=pair[0], severity=pair[1])
-            results["datasets"][key] = entry
-    if corruption is not None:
-        results["corruption"] = corruption_summary(results["datasets"], corruption, reported)
-    model.train(was_training)
-    add_mean(results)
-    distributed.barrier()  # every process's predictions are written before rank 0 reports
-    if out is not None and distributed.is_main():
-        write_results(results, Path(out))
+    target_device = resolve_device(device)
+    started = False
+    if distributed.launched() and not distributed.is_initialized():  # torchrun: each process evaluates a share
+        if target_device.type == "cuda":
+            target_device = torch.device("cuda", distributed.local_rank())
+        started = distributed.init_from_env(target_device)
+    settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
+    settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
+    settings |= dict(corruption=corruption)
+    parts = []
+    try:
+        for source, share in shares:
+            part = _evaluate_source(source, [manifests[id(t)] for t in share], target_device, settings)
+            parts.append((source, [t.given if isinstance(t, Located) else t.dataset for t in share], part))
+        results = _merge(parts, named=not (len(shares) == 1 and shares[0][0].model is not None))
+        add_mean(results)
+        distributed.barrier()  # every process's predictions are written before rank 0 reports
+        if out is not None and distributed.is_main():
+            write_results(results, Path(out))
+    finally:
+        if started:
+            distributed.shutdown()
     return results
 
 
-def add_mean(results: dict[str, Any]) -> None:
-    """``mean_mIoU`` (and mAcc, aAcc) with ``mean_of``, the datasets that entered it: every evaluated dataset with
-    metrics except the training datasets (marked ``trained_on`` in each entry), or all when all are."""
-    scored = {name: entry for name, entry in results["datasets"].items() if "mIoU" in entry}
-    excluded = {name for name, entry in scored.items() if entry.get("trained_on")}
-    for key in ("mIoU", "mAcc", "aAcc"):
-        mean, names = dg_mean({name: entry[key] for name, entry in scored.items()}, excluded)
-        results[f"mean_{key}"] = mean
-    results["mean_of"] = names
-    if scored and excluded and set(names) == set(scored):
-        results["mean_note"] = "every evaluated dataset is a training dataset: the mean is over all of them"
-    elif excluded:
-        results["mean_note"] = f"left out (training datasets): {', '.join(n for n in scored if n in excluded)}"
-    else:
-        results.pop("mean_note", None)
-
-
-def corruption_summary(
-    entries: Mapping[str, Mapping[str, Any]], spec: str, reported: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """``{"spec", "datasets": {dataset: {"mIoU", "pairs", "per_corruption": {corruption: {"1".."5", "mean"}},
-    "reported"}}}`` from the corrupted entries (``<dataset>/<corruption>-<severity>``, with metrics): every figure
-    the mIoU rounded to two decimals, a mean the mean of the rounded figures it is over, rounded to two decimals.
-    ``reported``: the published figures of ``<dataset>-c`` (e.g. a release's ``cityscapes-c``), the mean over the
-    whole protocol, put beside ours only when every corruption was evaluated at every severity."""
-    datasets: dict[str, Any] = {}
-    for entry in entries.values():
-        if "corruption" not in entry or entry.get("mIoU") is None or np.isnan(entry["mIoU"]):
-            continue
-        summary = datasets.setdefault(entry["dataset"], {"mIoU": None, "pairs": 0, "per_corruption": {}})
-        summary["per_corruption"].setdefault(entry["corruption"], {})[str(entry["severity"])] = round(entry["mIoU"], 2)
-        summary["pairs"] += 1
-    for summary in datasets.values():
-        figures = []
-        for levels in summary["per_corruption"].values():
-            values = [levels[k] for k in sorted(levels)]
-            figures += values
-            levels["mean"] = round(sum(values) / len(values), 2)
-        summary["mIoU"] = round(sum(figures) / len(figures), 2)
-    for name, summary in datasets.items():
-        full = summary["pairs"] == len(CORRUPTIONS) * len(SEVERITIES)
-        summary["reported"] = reported_for(reported, f"{name}-c") if full else []
-    return {"spec": spec, "datasets": datasets}
-
-
-def write_results(results: dict[str, Any], out: Path) -> None:
+def write_results(results: Evaluation, out: Path) -> None:
     """results.json, report.md and the per-dataset charts, each written atomically."""
-    write_json(out / "results.json", json_safe(results))
+    write_results_file(results, out)
     write_report(results, out)
 
 
-def _check_classes(model: nn.Module, manifest: Manifest) -> None:
-    if len(manifest.classes) != model.num_classes:
-        source = model.provenance.get("checkpoint") or model.provenance.get("adapter") or "the model"
-        raise ReinError(
-            f"{source} predicts {model.num_classes} classes ({', '.join(model.classes[:3])}, ...) but dataset "
-            f"{manifest.dataset} ({manifest.path}) has {len(manifest.classes)} "
-            f"({', '.join(manifest.classes[:3])}, ...); evaluate on a dataset with the model's classes, or train "
-            f"a model on it: rein train --data {manifest.dataset} --set model.num_classes={len(manifest.classes)}"
-        )
-    if tuple(manifest.classes) != tuple(model.classes):
-        log.warning(
-            "%s names its %d classes differently from the model (%s vs %s); they are compared by index",
-            manifest.dataset,
-            len(manifest.classes),
-            manifest.classes[0],
-            model.classes[0],
-        )
+def _sources(
+    model: nn.Module | str | Path | ModelSource | Sequence[ModelSource],
+    trained_on: Sequence[str],
+    reported: Mapping[str, Any] | None,
+) -> list[ModelSource]:
+    facts = {"trained_on": trained_on or None, "reported": reported}
+    if isinstance(model, nn.Module):
+        return [ModelSource("the model given", model=model, trained_on=trained_on, reported=reported)]
+    if isinstance(model, ModelSource):
+        return [model]
+    if isinstance(model, str | Path):
+        return [checkpoint_source(model, **facts)]
+    return list(model)
+
+
+def checkpoint_facts(folder: Path) -> tuple[list[str], dict[str, Any]]:
+    """What a checkpoint's config.json says about evaluation: its training datasets (canonical; the
+    ``training_datasets`` list, or the ``trained_on`` string of older checkpoints) and the published figures of its
+    recipe (``reported``)."""
+    config = read_checkpoint_config(folder)
+    trained = config.get("training_datasets") or config.get("trained_on")
+    reported = config.get("reported")
+    return canonical_list(trained), reported if isinstance(reported, dict) else {}
+
+
+def _facts(source: ModelSource, folder: Path | None) -> tuple[list[str], Mapping[str, Any]]:
+    """A source's training datasets and published figures: its own, else its checkpoint's."""
+    trained, reported = source.trained_on, source.reported
+    if folder is not None and (trained is None or reported is None):
+        from_checkpoint = checkpoint_facts(folder)
+        trained = from_checkpoint[0] if trained is None else trained
+        reported = from_checkpoint[1] if reported is None else reported
+    return canonical_list(trained), reported or {}
+
+
+def _evaluate_source(
+    source: ModelSource, manifests: list[tuple[Manifest, bool]], device: torch.device, settings: dict[str, Any]
+) -> Evaluation:
+    """One model on its share of the targets."""
+    model, folder = source.model, None
+    if model is None:
+        if source.fetch is not None:
+            source.fetch(settings["progress"])
+        folder, _ = checkpoint_dir(source.checkpoint)
+        model = load_segmentor(source.checkpoint, device)
+    trained_on, reported = _facts(source, folder)
+    if source.model is None:
+        log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
+        if model_device(model).type == "cpu":
+            copies = len(settings["pairs"])  # each image once per (corruption, severity) pair
+            chosen = [m for m, _ in manifests]
+            log.info(cpu_estimate(model, chosen, settings["mode"], settings["stride"], settings["split"], copies))
+    was_training = model.training
+    model.eval()
+    crop = model.crop_size
+    stride = check_stride(settings["stride"], crop)
+    datasets = score_datasets(model, manifests, trained_on=trained_on, reported=reported, stride=stride, **settings)
+    model.train(was_training)
+    corruption = settings["corruption"]
+    return Evaluation(
+        split=settings["split"],
+        mode=settings["mode"],
+        crop=crop,
+        stride=stride if settings["mode"] == "slide" else None,
+        flip=settings["flip"],
+        method=model.config.method,
+        backbone=model.config.backbone,
+        trainable_parameters=count_parameters(model, True),
+        trained_on=trained_on,
+        model=ModelInfo(model.config.backbone, model.config.backbone_revision, dict(model.provenance)),
+        datasets=datasets,
+        corruption=corruption_summary(datasets, corruption, reported) if corruption is not None else None,
+    )
+
+
+def _merge(parts: list[tuple[ModelSource, list[str], Evaluation]], *, named: bool) -> Evaluation:
+    """One evaluation of several models' parts: the setting and model of the last, every dataset (marked with its
+    model's name when the models are named), the training datasets and corruption summaries of all."""
+    last = parts[-1][2]
+    results = replace(last, datasets={}, trained_on=[], models=[] if named else None)
+    if last.corruption is not None:
+        results.corruption = Corruption(last.corruption.spec, {})
+    for source, given, part in parts:
+        for key, entry in part.datasets.items():
+            results.datasets[key] = replace(entry, model=source.name) if named else entry
+        results.trained_on = list(dict.fromkeys([*results.trained_on, *part.trained_on]))
+        if part.corruption is not None:
+            results.corruption.datasets.update(part.corruption.datasets)
+        if named:
+            trained = tuple(part.trained_on)
+            info = EvaluatedModel(
+                source.name, part.model, part.method, part.trainable_parameters, trained, part.crop, tuple(given)
+            )
+            results.models.append(info)
+    return results

@@ -1,4 +1,5 @@
-"""Evaluation results for people and files: the per-class table, JSON without NaN, report.md and the charts."""
+"""Evaluation results for people: the per-class table, ours beside the published figures, report.md and the
+charts."""
 
 from __future__ import annotations
 
@@ -7,18 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rein_cli.engine.results import CorruptionSummary, Evaluation
 from rein_cli.io import atomic_path, write_text
 
-
-def json_safe(value: Any) -> Any:
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+REPORT_FILE = "report.md"
 
 
 def fmt(v: float | None) -> str:
@@ -26,47 +19,42 @@ def fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
-def _classes(results: dict[str, Any]) -> list[str]:
-    return next((list(e["per_class"]) for e in results["datasets"].values() if "per_class" in e), [])
+def _classes(results: Evaluation) -> list[str]:
+    return next((list(e.per_class) for e in results.datasets.values() if e.labeled), [])
 
 
-def mean_line(results: dict[str, Any]) -> str:
+def mean_line(results: Evaluation) -> str:
     """``DG mean mIoU 41.20 over fog, night, rain, snow (left out: synthetic, a training dataset)``; empty when
     there is nothing to average."""
-    names = results.get("mean_of") or []
-    scored = [n for n, e in results["datasets"].items() if "mIoU" in e]
-    if len(scored) < 2 and not (results.get("mean_note") and scored):
+    names = results.mean_of
+    scored = list(results.scored())
+    if len(scored) < 2 and not (results.mean_note and scored):
         return ""
-    line = f"DG mean mIoU {fmt(results['mean_mIoU'])} over {', '.join(names)}"
+    line = f"DG mean mIoU {fmt(results.mean_mIoU)} over {', '.join(names)}"
     left = [n for n in scored if n not in names]
     if left:
         line += f" (left out, trained on: {', '.join(left)})"
-    elif any(e.get("trained_on") for e in results["datasets"].values()):
+    elif any(e.trained_on for e in results.datasets.values()):
         line += " (every dataset is a training dataset: all entered)"
     return line
 
 
-def _levels(summary: dict[str, Any]) -> list[int]:
-    """The severities a dataset's corruption summary has figures for, in order."""
-    return sorted({int(k) for row in summary["per_corruption"].values() for k in row if k != "mean"})
-
-
-def corruption_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def corruption_rows(summary: CorruptionSummary) -> tuple[list[str], list[list[str]]]:
     """The header and rows of one dataset's corruption x severity table (mIoU; a mean column, a mean row)."""
-    levels = _levels(summary)
+    levels = summary.levels
     header = ["corruption", *(str(k) for k in levels), "mean"]
     rows = [
         [name, *(fmt(row.get(str(k))) for k in levels), fmt(row["mean"])]
-        for name, row in summary["per_corruption"].items()
+        for name, row in summary.per_corruption.items()
     ]
-    rows.append(["mean", *([""] * len(levels)), fmt(summary["mIoU"])])
+    rows.append(["mean", *([""] * len(levels)), fmt(summary.mIoU)])
     return header, rows
 
 
-def format_corruptions(results: dict[str, Any]) -> str:
+def format_corruptions(results: Evaluation) -> str:
     """Per dataset, the mIoU per corruption (rows) and severity (columns) and the mean over every pair."""
     blocks = []
-    for dataset, summary in results["corruption"]["datasets"].items():
+    for dataset, summary in results.corruption.datasets.items():
         header, rows = corruption_rows(summary)
         width = max(len(r[0]) for r in [header, *rows]) + 2
 
@@ -74,19 +62,19 @@ def format_corruptions(results: dict[str, Any]) -> str:
             return r[0].ljust(width) + "".join(v.rjust(8) for v in r[1:])
 
         rule = "-" * len(line(header))
-        lines = [f"{dataset}: mIoU per corruption and severity (--corruption {results['corruption']['spec']})"]
+        lines = [f"{dataset}: mIoU per corruption and severity (--corruption {results.corruption.spec})"]
         lines += [line(header), rule, *(line(r) for r in rows[:-1]), rule]
-        lines.append(f"mean mIoU over {summary['pairs']} corruption-severity pairs: {fmt(summary['mIoU'])}")
+        lines.append(f"mean mIoU over {summary.pairs} corruption-severity pairs: {fmt(summary.mIoU)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_table(results: Evaluation) -> str:
     """Per-class IoU, one column per dataset, then mIoU / mAcc / aAcc rows, the reported figures, and the DG mean
     with the datasets it is over; for a corruption run, the corruption x severity tables instead."""
-    if results.get("corruption"):
+    if results.corruption:
         return format_corruptions(results)
-    names = list(results["datasets"])
+    names = list(results.datasets)
     if not names:
         return ""
     classes = _classes(results)
@@ -96,22 +84,20 @@ def format_table(results: dict[str, Any]) -> str:
     def row(label: str, values: list[str]) -> str:
         return label.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
 
-    entries = [results["datasets"][n] for n in names]
+    entries = [results.datasets[n] for n in names]
     lines = [row("class", names)]
     for c in classes:
-        lines.append(row(c, [fmt(e.get("per_class", {}).get(c, {}).get("IoU")) for e in entries]))
+        lines.append(row(c, [fmt(_iou(e, c)) for e in entries]))
     lines.append("-" * len(lines[0]))
     for key in ("mIoU", "mAcc", "aAcc"):
-        lines.append(row(key, [fmt(e.get(key)) for e in entries]))
-    if any(e.get("reported") for e in entries):
-        lines.append(
-            row("reported mIoU", [fmt(e["reported"][0]["mIoU"]) if e.get("reported") else "-" for e in entries])
-        )
-    if any("predictions" in e for e in entries):
+        lines.append(row(key, [fmt(getattr(e, key)) for e in entries]))
+    if any(e.reported for e in entries):
+        lines.append(row("reported mIoU", [fmt(e.reported[0].mIoU) if e.reported else "-" for e in entries]))
+    if any(e.predictions is not None for e in entries):
         lines += [
-            f"predictions of {n}: {e['predictions']} ({e['prediction_ids']})"
+            f"predictions of {n}: {e.predictions} ({e.prediction_ids})"
             for n, e in zip(names, entries, strict=True)
-            if "predictions" in e
+            if e.predictions is not None
         ]
     mean = mean_line(results)
     if mean:
@@ -119,57 +105,69 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _iou(entry: Any, name: str) -> float | None:
+    score = entry.per_class.get(name)
+    return score.IoU if score is not None else None
+
+
+def format_comparison(results: Evaluation) -> str:
+    """Our mIoU beside the published figures, one line per target (empty when nothing was published)."""
+    lines = []
+    for name, entry in results.datasets.items():
+        for r in entry.reported:
+            lines.append(f"  {name:<18} ours {entry.mIoU:6.2f}   published {r.mIoU:6.2f} ({r.split}, {r.source})")
+    return "\n".join(["ours vs published (mIoU):", *lines]) if lines else ""
+
+
 def safe_name(name: str) -> str:
     """A dataset name as a file name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "dataset"
 
 
-def format_markdown(results: dict[str, Any]) -> str:
+def format_markdown(results: Evaluation) -> str:
     """report.md: the setting, per dataset mIoU / mAcc / aAcc beside the reported figures, the DG mean and the
     datasets in it, the per-class IoU table, the charts."""
-    names = list(results["datasets"])
-    model = results.get("model", {})
+    names = list(results.datasets)
+    model = results.model.provenance if results.model is not None else {}
     where = model.get("checkpoint") or model.get("adapter") or model.get("hub_repo") or ""
-    stride = f", stride {results['stride']}" if results.get("stride") else ""
+    stride = f", stride {results.stride}" if results.stride else ""
+    parameters = results.trainable_parameters
     lines = [
         "# Evaluation report",
         "",
-        f"- model: {results.get('method', '?')} on {results.get('backbone', '?')}"
-        + (f", {results['trainable_parameters']:,} trainable parameters" if "trainable_parameters" in results else "")
+        f"- model: {results.method or '?'} on {results.backbone or '?'}"
+        + (f", {parameters:,} trainable parameters" if parameters is not None else "")
         + (f" ({where})" if where else ""),
-        f"- trained on: {', '.join(results.get('trained_on') or []) or 'unknown'}",
-        f"- split: {results.get('split', 'val')}; inference: {results.get('mode')} (crop {results.get('crop')}{stride})"
-        f"; flip test-time augmentation: {'yes' if results.get('flip') else 'no'}",
+        f"- trained on: {', '.join(results.trained_on) or 'unknown'}",
+        f"- split: {results.split}; inference: {results.mode} (crop {results.crop}{stride})"
+        f"; flip test-time augmentation: {'yes' if results.flip else 'no'}",
         "",
         "## Results",
         "",
         "| dataset | images | mIoU | mAcc | aAcc | reported mIoU | in the mean |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
-    mean_of = set(results.get("mean_of") or [])
+    mean_of = set(results.mean_of)
     for name in names:
-        e = results["datasets"][name]
-        reported = "; ".join(f"{r['mIoU']:.2f} ({r['split']}, {r['source']})" for r in e.get("reported") or []) or "-"
-        if "mIoU" not in e:
+        e = results.datasets[name]
+        reported = "; ".join(f"{r.mIoU:.2f} ({r.split}, {r.source})" for r in e.reported) or "-"
+        if not e.labeled:
             inside = "no (no labels)"
         elif name in mean_of:
             inside = "yes"
         else:
             inside = "no (trained on it)"
-        lines.append(
-            f"| {name} | {e['images']} | {fmt(e.get('mIoU'))} | {fmt(e.get('mAcc'))} | {fmt(e.get('aAcc'))} "
-            f"| {reported} | {inside} |"
-        )
-    corruption = results.get("corruption")
+        lines.append(f"| {name} | {e.images} | {fmt(e.mIoU)} | {fmt(e.mAcc)} | {fmt(e.aAcc)} | {reported} | {inside} |")
+    corruption = results.corruption
     if corruption:
-        lines += ["", f"## Corruptions (`--corruption {corruption['spec']}`)", ""]
-        for dataset, summary in corruption["datasets"].items():
+        lines += ["", f"## Corruptions (`--corruption {corruption.spec}`)", ""]
+        for dataset, summary in corruption.datasets.items():
             header, rows = corruption_rows(summary)
             lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
             lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[0] == "mean" else r[-1]]) + " |" for r in rows]
             lines += [
                 "",
-                f"Mean mIoU over {summary['pairs']} corruption-severity pairs: **{fmt(summary['mIoU'])}** (the "
+                f"Mean mIoU over {summary.pairs} corruption-severity pairs: **{fmt(summary.mIoU)}** (the "
                 "mean of the per-pair mIoUs rounded to two decimals).",
                 "",
                 f"![{dataset}: mIoU per corruption and severity](plots/{safe_name(dataset)}-corruptions.png)",
@@ -185,11 +183,11 @@ def format_markdown(results: dict[str, Any]) -> str:
             "is one).",
         ]
     classes = _classes(results)
-    scored = [n for n in names if "per_class" in results["datasets"][n]]
+    scored = list(results.scored())
     if classes:
         lines += ["", "## Per-class IoU", "", "| class | " + " | ".join(scored) + " |", "|---|" + "---:|" * len(scored)]
         for c in classes:
-            values = [fmt(results["datasets"][n]["per_class"].get(c, {}).get("IoU")) for n in scored]
+            values = [fmt(_iou(results.datasets[n], c)) for n in scored]
             lines.append(f"| {c} | " + " | ".join(values) + " |")
         lines += [
             "",
@@ -205,43 +203,41 @@ def format_markdown(results: dict[str, Any]) -> str:
                 f"![{n}: confusion matrix](plots/{safe_name(n)}-confusion.png)",
                 "",
             ]
-    predictions = [(n, e) for n, e in results["datasets"].items() if "predictions" in e]
+    predictions = [(n, e) for n, e in results.datasets.items() if e.predictions is not None]
     if predictions:
         lines += ["## Predictions", ""]
-        lines += [f"- {n}: `{e['predictions']}` ({e['prediction_ids']})" for n, e in predictions]
+        lines += [f"- {n}: `{e.predictions}` ({e.prediction_ids})" for n, e in predictions]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+def write_report(results: Evaluation, out: Path) -> list[Path]:
     """``out/report.md`` and, per dataset with metrics, ``out/plots/<dataset>-iou.png`` (IoU per class) and
     ``out/plots/<dataset>-confusion.png`` (the confusion matrix, rows normalised by the ground truth); for a
     corruption evaluation instead one ``out/plots/<dataset>-corruptions.png`` per dataset. Every file is written
     atomically; the charts are drawn once, after the evaluation."""
     out = Path(out)
     written = []
-    for dataset, summary in (results.get("corruption") or {}).get("datasets", {}).items():
+    for dataset, summary in (results.corruption.datasets if results.corruption else {}).items():
         written.append(
             save_figure(_corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
         )
     # a corruption evaluation: the heat maps above instead of a pair of charts per corruption and severity
-    entries = {} if results.get("corruption") else results["datasets"]
+    entries = {} if results.corruption else results.datasets
     for name, entry in entries.items():
-        if "per_class" in entry and "confusion" in entry:
-            classes = list(entry["per_class"])
-            ious = [entry["per_class"][c]["IoU"] for c in classes]
+        if entry.labeled and entry.confusion is not None:
+            classes = list(entry.per_class)
+            ious = [entry.per_class[c].IoU for c in classes]
             written.append(
-                save_figure(
-                    _iou_chart(name, classes, ious, entry["mIoU"]), out / "plots" / f"{safe_name(name)}-iou.png"
-                )
+                save_figure(_iou_chart(name, classes, ious, entry.mIoU), out / "plots" / f"{safe_name(name)}-iou.png")
             )
             written.append(
                 save_figure(
-                    _confusion_chart(name, classes, entry["confusion"]),
+                    _confusion_chart(name, classes, entry.confusion),
                     out / "plots" / f"{safe_name(name)}-confusion.png",
                 )
             )
-    write_text(out / "report.md", format_markdown(results))
-    return [out / "report.md", *written]
+    write_text(out / REPORT_FILE, format_markdown(results))
+    return [out / REPORT_FILE, *written]
 
 
 def save_figure(figure: Any, path: Path) -> Path:
@@ -289,15 +285,13 @@ def _confusion_chart(name: str, classes: list[str], confusion: list[list[int]]) 
     return figure
 
 
-def _corruption_chart(dataset: str, summary: dict[str, Any]) -> Any:
+def _corruption_chart(dataset: str, summary: CorruptionSummary) -> Any:
     """The mIoU of each corruption (rows) at each severity (columns) as a heat map, the figures written in."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    names, levels = list(summary["per_corruption"]), _levels(summary)
-    grid = np.array(
-        [[summary["per_corruption"][n].get(str(k), np.nan) for k in levels] for n in names], dtype=np.float64
-    )
+    names, levels = list(summary.per_corruption), summary.levels
+    grid = np.array([[summary.per_corruption[n].get(str(k), np.nan) for k in levels] for n in names], dtype=np.float64)
     figure = Figure(figsize=(1.1 * len(levels) + 3.0, 0.38 * len(names) + 1.6), dpi=110, layout="tight")
     ax = figure.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=100.0, cmap="viridis", aspect="auto")
@@ -316,6 +310,6 @@ def _corruption_chart(dataset: str, summary: dict[str, Any]) -> Any:
     ax.set_xticks(range(len(levels)), [str(k) for k in levels])
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("severity")
-    ax.set_title(f"{dataset}: mIoU per corruption (mean {fmt(summary['mIoU'])})", fontsize=9)
+    ax.set_title(f"{dataset}: mIoU per corruption (mean {fmt(summary.mIoU)})", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return figure

@@ -1,21 +1,134 @@
-"""What every run needs before it starts: the device, the seeds, and a run directory that is never overwritten."""
+"""What every run needs before it starts: the device, the seeds, and the run directory (`RunDir`, its layout in one
+place) that is never overwritten."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
 
+if TYPE_CHECKING:
+    import torch
+
 LOCK_FILE = ".lock"  # in a run directory: who holds it (a pid), locked with flock while the run lives
+STEP_DIR = re.compile(r"iter_(\d+)")  # a step checkpoint's folder, and a periodic evaluation's
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's directory: the resolved ``config.yaml``, ``metrics.jsonl`` (a line per log step and per
+    evaluation), ``checkpoints/`` (``last``, ``best``, ``iter_<N>`` with their training state), ``eval/`` (the final
+    evaluation; ``eval/iter_<N>`` the periodic ones), ``tensorboard/`` and the lock file of the live run."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    METRICS = "metrics.jsonl"
+    CHECKPOINTS = "checkpoints"
+    EVAL = "eval"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def checkpoint(self, name: str = "last") -> Path:
+        """``checkpoints/<name>``: ``last``, ``best`` or ``iter_<N>``."""
+        return self.checkpoints / name
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoint(f"iter_{step}")
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, folder)`` of every ``checkpoints/iter_<N>``, by step."""
+        found = ((STEP_DIR.fullmatch(p.name), p) for p in self.checkpoints.glob("iter_*"))
+        return sorted((int(m.group(1)), p) for m, p in found if m)
+
+    def eval_dir(self, step: int | None = None) -> Path:
+        """``eval/`` (the evaluation after training), or ``eval/iter_<N>`` (a periodic one)."""
+        return self.path / self.EVAL if step is None else self.path / self.EVAL / f"iter_{step}"
+
+    @property
+    def results(self) -> Path:
+        """The final evaluation's results.json."""
+        return self.eval_dir() / RESULTS_FILE
+
+    def periodic_results(self) -> list[Path]:
+        return sorted(self.eval_dir().glob(f"iter_*/{RESULTS_FILE}"))
+
+    def is_run(self) -> bool:
+        """Whether the folder is a run of `rein train` (it has its config.yaml)."""
+        return self.config.is_file()
+
+    @classmethod
+    def of_checkpoint(cls, folder: Path | str) -> RunDir | None:
+        """The run a checkpoint folder was saved in (``RUN/checkpoints/NAME``), or None for any other folder."""
+        folder = Path(folder).resolve()
+        run = cls(folder.parent.parent)
+        return run if folder.parent.name == cls.CHECKPOINTS and run.is_run() else None
+
+    def check(self, option: str = "--resume") -> RunDir:
+        """This run, or an error naming ``option`` when the folder is not a run of `rein train`."""
+        if not self.path.is_dir() or not self.is_run():
+            raise ReinError(
+                f"{option} {self.path}: not a training run (no {self.CONFIG}); give a run directory of `rein train`"
+            )
+        return self
+
+    def lock(self) -> RunLock:
+        """Claim this existing run for the life of this process."""
+        return RunLock(self.path)
+
+    def claim(self) -> RunLock:
+        """Create the run directory and claim it; it must hold nothing yet (but an old lock file)."""
+        make_dir(self.path)
+        lock = RunLock(self.path)
+        if any(p.name != LOCK_FILE for p in self.path.iterdir()):
+            lock.release()
+            raise ReinError(f"output directory {self.path} already exists and is not empty; choose another --out")
+        return lock
+
+
+def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:
+    """Where `rein eval` writes without --out: ``RUN/eval`` for a checkpoint of a run, ``eval/NAME`` beside any other
+    checkpoint folder (so that two checkpoints never share one), and ``eval/NAME`` here for a model given by name or
+    on the Hub."""
+    from rein_cli.hub import parse_hf_uri
+
+    hub = parse_hf_uri(str(checkpoint)) if checkpoint is not None else None
+    if checkpoint is None or hub is not None:
+        return Path("eval") / (name or (hub[0].replace("/", "--") if hub else "model"))
+    run = RunDir.of_checkpoint(checkpoint)
+    if run is not None:
+        return run.eval_dir()
+    folder = Path(checkpoint).resolve()
+    return folder.parent / "eval" / folder.name
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; an error when CUDA is asked for but absent."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -30,6 +143,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -90,13 +206,3 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def claim_run_dir(path: Path) -> RunLock:
-    """Create the run directory and claim it; it must hold nothing yet (but an old lock file)."""
-    make_dir(path)
-    lock = RunLock(path)
-    if any(p.name != LOCK_FILE for p in path.iterdir()):
-        lock.release()
-        raise ReinError(f"output directory {path} already exists and is not empty; choose another --out")
-    return lock

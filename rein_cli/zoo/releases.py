@@ -12,18 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rein_cli.engine.results import Reported
+
 DEFAULT_RELEASES_URL = "https://github.com/w1oves/Rein/releases/download"  # $REIN_RELEASES_URL replaces it
 RELEASE_TERMS = "no licence stated for the weights; the official repository is GPL-3.0"
 IMAGENET = "ImageNet mean/std: every official config's data preprocessor (rein-facts §12)"
-
-
-@dataclass(frozen=True)
-class Reported:
-    """One published figure for a target dataset."""
-
-    mIoU: float
-    split: str  # "val" or "test" (test: the dataset's evaluation server)
-    source: str
 
 
 @dataclass(frozen=True)

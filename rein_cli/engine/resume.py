@@ -1,0 +1,188 @@
+"""Exact resume: what a step checkpoint keeps besides the weights (optimizer, step, every random generator, the
+data position, the best score so far), which settings a resumed run may change, and the run directory's repair
+(half-written checkpoints removed, metrics after the step dropped, old step checkpoints pruned)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from rein_cli.config import Config
+from rein_cli.engine import distributed as dist
+from rein_cli.engine.checkpoint import CONFIG_FILE, TRAINING_STATE_FILE, load_training_state
+from rein_cli.engine.runs import RunDir
+from rein_cli.errors import ReinError
+from rein_cli.io import write_text
+
+log = logging.getLogger(__name__)
+
+# what `--resume` may change: how long, where and how verbosely the run goes on, never what it computes
+RESUMABLE = (
+    "train.max_iters",
+    "train.device",
+    "data.num_workers",
+    "train.log_interval",
+    "train.checkpoint_interval",
+    "train.eval_interval",
+    "train.keep_checkpoints",
+)
+STATE_FORMAT = 1
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator of this process: torch (CPU and CUDA), numpy, Python."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, list(internal), python_gauss],
+    }
+
+
+def restore_rng(states: list[dict[str, Any]], device: torch.device) -> None:
+    """Put back this process's generators (rank order; a run resumed on another number of processes reuses
+    rank 0's for all: it goes on, but not bit for bit as the uninterrupted run)."""
+    if len(states) != dist.world_size():
+        log.warning("the run was saved by %d process(es), resumed on %d: not bit-exact", len(states), dist.world_size())
+    state = states[dist.rank()] if len(states) == dist.world_size() else states[0]
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, python_gauss = state["python"]
+    random.setstate((version, tuple(internal), python_gauss))
+
+
+def training_state(
+    cfg: Config,
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    rng: list[dict[str, Any]],
+    *,
+    best: float | None,
+    window: list[list[float]],
+    seconds: float,
+) -> dict[str, Any]:
+    """What ``training_state.pt`` holds: the optimizer, the step, every process's generators (``rng``), the best
+    mean mIoU so far, the loss terms since the last log line, the training time, the settings' hash."""
+    return {
+        "format": STATE_FORMAT,
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "rng": rng,
+        "best_mIoU": best,
+        "window": window,
+        "time": seconds,
+        "config_hash": config_hash(cfg),
+        "world_size": dist.world_size(),
+    }
+
+
+def flat_config(cfg: Config | dict) -> dict[str, Any]:
+    """``{"train.max_iters": 40000, ...}`` in YAML's types (what config.yaml holds)."""
+    data = cfg if isinstance(cfg, dict) else yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and prefix.count(".") < 1 and not prefix.endswith(("reported", "backbone_kwargs")):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    walk("", data)
+    return flat
+
+
+def config_hash(cfg: Config) -> str:
+    """SHA-256 of the settings a resumed run must share with the run (all but `RESUMABLE`)."""
+    fixed = {k: v for k, v in flat_config(cfg).items() if k not in RESUMABLE}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_settings(run: RunDir) -> dict[str, Any]:
+    """A run's ``config.yaml``; an error for a folder that is not a run of `rein train`."""
+    run.check("--resume")
+    try:
+        saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ReinError(f"{run.config} is not valid YAML: {err}") from err
+    if not isinstance(saved, dict):
+        raise ReinError(f"{run.config} is not a run configuration; give a run directory of `rein train`")
+    return saved
+
+
+def resume_point(run: RunDir, cfg: Config) -> tuple[Path, dict[str, Any]]:
+    """The newest complete step checkpoint of ``run`` and its training state, after checking that ``cfg`` differs
+    from the run's ``config.yaml`` only in `RESUMABLE` keys."""
+    ours, theirs = flat_config(cfg), flat_config(run_settings(run))
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k) and k not in RESUMABLE)
+    if changed:
+        details = ", ".join(f"{k} ({theirs.get(k)!r} -> {ours.get(k)!r})" for k in changed[:5])
+        raise ReinError(
+            f"--resume {run.path}: the settings differ from the run's config.yaml in {details}; a resumed run may "
+            f"change only {', '.join(RESUMABLE)}; start a new run to change the others"
+        )
+    steps = [
+        (step, path)
+        for step, path in run.step_checkpoints()
+        if (path / TRAINING_STATE_FILE).is_file() and (path / CONFIG_FILE).is_file()
+    ]
+    if not steps:
+        raise ReinError(
+            f"--resume {run.path}: no checkpoint with a training state (checkpoints/iter_<N>/{TRAINING_STATE_FILE}) "
+            "yet; the run stopped before its first train.checkpoint_interval: start it again"
+        )
+    step, path = steps[-1]
+    state = load_training_state(path)
+    if state.get("format") != STATE_FORMAT or state["step"] != step:
+        raise ReinError(f"{path / TRAINING_STATE_FILE} does not match its folder; resume from an earlier checkpoint")
+    if state.get("config_hash") != config_hash(cfg):
+        raise ReinError(f"{path} was saved with other settings than {run.config}; the run directory was edited")
+    if step >= cfg.train.max_iters and step > 0:
+        raise ReinError(
+            f"--resume {run.path}: the run already reached iteration {step}; give --iters beyond it to train further"
+        )
+    return path, state
+
+
+def clean_checkpoints(folder: Path) -> None:
+    """Remove what a killed run left half-written: temporary and half-deleted checkpoint folders."""
+    for path in folder.glob(".iter_*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(run: RunDir, keep: int) -> None:
+    """Keep the newest ``keep`` step checkpoints; each older one is renamed away first, so a kill while deleting
+    leaves no folder that looks complete."""
+    for _, path in run.step_checkpoints()[:-keep]:
+        doomed = path.with_name(f".{path.name}.deleting")
+        path.replace(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of iterations after ``step`` (the resumed run writes them again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))

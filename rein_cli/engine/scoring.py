@@ -1,0 +1,187 @@
+"""Scoring one model on prepared datasets: each image through inference, the confusion matrix summed on the device
+(over processes too), a `DatasetResult` per dataset (and per corruption pair); predictions as PNGs when asked."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from rein_cli.config import PredictionIds
+from rein_cli.data.corruptions import corrupt_file
+from rein_cli.data.dataset import SegmentationDataset
+from rein_cli.data.manifest import Manifest
+from rein_cli.data.registry import canonical, lookup, overlaps
+from rein_cli.data.transforms import EvalTransform
+from rein_cli.engine import distributed
+from rein_cli.engine.inference import infer
+from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
+from rein_cli.engine.results import ClassScore, DatasetResult, Reported, reported_figures
+from rein_cli.errors import ReinError
+from rein_cli.io import relative_path, save_image
+from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS
+from rein_cli.models.segmentor import model_device
+from rein_cli.progress import track
+
+log = logging.getLogger(__name__)
+
+
+class _EvalItems(Dataset):
+    """A shard of a split: items ``indices`` of ``data``, transformed, with the image's original size; with
+    ``corruption`` (name, severity) each image is corrupted at its original size before the transform (its seed
+    from its path relative to ``root``, the dataset's folder), the label untouched."""
+
+    def __init__(
+        self,
+        data: SegmentationDataset,
+        transform: EvalTransform,
+        indices: Sequence[int],
+        corruption: tuple[str, int] | None = None,
+        root: Path | None = None,
+    ) -> None:
+        self.data, self.transform, self.indices = data, transform, list(indices)
+        self.corruption, self.root = corruption, root
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.data[self.indices[index]]
+        size = tuple(item["image"].shape[:2])
+        if self.corruption is not None:
+            name, severity = self.corruption
+            identity = relative_path(Path(item["path"]), self.root) if self.root else Path(item["path"]).name
+            corrupted = corrupt_file(item["image"].numpy(), name, severity, identity=identity, source=item["path"])
+            item["image"] = torch.from_numpy(np.ascontiguousarray(corrupted))
+        image, label = self.transform(item["image"], item["label"])
+        return {"image": image, "label": label, "path": item["path"], "size": size}
+
+
+def _as_is(item: dict[str, Any]) -> dict[str, Any]:
+    return item  # one image at a time (sizes differ): no collation
+
+
+def prediction_names(paths: Sequence[str | Path]) -> list[Path]:
+    """Each image's path relative to the folder all of a split's images share, with the suffix ``.png``:
+    ``leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png`` -> ``berlin/berlin_..._leftImg8bit.png``."""
+    paths = [Path(os.path.abspath(p)) for p in paths]
+    if not paths:
+        return []
+    common = Path(os.path.commonpath([p.parent for p in paths]))
+    return [p.relative_to(common).with_suffix(".png") for p in paths]
+
+
+def reported_for(reported: Mapping[str, Any] | None, dataset: str) -> tuple[Reported, ...]:
+    """The published figures for ``dataset`` (names compared canonically)."""
+    key = canonical(dataset)
+    for name, figures in reported_figures(reported).items():
+        if canonical(name) == key:
+            return figures
+    return ()
+
+
+def _id_table(model: nn.Module, ids: PredictionIds, device: torch.device) -> torch.Tensor | None:
+    """Train id -> Cityscapes label id (the benchmark servers' format), for a model with the Cityscapes classes."""
+    if ids == "train-ids" or tuple(model.classes) != CITYSCAPES_CLASSES:
+        return None
+    return torch.tensor(CITYSCAPES_IDS, dtype=torch.uint8, device=device)
+
+
+def check_classes(model: nn.Module, manifest: Manifest) -> None:
+    """An error when the dataset has another number of classes than the model; a warning when it names them
+    differently."""
+    if len(manifest.classes) != model.num_classes:
+        source = model.provenance.get("checkpoint") or model.provenance.get("adapter") or "the model"
+        raise ReinError(
+            f"{source} predicts {model.num_classes} classes ({', '.join(model.classes[:3])}, ...) but dataset "
+            f"{manifest.dataset} ({manifest.path}) has {len(manifest.classes)} "
+            f"({', '.join(manifest.classes[:3])}, ...); evaluate on a dataset with the model's classes, or train "
+            f"a model on it: rein train --data {manifest.dataset} --set model.num_classes={len(manifest.classes)}"
+        )
+    if tuple(manifest.classes) != tuple(model.classes):
+        log.warning(
+            "%s names its %d classes differently from the model (%s vs %s); they are compared by index",
+            manifest.dataset,
+            len(manifest.classes),
+            manifest.classes[0],
+            model.classes[0],
+        )
+
+
+def score_datasets(
+    model: nn.Module,
+    manifests: Sequence[tuple[Manifest, bool]],
+    *,
+    split: str,
+    mode: str,
+    stride: int,
+    flip: bool,
+    progress: bool,
+    pairs: Sequence[tuple[str, int] | None],
+    trained_on: Sequence[str],
+    reported: Mapping[str, Any] | None,
+    save_predictions: Path | None,
+    prediction_ids: PredictionIds,
+    workers: int | None,
+    **_: Any,
+) -> dict[str, DatasetResult]:
+    """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
+    clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``."""
+    device = model_device(model)
+    crop = model.crop_size
+    for manifest, _ in manifests:
+        check_classes(model, manifest)
+    table = _id_table(model, prediction_ids, device) if save_predictions is not None else None
+    if workers is None:
+        workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
+    rank, world = distributed.rank(), distributed.world_size()
+    entries: dict[str, DatasetResult] = {}
+    for manifest, has_labels in manifests:
+        spec = lookup(manifest.dataset)  # the dataset's test protocol
+        transform = EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None)
+        data = SegmentationDataset(manifest, split)
+        names = prediction_names([image for image, _ in data.samples]) if save_predictions is not None else []
+        for pair in pairs:
+            key = manifest.dataset if pair is None else f"{manifest.dataset}/{pair[0]}-{pair[1]}"
+            shard = _EvalItems(data, transform, range(rank, len(data), world), pair, manifest.root)  # no padding
+            loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
+            cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device)
+            bar = progress and distributed.is_main()
+            for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
+                image = item["image"][None].to(device, non_blocking=True)
+                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
+                size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
+                if scores.shape[-2:] != size:
+                    scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+                pred = scores.argmax(1)[0]
+                if has_labels:
+                    label = item["label"].to(device, non_blocking=True)
+                    cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                if save_predictions is not None:
+                    ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
+                    save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
+            entry = DatasetResult(images=len(data))
+            if has_labels:
+                distributed.all_reduce_sum(cm)
+                metrics = iou_from_confusion(cm)
+                entry.mIoU, entry.mAcc, entry.aAcc = metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]
+                per_class = zip(manifest.classes, metrics["IoU"], metrics["Acc"], strict=True)
+                entry.per_class = {c: ClassScore(iou, acc) for c, iou, acc in per_class}
+                entry.confusion = cm.cpu().tolist()
+            if save_predictions is not None:
+                entry.predictions = str(Path(save_predictions) / key)
+                entry.prediction_ids = "label-ids" if table is not None else "train-ids"
+            entry.trained_on = overlaps(manifest.dataset, trained_on)
+            entry.reported = reported_for(reported, manifest.dataset) if pair is None else ()
+            if pair is not None:
+                entry.dataset, entry.corruption, entry.severity = manifest.dataset, pair[0], pair[1]
+            entries[key] = entry
+    return entries
