@@ -595,7 +595,7 @@ def format_recipes() -> str:
     lines, bases = [], []
     for name in recipes:
         cfg = config.load_config(name)
-        method = "" if cfg.model.method == "rein" else f" ({cfg.model.method})"
+        method = "" if cfg.model.method == config.ModelConfig().method else f" ({cfg.model.method})"
         block = [
             f"{name}: {cfg.description or '(no description)'}",
             f"    {cfg.model.backbone}{method}  {' + '.join(cfg.data.train)} -> {', '.join(cfg.data.eval) or '-'}  "

@@ -22,7 +22,8 @@ from rein_cli.config import check_section, config_from_dict, to_dict
 from rein_cli.engine.runs import resolve_device
 from rein_cli.errors import ReinError
 from rein_cli.io import umask, write_json
-from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainable_state_dict
+from rein_cli.models.methods import METHODS
+from rein_cli.models.segmentor import Segmentor, build_segmentor, trainable_state_dict
 
 FORMAT = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -46,7 +47,8 @@ def save_checkpoint(
 
     model_config = model.config
     # the backbone is stored when it cannot be re-created from the Hub: random, fine-tuned or from a local file
-    backbone_saved = not model_config.pretrained or model_config.method == "full" or bool(model_config.weights)
+    trained = METHODS[model_config.method].trains_backbone
+    backbone_saved = not model_config.pretrained or trained or bool(model_config.weights)
     state = model.state_dict() if backbone_saved else trainable_state_dict(model)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     provenance = _stored_provenance(model.provenance)
@@ -199,7 +201,7 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
     device = resolve_device(device)
     in_file = bool(config.get("backbone_in_checkpoint"))
     normalization = config.get("normalization") or {}
-    model = segmentor_from_config(
+    model = build_segmentor(
         config_from_dict({"model": config["model"]}).model,
         download=download,
         load_backbone=not in_file,  # with the backbone in the file, its weights replace the random initialisation
@@ -259,6 +261,7 @@ def init_from_checkpoint(model: Segmentor, source: Path | str) -> dict[str, Any]
 def model_card(config: dict[str, Any]) -> str:
     model = config["model"]
     source = "weights included" if config["backbone_in_checkpoint"] else "pretrained weights from the Hub"
+    trained = "fine-tuned" if METHODS[model["method"]].trains_backbone else "frozen"
     lines = [
         "---",
         "library_name: rein",
@@ -267,7 +270,7 @@ def model_card(config: dict[str, Any]) -> str:
         "",
         f"# Rein segmentor: {model['backbone']} + {model['head']} head",
         "",
-        f"- backbone: `{model['backbone']}` ({source}, frozen)",
+        f"- backbone: `{model['backbone']}` ({source}, {trained})",
         f"- method: `{model['method']}`, crop {model['crop_size']}, {len(config['classes'])} classes",
     ]
     if "trained_on" in config:
