@@ -254,8 +254,10 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
     raise ReinError(f"{key} must be {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
-def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass ``obj`` with the fields in ``data`` set (recursively); unknown keys are errors."""
+def merge_keys(obj: Any, data: Mapping[str, Any], where: str = "") -> Any:
+    """A copy of config section ``obj`` with the keys in ``data`` set (recursively), each type-checked and named
+    ``<where><key>`` in errors; a section's value is a mapping of its keys or an instance of the section. Unknown
+    keys are errors with a "did you mean"."""
     hints = typing.get_type_hints(type(obj))
     changes = {}
     for key, value in data.items():
@@ -264,18 +266,19 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
             raise unknown_name("config key", full, [f"{where}{k}" for k in hints])
         current = changes.get(key, getattr(obj, key))
         if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
+            value = to_dict(value) if isinstance(value, type(current)) else value
+            if not isinstance(value, Mapping):
                 raise ReinError(
                     f"{full} is a section; give its keys ({', '.join(typing.get_type_hints(type(current)))})"
                 )
-            changes[key] = _merge(current, value, f"{full}.")
+            changes[key] = merge_keys(current, value, f"{full}.")
         else:
             changes[key] = _check_value(value, hints[key], full)
     return dataclasses.replace(obj, **changes)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    return _merge(Config(), data or {}, "")
+    return merge_keys(Config(), data or {})
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -511,7 +514,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         nested: dict[str, Any] = {keys[-1]: value}
         for k in reversed(keys[:-1]):
             nested = {k: nested}
-        cfg = _merge(cfg, nested, "")
+        cfg = merge_keys(cfg, nested)
     try:
         return check_config(cfg)
     except ReinError:

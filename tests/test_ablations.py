@@ -15,15 +15,15 @@ from .helpers import rein, sets, tiny_family
 # Table 6 (components) and Table 7 (rank): Rein's trainable parameters on a 24 x 1024 backbone; Table 9: Rein
 # without the link under the Semantic FPN head. The same figures hold for DINOv2-L and EVA02-L.
 ROWS = {
-    "rein-core": (dict(rank=0, shared_mlp=False, link=False), 52_838_401),  # 52.84M
-    "+ link": (dict(rank=0, shared_mlp=False), 59_332_865),  # 59.33M
-    "+ layer-shared MLP": (dict(rank=0), 5_016_065),  # 5.02M
+    "rein-core": (dict(rein=dict(rank=0, shared_mlp=False, link=False)), 52_838_401),  # 52.84M
+    "+ link": (dict(rein=dict(rank=0, shared_mlp=False)), 59_332_865),  # 59.33M
+    "+ layer-shared MLP": (dict(rein=dict(rank=0)), 5_016_065),  # 5.02M
     "+ low-rank tokens": ({}, 2_990_081),  # 2.99M, the default
-    "r=4": (dict(rank=4), 2_666_369),  # 2.67M
-    "r=8": (dict(rank=8), 2_774_273),  # 2.77M
-    "r=32": (dict(rank=32), 3_421_697),  # 3.42M
-    "r=64": (dict(rank=64), 4_284_929),  # 4.28M
-    "semfpn": (dict(link=False, head="semfpn"), 2_530_817),  # 2.53M
+    "r=4": (dict(rein=dict(rank=4)), 2_666_369),  # 2.67M
+    "r=8": (dict(rein=dict(rank=8)), 2_774_273),  # 2.77M
+    "r=32": (dict(rein=dict(rank=32)), 3_421_697),  # 3.42M
+    "r=64": (dict(rein=dict(rank=64)), 4_284_929),  # 4.28M
+    "semfpn": (dict(rein=dict(link=False), head="semfpn"), 2_530_817),  # 2.53M
 }
 
 
@@ -96,7 +96,7 @@ def test_per_layer_transforms_make_the_queries():
 
 
 def test_without_the_link_there_are_no_queries_and_the_head_learns_its_own():
-    model = tiny_family("dinov2-s", link=False)
+    model = tiny_family("dinov2-s", rein={"link": False})
     names = {n for n, _ in model.named_parameters()}
     assert not any(n.startswith(("backbone.reins.transform", "backbone.reins.merge")) for n in names)
     assert any(n.startswith("backbone.reins.transform") for n, _ in tiny_family("dinov2-s").named_parameters())
@@ -111,7 +111,7 @@ def test_without_the_link_there_are_no_queries_and_the_head_learns_its_own():
 
 def test_the_switches_leave_the_default_model_unchanged():
     """Same seed, same parameters in the same order: the defaults build exactly the model they built before."""
-    a, b = tiny_family("dinov2-s"), tiny_family("dinov2-s", link=True, shared_mlp=True)
+    a, b = tiny_family("dinov2-s"), tiny_family("dinov2-s", rein={"link": True, "shared_mlp": True})
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert na == nb and torch.equal(pa, pb)
     images = torch.randn(1, 3, 64, 64)

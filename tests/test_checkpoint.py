@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from rein_cli.config import load_config
 from rein_cli.engine.checkpoint import load_segmentor, save_checkpoint
 from rein_cli.errors import ReinError
-from rein_cli.models.segmentor import segmentor_from_config
+from rein_cli.models.segmentor import build_segmentor
 
 from .helpers import TINY_SETS
 
@@ -23,7 +23,7 @@ CLASSES, PALETTE = [f"c{i}" for i in range(19)], [[i, i, i] for i in range(19)]
 
 
 def build(cfg):
-    return segmentor_from_config(cfg.model, classes=CLASSES, palette=PALETTE)
+    return build_segmentor(cfg.model, classes=CLASSES, palette=PALETTE)
 
 
 def save(model, path):
@@ -114,7 +114,7 @@ def test_missing_pretrained_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty Hub cache
     cfg = tiny_config(pretrained=True)
     with pytest.raises(ReinError, match=r"hf download timm/vit_tiny_patch16_224\.augreg_in21k_ft_in1k"):
-        segmentor_from_config(cfg.model, download=False)
+        build_segmentor(cfg.model, download=False)
 
 
 def test_loading_uses_the_stored_normalisation(tmp_path):
@@ -174,7 +174,7 @@ def test_checkpoints_get_the_usual_permissions(tmp_path):
 def test_a_missing_local_weights_file_says_so(tmp_path):
     cfg = load_config(None, [*TINY_SETS, f"model.weights={tmp_path / 'nope.safetensors'}"])
     with pytest.raises(ReinError, match=r"model.weights .*nope.safetensors does not exist; give the safetensors file"):
-        segmentor_from_config(cfg.model)
+        build_segmentor(cfg.model)
 
 
 def test_a_failed_training_state_write_is_one_message_and_leaves_no_checkpoint(tmp_path, monkeypatch):

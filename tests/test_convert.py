@@ -121,7 +121,7 @@ def test_round_trip_through_official_naming_gives_identical_outputs():
         crop_size=64,
         backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
         feature_indices=[0, 1, 2, 3],
-        token_length=100,
+        rein={"token_length": 100},
     )
     with torch.no_grad():
         source.backbone.reins.scale.fill_(0.3)
@@ -131,7 +131,7 @@ def test_round_trip_through_official_naming_gives_identical_outputs():
         crop_size=64,
         backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
         feature_indices=[0, 1, 2, 3],
-        token_length=100,
+        rein={"token_length": 100},
     )
     state = official_state(source, with_backbone=True)
     state["backbone.mask_token"] = torch.zeros(1, 32)  # in every official backbone, unused
@@ -228,7 +228,7 @@ def test_convnext_per_stage_reins_convert_too():
     from rein_cli.engine.convert import official_model_args
 
     kwargs = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64)}
-    source = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, token_length=100)
+    source = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, rein={"token_length": 100})
     with torch.no_grad():  # a pretrained final norm (the last stage's) and Rein that changes the features
         source.backbone.vit.head.norm.weight.uniform_(0.5, 2.0)
         source.backbone.vit.head.norm.bias.normal_()
@@ -239,7 +239,7 @@ def test_convnext_per_stage_reins_convert_too():
     assert all(k.startswith(("backbone.reins.", "decode_head.")) for k in state)  # the stage norms add no keys
     assert official_model_args(state) == {"num_classes": 19, "token_length": 100, "rank": 16, "with_backbone": False}
     torch.manual_seed(3)
-    target = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, token_length=100)
+    target = build_segmentor("convnext-l", crop_size=64, backbone_kwargs=kwargs, rein={"token_length": 100})
     target.backbone.vit.load_state_dict(source.backbone.vit.state_dict())  # the same frozen weights, as from the Hub
     load_official_into(target, state, with_backbone=False)
     x = torch.randn(1, 3, 64, 64)

@@ -38,7 +38,7 @@ if rank == 0:
 distributed.shutdown()
 """
 
-SETTINGS = {**TINY, "head": "mask2former", "token_length": 8}
+SETTINGS = {**TINY, "head": "mask2former", "rein": {"token_length": 8}}
 
 
 def launch(*args: object) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ from rein_cli.config import NO_DECAY_KEYS, load_config
 from rein_cli.engine.checkpoint import init_from_checkpoint, load_segmentor, save_checkpoint
 from rein_cli.engine.optim import build_optimizer, param_groups
 from rein_cli.errors import ReinError
-from rein_cli.models.peft import METHOD_FAMILIES, supported_backbones
+from rein_cli.models.methods import METHODS as TABLE
+from rein_cli.models.methods import supported_backbones
 from rein_cli.models.segmentor import build_segmentor, count_parameters, trainable_state_dict
 
 from .helpers import FAMILIES, TINY, errors, rein, sets, tiny_family
@@ -54,7 +55,8 @@ def test_parameter_counts_are_the_papers(backbone, method):
 def test_training_changes_only_the_method_and_the_head(method):
     model = tiny(method)
     names = method_names(model)
-    assert names and all((".lora_" in n) if method == "lora" else n.startswith("backbone.reins.") for n in names)
+    prefix = {"adaptformer": "backbone.adaptformer.", "vpt": "backbone.prompts."}.get(method)
+    assert names and all((".lora_" in n) if method == "lora" else n.startswith(prefix) for n in names)
     assert set(trainable_state_dict(model)) == names | {"head." + n for n, _ in model.head.named_parameters()}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert all(n.startswith("backbone.vit.") for n in frozen) and frozen
@@ -100,7 +102,7 @@ def test_every_method_changes_the_backbone_once_trained():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_activation_checkpointing_gives_identical_gradients(method):
-    model = tiny(method, lora_dropout=0.0)
+    model = tiny(method, lora={"dropout": 0.0})
     with torch.no_grad():  # a backbone the method changes, so that every adapter parameter gets a gradient
         for n, p in model.named_parameters():
             if "lora_B" in n or ".up." in n:
@@ -120,7 +122,7 @@ def test_activation_checkpointing_gives_identical_gradients(method):
 
 def test_adaptformer_adds_the_bottleneck_of_the_mlp_input_to_the_block_output():
     model = tiny("adaptformer")
-    body, adapters = model.backbone, model.backbone.reins
+    body, adapters = model.backbone, model.backbone.adaptformer
     torch.manual_seed(3)
     with torch.no_grad():
         for up in adapters.up:
@@ -143,8 +145,8 @@ def test_adaptformer_adds_the_bottleneck_of_the_mlp_input_to_the_block_output():
 
 
 def test_vpt_prompts_are_inserted_after_the_prefix_tokens_and_removed_after_each_block():
-    model = tiny_family("dinov2-s-reg4", method="vpt", vpt_length=3)
-    body, prompts = model.backbone, model.backbone.reins.vpt_prompts
+    model = tiny_family("dinov2-s-reg4", method="vpt", vpt={"length": 3})
+    body, prompts = model.backbone, model.backbone.prompts.vpt_prompts
     assert body.num_prefix_tokens == 5 and prompts.shape == (4, 3, 32)
     bound = (6 / (3 * 16 * 16 + 32)) ** 0.5
     assert prompts.abs().max() <= bound and prompts.abs().max() > 0.9 * bound
@@ -161,11 +163,11 @@ def test_vpt_prompts_are_inserted_after_the_prefix_tokens_and_removed_after_each
 
 
 def test_eva_rope_leaves_the_prompts_unrotated_and_rotates_every_patch_token_as_before():
-    model = tiny_family("eva02-l", method="vpt", vpt_length=3)
+    model = tiny_family("eva02-l", method="vpt", vpt={"length": 3})
     body = model.backbone
     vit, P = body.vit, body.num_prefix_tokens
     x, (Hp, Wp), kwargs = body._embed(torch.randn(2, 3, 64, 64))
-    block, prompts = vit.blocks[0], body.reins.vpt_prompts[0]
+    block, prompts = vit.blocks[0], body.prompts.vpt_prompts[0]
     with torch.no_grad():
         got = body._block(block, 0, x, kwargs)
         # timm's own way of leaving tokens unrotated: count the prompts as prefix tokens of the attention
@@ -209,7 +211,7 @@ def test_sam_runs_lora_and_adaptformer(method):
 def test_unsupported_pairs_are_refused_naming_what_is_supported():
     assert "sam-h" not in supported_backbones("vpt") and "sam-h" in supported_backbones("lora")
     assert "convnext-l" not in supported_backbones("adaptformer") and "convnext-l" in supported_backbones("rein")
-    assert set(METHOD_FAMILIES) == set(METHODS)
+    assert {name for name, spec in TABLE.items() if spec.refused} == set(METHODS)  # the others run everywhere
     with pytest.raises(ReinError, match=r"method vpt does not run on backbone sam-h \(its windowed .*vpt runs on dino"):
         build_segmentor("sam-h", method="vpt", crop_size=64, backbone_kwargs=FAMILIES["sam-h"])
     for method in METHODS:
@@ -239,13 +241,13 @@ def test_settings_are_config_keys_checked_by_name():
     with pytest.raises(ReinError, match=r"model.lora.dropout = 1.0 is invalid; it must be in \[0, 1\)"):
         load_config(overrides=["model.lora.dropout=1.0"])
     with pytest.raises(ReinError, match=r"model.vpt.length = 0 is invalid"):
-        tiny("vpt", vpt_length=0)
-    model = tiny("vpt", vpt_length=7)
-    assert model.backbone.reins.vpt_prompts.shape == (4, 7, 32) and model.config.vpt.length == 7
+        tiny("vpt", vpt={"length": 0})
+    model = tiny("vpt", vpt={"length": 7})
+    assert model.backbone.prompts.vpt_prompts.shape == (4, 7, 32) and model.config.vpt.length == 7
 
 
 def test_lora_dropout_follows_the_train_mode_and_scaling_is_alpha_over_rank():
-    model = tiny("lora", lora_rank=4, lora_alpha=8, lora_dropout=0.5)
+    model = tiny("lora", lora={"rank": 4, "alpha": 8, "dropout": 0.5})
     qkv = model.backbone.vit.blocks[0].attn.qkv
     assert qkv.scaling["default"] == 2.0 and qkv.lora_A["default"].weight.shape == (4, 32)
     model.train()
@@ -264,11 +266,11 @@ def test_optimizer_groups_of_the_methods():
     assert "vpt_prompts" in NO_DECAY_KEYS
     vpt = tiny("vpt")
     (prompt_group,) = [
-        g for g in param_groups(vpt, 0.05) if any(p is vpt.backbone.reins.vpt_prompts for p in g["params"])
+        g for g in param_groups(vpt, 0.05) if any(p is vpt.backbone.prompts.vpt_prompts for p in g["params"])
     ]
     assert prompt_group["weight_decay"] == 0.0  # like Rein's tokens
     adapt = tiny("adaptformer")
-    down = adapt.backbone.reins.down[0].weight
+    down = adapt.backbone.adaptformer.down[0].weight
     (down_group,) = [g for g in param_groups(adapt, 0.05) if any(p is down for p in g["params"])]
     assert down_group["weight_decay"] == 0.05
 
@@ -319,7 +321,7 @@ def test_rein_train_with_a_method_from_the_command_line(synthetic_root, tmp_path
     assert rein("train", *args, "--method", "vpt", "--iters", 2, "--out", out, "--no-progress") == 0
     config = json.loads((out / "checkpoints" / "last" / "config.json").read_text())
     assert config["model"]["method"] == "vpt" and config["model"]["vpt"] == {"length": 5}
-    assert load_segmentor(out / "checkpoints" / "last").backbone.reins.vpt_prompts.shape == (4, 5, 32)
+    assert load_segmentor(out / "checkpoints" / "last").backbone.prompts.vpt_prompts.shape == (4, 5, 32)
 
 
 @pytest.mark.parametrize("method", ["lora", "adaptformer"])

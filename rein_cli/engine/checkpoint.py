@@ -22,7 +22,8 @@ from rein_cli.config import check_section, config_from_dict, to_dict
 from rein_cli.engine.runs import resolve_device
 from rein_cli.errors import ReinError
 from rein_cli.io import umask, write_json
-from rein_cli.models.segmentor import Segmentor, segmentor_from_config, trainable_state_dict
+from rein_cli.models.methods import METHODS
+from rein_cli.models.segmentor import Segmentor, build_segmentor, trainable_state_dict
 
 if TYPE_CHECKING:
     from rein_cli.engine.results import Evaluation
@@ -50,7 +51,8 @@ def save_checkpoint(
 
     model_config = model.config
     # the backbone is stored when it cannot be re-created from the Hub: random, fine-tuned or from a local file
-    backbone_saved = not model_config.pretrained or model_config.method == "full" or bool(model_config.weights)
+    trained = METHODS[model_config.method].trains_backbone
+    backbone_saved = not model_config.pretrained or trained or bool(model_config.weights)
     state = model.state_dict() if backbone_saved else trainable_state_dict(model)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     provenance = _stored_provenance(model.provenance)
@@ -219,7 +221,7 @@ def load_segmentor(path: Path | str, device: str | torch.device = "cpu", *, down
     device = resolve_device(device)
     in_file = bool(config.get("backbone_in_checkpoint"))
     normalization = config.get("normalization") or {}
-    model = segmentor_from_config(
+    model = build_segmentor(
         config_from_dict({"model": config["model"]}).model,
         download=download,
         load_backbone=not in_file,  # with the backbone in the file, its weights replace the random initialisation
@@ -289,7 +291,6 @@ def model_card(
     evaluation ``results`` and its resolved ``recipe`` (config.yaml's text)."""
     from rein_cli.data.registry import lookup
     from rein_cli.models.backbone import backbone_spec
-    from rein_cli.models.methods import METHODS
 
     model = config["model"]
     backbone = model["backbone"]

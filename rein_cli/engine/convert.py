@@ -22,7 +22,8 @@ from rein_cli.engine.checkpoint import CONFIG_FILE, save_checkpoint
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
 from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
-from rein_cli.models.segmentor import segmentor_from_config
+from rein_cli.models.methods import METHODS
+from rein_cli.models.segmentor import build_segmentor
 from rein_cli.models.weights import META_NAMES, resize_patch_embed, resize_pos_embed
 
 # Every official model normalises its inputs with the ImageNet mean and std (in 0..1 units), whatever the backbone.
@@ -208,12 +209,13 @@ def convert_official_checkpoint(
         rein=rein,
     )
     cfg = config_from_dict({"model": {**to_dict(cfg), **(settings or {})}}).model  # checked like any config
-    if cfg.method != "rein":
+    if not METHODS[cfg.method].converts_official:
+        targets = " or ".join(name for name, method in METHODS.items() if method.converts_official)
         raise ReinError(
-            f"an official Rein checkpoint holds Rein and head weights; it converts to method rein, not {cfg.method} "
-            "(train the other methods with `rein train --method ...`)"
+            f"an official Rein checkpoint holds Rein and head weights; it converts to method {targets}, not "
+            f"{cfg.method} (train the other methods with `rein train --method ...`)"
         )
-    model = segmentor_from_config(cfg, load_backbone=False, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, provenance=provenance)
+    model = build_segmentor(cfg, load_backbone=False, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, provenance=provenance)
     load_official_into(model, state, with_backbone=args["with_backbone"])
     return save_checkpoint(model, Path(out), info={"converted_from": source})
 

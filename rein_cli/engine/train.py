@@ -45,7 +45,8 @@ from rein_cli.engine.step import accumulate_gradients, autocast_dtype, out_of_me
 from rein_cli.errors import ReinError
 from rein_cli.io import write_text
 from rein_cli.models.backbone import backbone_spec
-from rein_cli.models.segmentor import Segmentor, count_parameters, segmentor_from_config
+from rein_cli.models.methods import uses_rein_queries
+from rein_cli.models.segmentor import Segmentor, build_segmentor, count_parameters
 from rein_cli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def prepare_datasets(cfg: Config, root: Path, *, progress: bool) -> tuple[list[M
 def build_model(cfg: Config, manifest: Manifest, *, resumed_from: Path | None, device: torch.device) -> Segmentor:
     """The model ``cfg.model`` describes, with the training data's classes and palette, its weights from the step
     checkpoint being resumed or else ``train.init_from``, on ``device``."""
-    model = segmentor_from_config(cfg.model, download=True, classes=manifest.classes, palette=manifest.palette)
+    model = build_segmentor(cfg.model, download=True, classes=manifest.classes, palette=manifest.palette)
     if resumed_from is not None:
         init_from_checkpoint(model, resumed_from)
     elif cfg.train.init_from:
@@ -306,7 +307,7 @@ def parallel(model: Segmentor, cfg: Config, device: torch.device) -> torch.nn.Mo
     if dist.world_size() == 1:
         return model
     # the fpn and semfpn heads ignore the Rein queries: with the link on, their projection gets no gradient
-    unused = cfg.model.head != "mask2former" and cfg.model.method == "rein" and cfg.model.rein.link
+    unused = cfg.model.head != "mask2former" and uses_rein_queries(cfg.model)
     ids = [device.index] if device.type == "cuda" else None
     if device.type == "cuda":  # batch statistics over every GPU's images (mmseg's SyncBN); CUDA only
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place for a Segmentor

@@ -1,7 +1,8 @@
-"""Frozen timm backbones with Rein after every block, giving a 4-level feature pyramid and the Rein queries."""
+"""Frozen timm backbones with a method's adapter (Rein) after every block: a 4-level feature pyramid and queries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -105,11 +106,18 @@ class NoAdapter(nn.Module):
 
 class FrozenBackbone(nn.Module):
     """Common ground: the timm model never trains unless fully fine-tuned, and the pass needs no autograd
-    when nothing in it requires grad (the frozen baseline)."""
+    when nothing in it requires grad (the frozen baseline).
 
-    def __init__(self, model: nn.Module, crop_size: int, *, trainable: bool = False) -> None:
+    The method's ``adapter`` lives under the attribute ``slot``, which names its state-dict keys
+    (``reins.*`` for Rein, as the official implementation names them); `adapter` reaches it whatever the name."""
+
+    def __init__(
+        self, model: nn.Module, adapter: nn.Module, crop_size: int, *, slot: str, trainable: bool = False
+    ) -> None:
         super().__init__()
         self.vit = model
+        self.adapter_slot = slot
+        self.add_module(slot, adapter)
         # activation checkpointing: each block with its Rein keeps only its input for the backward pass and runs
         # again there (less memory, about a third more compute); the outputs and gradients do not change
         self.checkpointing = False
@@ -119,6 +127,11 @@ class FrozenBackbone(nn.Module):
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    @property
+    def adapter(self) -> nn.Module:
+        """The method's adapter: Rein, AdaptFormer, VPT's prompts or `NoAdapter` (one per stage for ConvNeXt)."""
+        return self._modules[self.adapter_slot]
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
@@ -143,7 +156,7 @@ class FrozenBackbone(nn.Module):
 
 
 class ReinViT(FrozenBackbone):
-    """A timm VisionTransformer (DINOv2, CLIP, MAE) with ``reins`` applied after every block.
+    """A timm VisionTransformer (DINOv2, CLIP, MAE) with the ``adapter`` (Rein) applied after every block.
 
     ``forward(images)`` takes normalised (B, 3, H, W) images, H and W multiples of the patch size, and
     returns the pyramid [(B, C, H/4, W/4), (B, C, H/8, W/8), (B, C, H/16, W/16), (B, C, H/32, W/32)] of
@@ -151,14 +164,20 @@ class ReinViT(FrozenBackbone):
     """
 
     def __init__(
-        self, vit: nn.Module, reins: nn.Module, feature_indices, crop_size: int, *, trainable: bool = False
+        self,
+        vit: nn.Module,
+        adapter: nn.Module,
+        feature_indices: Sequence[int],
+        crop_size: int,
+        *,
+        slot: str,
+        trainable: bool = False,
     ) -> None:
-        super().__init__(vit, crop_size, trainable=trainable)
+        super().__init__(vit, adapter, crop_size, slot=slot, trainable=trainable)
         depth = len(vit.blocks)
         indices = list(feature_indices)
         if len(indices) != 4 or indices != sorted(set(indices)) or not all(0 <= i < depth for i in indices):
             raise ReinError(f"feature_indices must be 4 increasing block indices in [0, {depth - 1}], got {indices}")
-        self.reins = reins
         self.feature_indices = tuple(indices)
         self.num_prefix_tokens = getattr(vit, "num_prefix_tokens", 0)
         self.embed_dim = vit.embed_dim
@@ -180,10 +199,11 @@ class ReinViT(FrozenBackbone):
 
     def _block(self, block: nn.Module, i: int, x: Tensor, kwargs: dict) -> Tensor:
         """Block ``i`` and its Rein (the adapter's steps before and after the block): tokens (B, P+N, C)."""
-        y = self.reins.before(x, i, num_prefix_tokens=self.num_prefix_tokens)
+        adapter = self.adapter
+        y = adapter.before(x, i, num_prefix_tokens=self.num_prefix_tokens)
         if y is not x:
             kwargs = self._inserted(kwargs, y.shape[1] - x.shape[1])
-        return self.reins(self._tokens(block(y, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
+        return adapter(self._tokens(block(y, **kwargs)), i, num_prefix_tokens=self.num_prefix_tokens)
 
     def _inserted(self, kwargs: dict, count: int) -> dict:
         """The block's extra arguments when the adapter inserted ``count`` tokens after the prefix tokens."""
@@ -198,7 +218,7 @@ class ReinViT(FrozenBackbone):
             if i in self.feature_indices:
                 feats = tokens[:, self.num_prefix_tokens :]  # (B, N, C)
                 maps.append(feats.transpose(1, 2).reshape(feats.shape[0], -1, Hp, Wp))
-        return feature_pyramid(maps), self.reins.queries()
+        return feature_pyramid(maps), self.adapter.queries()
 
 
 class ReinEVA(ReinViT):
@@ -254,11 +274,12 @@ class ReinConvNeXt(FrozenBackbone):
 
     NORM_EPS = 1e-6  # mmpretrain's LayerNorm2d, and timm's final norm
 
-    def __init__(self, model: nn.Module, reins: nn.ModuleList, crop_size: int, *, trainable: bool = False) -> None:
-        super().__init__(model, crop_size, trainable=trainable)
+    def __init__(
+        self, model: nn.Module, adapter: nn.ModuleList, crop_size: int, *, slot: str, trainable: bool = False
+    ) -> None:
+        super().__init__(model, adapter, crop_size, slot=slot, trainable=trainable)
         if not isinstance(getattr(model.head, "norm", None), nn.LayerNorm):
             raise ReinError("ConvNeXt needs timm's final norm in its head (head_norm_first=False, the default)")
-        self.reins = reins
         self.patch_size = 32  # inputs must divide by the total stride
         self.out_channels = [stage.blocks[0].conv_dw.out_channels for stage in model.stages]
         self.feature_indices = (0, 1, 2, 3)
@@ -276,22 +297,22 @@ class ReinConvNeXt(FrozenBackbone):
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
     @staticmethod
-    def _block(block: nn.Module, reins: nn.Module, j: int, x: Tensor) -> Tensor:
+    def _block(block: nn.Module, adapter: nn.Module, j: int, x: Tensor) -> Tensor:
         """Block ``j`` of a stage and the stage's Rein on (B, C, h, w) maps."""
         x = block(x)
         B, C, h, w = x.shape
-        tokens = reins(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, hw, C)
+        tokens = adapter(x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)  # (B, hw, C)
         return tokens.transpose(1, 2).reshape(B, C, h, w)
 
     def _forward(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
         x = self.vit.stem(images)  # (B, C0, H/4, W/4)
         maps = []
-        for i, (stage, reins) in enumerate(zip(self.vit.stages, self.reins, strict=True)):
+        for i, (stage, adapter) in enumerate(zip(self.vit.stages, self.adapter, strict=True)):
             x = stage.downsample(x)  # (B, C, h, w) at stride 4, 8, 16 or 32
             for j, block in enumerate(stage.blocks):
-                x = self._step(self._block, block, reins, j, x)
+                x = self._step(self._block, block, adapter, j, x)
             maps.append(self.stage_norm(i, x).contiguous())  # (B, C, h, w); x itself goes on un-normalised
-        queries = [r.queries() for r in self.reins]
+        queries = [a.queries() for a in self.adapter]
         return maps, None if queries[0] is None else torch.stack(queries).sum(0)
 
 

@@ -9,7 +9,8 @@ Each trains its own parameters and the head on a frozen ViT, with the Mask2Forme
 - ``vpt`` (Jia et al. 2022, VPT-deep): per block ``length`` learnable prompt tokens inserted after the prefix
   tokens before the block and removed from its output.
 
-LoRA and AdaptFormer start as the frozen backbone (their last projection is zero); VPT does not.
+LoRA and AdaptFormer start as the frozen backbone (their last projection is zero); VPT does not. Which backbones
+each runs on and how it is attached is in `rein_cli.models.methods`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from rein_cli.config import ModelConfig
 from rein_cli.errors import ReinError
-from rein_cli.models.backbone import BACKBONES, PATCH_SIZE, FrozenBackbone, NoAdapter
+from rein_cli.models.backbone import PATCH_SIZE
 
-PEFT_METHODS = ("lora", "adaptformer", "vpt")
-# The backbone families each method runs on. VPT needs prefix tokens in a token sequence, which SAM's windowed
-# blocks on a 2-D map do not have; none of them applies to ConvNeXt, which is not a ViT.
-METHOD_FAMILIES: dict[str, tuple[str, ...]] = {
-    "lora": ("vit", "eva", "sam"),
-    "adaptformer": ("vit", "eva", "sam"),
-    "vpt": ("vit", "eva"),
-}
 # The attention projections LoRA adapts: timm's fused qkv Linear, or EVA02's separate q, k and v projections
 # (peft matches the whole module name against these patterns).
 LORA_TARGETS = {
@@ -39,45 +31,6 @@ LORA_TARGETS = {
     "eva": r"blocks\.\d+\.attn\.(q_proj|k_proj|v_proj)",
 }
 LORA_INSTALL = "pip install 'rein-cli[lora]'"
-
-
-def supported_backbones(method: str) -> tuple[str, ...]:
-    """The backbones ``method`` runs on (every backbone for rein, frozen and full)."""
-    families = METHOD_FAMILIES.get(method)
-    return tuple(name for name, spec in BACKBONES.items() if families is None or spec.family in families)
-
-
-def check_supported(method: str, backbone: str) -> None:
-    """A `ReinError` naming the method, the backbone and what is supported when the pair cannot be built."""
-    if method not in METHOD_FAMILIES or backbone not in BACKBONES:
-        return
-    if BACKBONES[backbone].family not in METHOD_FAMILIES[method]:
-        why = {
-            "convnext": "it is not a ViT",
-            "sam": "its windowed blocks work on a 2-D map without prefix tokens",
-        }[BACKBONES[backbone].family]
-        raise ReinError(
-            f"method {method} does not run on backbone {backbone} ({why}); {method} runs on "
-            f"{', '.join(supported_backbones(method))}"
-        )
-
-
-def method_adapter(cfg: ModelConfig, depth: int, dim: int) -> nn.Module:
-    """The block-loop adapter of a non-Rein method: AdaptFormer, VPT prompts, or nothing (frozen, full, lora)."""
-    if cfg.method == "adaptformer":
-        return AdaptFormer(depth, dim, bottleneck=cfg.adaptformer.bottleneck, scale=cfg.adaptformer.scale)
-    if cfg.method == "vpt":
-        return VisualPrompts(depth, dim, length=cfg.vpt.length)
-    return NoAdapter()
-
-
-def attach_method(body: FrozenBackbone, cfg: ModelConfig, family: str) -> None:
-    """What a method adds inside the frozen timm model, once its pretrained weights are loaded: LoRA's layers
-    (their names get ``base_layer`` and ``lora_A``/``lora_B`` parts), AdaptFormer's input hooks (no names)."""
-    if cfg.method == "lora":
-        inject_lora(body.vit, LORA_TARGETS[family], rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
-    elif cfg.method == "adaptformer":
-        body.reins.attach(body.vit.blocks)
 
 
 def inject_lora(vit: nn.Module, targets: str, *, rank: int, alpha: int, dropout: float) -> None:

@@ -1,9 +1,8 @@
-"""The segmentor: backbone (frozen ViT + Rein) and a swappable head, and `build_segmentor` that composes them."""
+"""The segmentor: backbone (frozen ViT + the method's adapter) and a swappable head, and `build_segmentor`."""
 
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rein_cli.config import (
-    AdaptFormerConfig,
-    Head,
-    LoRAConfig,
-    Method,
-    ModelConfig,
-    ReinConfig,
-    VPTConfig,
-    check_choice,
-    check_section,
-)
+from rein_cli.config import Head, Method, ModelConfig, check_choice, check_section, merge_keys
 from rein_cli.errors import ReinError
 from rein_cli.hub import revision_of
 from rein_cli.labels import default_classes, default_palette
@@ -36,8 +25,7 @@ from rein_cli.models.backbone import (
 )
 from rein_cli.models.fpn_head import FPNHead
 from rein_cli.models.mask2former import Mask2FormerHead
-from rein_cli.models.peft import PEFT_METHODS, attach_method, check_supported, method_adapter
-from rein_cli.models.rein import LoRAReins, Reins
+from rein_cli.models.methods import METHODS, check_supported, uses_rein_queries
 from rein_cli.models.semfpn_head import SemanticFPNHead
 
 
@@ -107,73 +95,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def build_segmentor(
-    backbone: str = "dinov2-l",
-    *,
-    method: Method = "rein",
-    head: Head = "mask2former",
-    num_classes: int = 19,
-    crop_size: int = 512,
-    pretrained: bool = False,
-    weights: str | None = None,
-    feature_indices: Sequence[int] | None = None,
-    backbone_kwargs: Mapping | None = None,
-    head_channels: int = 256,
-    token_length: int = 100,
-    rank: int = 16,
-    query_dim: int = 256,
-    scale_init: float = 1e-3,
-    link: bool = True,
-    shared_mlp: bool = True,
-    lora_rank: int = 8,
-    lora_alpha: int = 8,
-    lora_dropout: float = 0.0,
-    adaptformer_bottleneck: int = 64,
-    adaptformer_scale: float = 0.1,
-    vpt_length: int = 150,
-    classes: Sequence[str] | None = None,
-    palette: Sequence[Sequence[int]] | None = None,
-) -> Segmentor:
-    """Compose a segmentor. Nothing is downloaded: with ``pretrained`` the backbone weights come from
-    ``weights`` (a safetensors file) or the local Hugging Face cache, else it is randomly initialised.
-
-    ``method``: "rein" (frozen backbone + Rein, queries from the Rein tokens), "frozen" (no Rein, learned
-    queries), "full" (no Rein, every backbone weight trained), or a PEFT baseline on the frozen backbone with
-    learned queries: "lora" (``lora_rank``, ``lora_alpha``, ``lora_dropout``; needs the peft library),
-    "adaptformer" (``adaptformer_bottleneck``, ``adaptformer_scale``) or "vpt" (``vpt_length`` prompts per block);
-    see `rein_cli.models.peft`. ``token_length``, ``rank``, ``query_dim`` and ``scale_init`` are Rein's (the
-    token length is also the number of learned queries), with the ablation switches ``link`` (queries from the
-    tokens) and ``shared_mlp`` (one MLP set for all layers). ``head``: "mask2former" (the paper's), "fpn" (a light
-    per-pixel head) or "semfpn" (mmseg's Semantic FPN). ``classes`` and ``palette`` default to the Cityscapes ones
-    for 19 classes.
-    """
-    config = ModelConfig(
-        backbone=backbone,
-        pretrained=pretrained,
-        weights=weights,
-        method=method,
-        head=head,
-        head_channels=head_channels,
-        num_classes=num_classes,
-        crop_size=crop_size,
-        feature_indices=tuple(feature_indices) if feature_indices is not None else None,
-        backbone_kwargs=types.MappingProxyType(dict(backbone_kwargs or {})),
-        rein=ReinConfig(
-            token_length=token_length,
-            rank=rank,
-            query_dim=query_dim,
-            scale_init=scale_init,
-            link=link,
-            shared_mlp=shared_mlp,
-        ),
-        lora=LoRAConfig(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout),
-        adaptformer=AdaptFormerConfig(bottleneck=adaptformer_bottleneck, scale=adaptformer_scale),
-        vpt=VPTConfig(length=vpt_length),
-    )
-    return segmentor_from_config(config, classes=classes, palette=palette)
-
-
-def segmentor_from_config(
-    cfg: ModelConfig,
+    config: ModelConfig | str = "dinov2-l",
     *,
     download: bool = False,
     load_backbone: bool = True,
@@ -182,18 +104,32 @@ def segmentor_from_config(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> Segmentor:
-    """Build the model a `ModelConfig` describes. Pretrained backbone weights come from ``cfg.weights`` or the
-    Hub cache (downloaded when ``download``); ``load_backbone=False`` leaves the backbone randomly initialised
-    for weights that come from elsewhere (a checkpoint, an official file)."""
+    """Build the model a `ModelConfig` describes, or a backbone name with ``settings``.
+
+    ``config``: a `ModelConfig`, or a backbone name (``"dinov2-l"``), which builds the defaults with random
+    backbone weights (``pretrained=False``) and 19 outputs unless ``classes`` are given. ``settings`` are
+    `ModelConfig` keys, spelled and type-checked as the ``model.*`` configuration keys are, set on top of
+    ``config``: ``method="lora"``, ``head="fpn"``, ``pretrained=True``, ``crop_size=512``, a section as a mapping of
+    its keys or an instance, ``rein={"rank": 4}``, ``lora=LoRAConfig(rank=4)``; see `rein_cli.models.methods` for
+    the methods and docs/model.md for the heads.
+
+    Pretrained backbone weights come from ``weights`` (a safetensors file) or the Hub cache; nothing is downloaded
+    unless ``download``. ``load_backbone=False`` leaves the backbone randomly initialised for weights that come
+    from elsewhere (a checkpoint, an official file). ``classes``, ``palette``, ``mean``, ``std`` and ``provenance``
+    are the model's declared metadata (`Segmentor`); classes and palette default to the Cityscapes ones.
+    """
+    cfg = model_config(config, settings)
     if cfg.num_classes is None:  # the classes given, else the Cityscapes label space
         cfg = dataclasses.replace(cfg, num_classes=len(classes) if classes is not None else len(default_classes(19)))
     check_choice("method", cfg.method, Method)
     check_choice("head", cfg.head, Head)
     spec = backbone_spec(cfg.backbone)
     check_supported(cfg.method, cfg.backbone)
-    if cfg.method in PEFT_METHODS:  # its settings, checked as the config's keys are (a built model may skip that)
-        check_section(getattr(cfg, cfg.method), f"model.{cfg.method}.")
+    method = METHODS[cfg.method]
+    if method.section:  # its settings, checked as the config's keys are (a built model may skip that)
+        check_section(method.settings(cfg), f"model.{method.section}.")
     stride = 32 if spec.family == "convnext" else PATCH_SIZE
     if cfg.crop_size % stride or cfg.crop_size < 2 * stride:
         raise ReinError(
@@ -215,44 +151,25 @@ def segmentor_from_config(
         from rein_cli.models.weights import converted_path, load_backbone_weights
 
         load_backbone_weights(model, weights, spec, cache=converted_path(cfg.backbone, weights, cfg.crop_size))
-    rein = cfg.rein
-    rein_args = dict(
-        token_length=rein.token_length,
-        query_dim=rein.query_dim,
-        scale_init=rein.scale_init,
-        link=rein.link,
-        shared_mlp=rein.shared_mlp,
-    )
-
-    def adapter(depth: int, dim: int) -> nn.Module:
-        if cfg.method != "rein":
-            return method_adapter(cfg, depth, dim)
-        if rein.rank:
-            reins = LoRAReins(depth, dim, PATCH_SIZE, rank=rein.rank, **rein_args)
-        else:
-            reins = Reins(depth, dim, PATCH_SIZE, **rein_args)
-        if spec.family == "eva":  # the official EVA02 backbone re-initialises every Linear, Rein's included
-            for m in reins.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                    nn.init.zeros_(m.bias)
-        return reins
-
-    trainable = cfg.method == "full"
-    if spec.family == "convnext":
+    options = method.settings(cfg)
+    if spec.family == "convnext":  # one adapter per stage
         stages = [(len(stage.blocks), stage.blocks[0].conv_dw.out_channels) for stage in model.stages]
-        reins = nn.ModuleList(adapter(d, c) for d, c in stages)
-        body = ReinConvNeXt(model, reins, cfg.crop_size, trainable=trainable)
+        adapter = nn.ModuleList(method.adapter(options, spec.family, d, c) for d, c in stages)
+        body = ReinConvNeXt(model, adapter, cfg.crop_size, slot=method.slot, trainable=method.trains_backbone)
     else:
         indices = cfg.feature_indices if cfg.feature_indices is not None else spec.feature_indices
-        reins = adapter(len(model.blocks), model.embed_dim)
-        body = FAMILIES[spec.family](model, reins, indices, cfg.crop_size, trainable=trainable)
-        if cfg.method in PEFT_METHODS:
-            attach_method(body, cfg, spec.family)
+        adapter = method.adapter(options, spec.family, len(model.blocks), model.embed_dim)
+        body = FAMILIES[spec.family](
+            model, adapter, indices, cfg.crop_size, slot=method.slot, trainable=method.trains_backbone
+        )
+    if method.attach is not None:
+        method.attach(body, options, spec.family)
     if cfg.head == "mask2former":
-        learned_queries = cfg.method != "rein" or not rein.link
         decode = Mask2FormerHead(
-            body.out_channels, cfg.num_classes, num_queries=rein.token_length, learned_queries=learned_queries
+            body.out_channels,
+            cfg.num_classes,
+            num_queries=cfg.rein.token_length,
+            learned_queries=not uses_rein_queries(cfg),
         )
     elif cfg.head == "semfpn":
         decode = SemanticFPNHead(body.out_channels, cfg.num_classes)
@@ -269,6 +186,30 @@ def segmentor_from_config(
         std=std,
         provenance=provenance,
     )
+
+
+def model_config(config: ModelConfig | str, settings: Mapping[str, Any]) -> ModelConfig:
+    """``config`` (a backbone name: the defaults without pretrained weights nor a fixed number of classes) with
+    ``settings``, `ModelConfig` keys, set on top, each type-checked and named ``model.<key>`` in errors."""
+    if isinstance(config, str):
+        config = ModelConfig(backbone=config, pretrained=False)
+    elif not isinstance(config, ModelConfig):
+        raise ReinError(f"build_segmentor takes a ModelConfig or a backbone name, got {type(config).__name__}")
+    keys = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    sections = {k: {f.name for f in dataclasses.fields(v)} for k, v in keys.items() if dataclasses.is_dataclass(v)}
+    for key, value in settings.items():  # a section's key given alone (rank=4, lora_rank=4): name its spelling
+        spellings = {
+            f'{name}={{"{inner}": {value!r}}}': None
+            for name, inner_keys in sections.items()
+            for inner in (key, key.removeprefix(f"{name}_"))
+            if key not in keys and inner in inner_keys
+        }
+        if spellings:
+            raise ReinError(
+                f"build_segmentor has no keyword {key}; its settings are spelled as the model.* configuration "
+                f"keys: {' or '.join(spellings)}"
+            )
+    return merge_keys(config, settings, "model.")
 
 
 def pretrained_weights_path(backbone: str, *, download: bool, revision: str | None = None) -> str:
