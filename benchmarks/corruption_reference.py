@@ -136,6 +136,7 @@ def main() -> None:
 
 def compare(corrupt, image: np.ndarray, folder: Path) -> None:
     """Ours against the library, per corruption: bit-identical or the largest absolute difference."""
+    from rein_cli.data import corruption_formulas as formulas
     from rein_cli.data import corruptions as ours
 
     overlays = sorted(folder.glob("frost*.png"))
@@ -146,7 +147,7 @@ def compare(corrupt, image: np.ndarray, folder: Path) -> None:
             theirs = corrupt(image, severity=severity, corruption_name=name)
             rng = np.random.RandomState(seed_of(name, severity))
             if name == "frost":
-                mine = ours.frost(image, severity, rng, overlays=overlays).astype(np.uint8)
+                mine = formulas.frost(image, severity, rng, overlays=overlays).astype(np.uint8)
             else:
                 mine = ours.corrupt(image, name, severity, rng=rng)
             worst = max(worst, int(np.abs(theirs.astype(int) - mine.astype(int)).max()))

@@ -62,6 +62,7 @@ class Advice:
     cpu: str = "run on the CPU"  # the way off the GPU
     workers: str = "worker processes"  # what to use fewer of when too many files are open
     retry: str = ""  # how to run again after a worker process died (" with fewer --workers")
+    report: str = ""  # how to get the whole report of a bug (" (rerun with --debug for the full report)")
 
 
 def explain(err: BaseException, advice: Advice | None = None) -> Failure:
@@ -98,7 +99,7 @@ def explain(err: BaseException, advice: Advice | None = None) -> Failure:
         )
     report = f"{name}: {_first_line(text)}" if text.strip() else name
     return Failure(
-        f"bug in rein{where}: {report}; please report it with its traceback (rerun with --debug for the full report)",
+        f"bug in rein{where}: {report}; please report it with its traceback{advice.report}",
         bug=True,
     )
 

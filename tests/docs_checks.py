@@ -103,5 +103,9 @@ def snippet_checks(code: str, names: dict[str, Any]) -> None:
         assert names["scene"].labels.shape == (256, 512) and names["fog"].shape == (256, 512, 3)
     if "load_segmentor(" in code:
         assert names["model"].classes[0] == "road" and names["model"].config.backbone == "vit-tiny"
+    if "rein_cli.evaluate(" in code:
+        results = names["results"]
+        assert list(results.datasets) == ["synthetic-fog", "synthetic-night"] and results.trained_on == ["synthetic"]
+        assert results.mean_of == ["synthetic-fog", "synthetic-night"] and Path("eval-s/report.md").is_file()
     if "semantic_scores(" in code:
         assert names["scores"].shape[:2] == (1, 19) and names["losses"]

@@ -160,8 +160,14 @@ def test_a_corruption_evaluation_is_one_column(tmp_path):
         tmp_path / "corrupted",
         pairs,
         corruption={
-            "spec": {"corruptions": ["fog", "snow"], "severities": [1, 3]},
-            "datasets": {"cityscapes": {"mIoU": 40.0, "pairs": 3, "per_corruption": {"fog": 45.0, "snow": 30.0}}},
+            "spec": "fog:1,fog:3,snow:1",
+            "datasets": {
+                "cityscapes": {
+                    "mIoU": 40.0,
+                    "pairs": 3,
+                    "per_corruption": {"fog": {"1": 50.0, "3": 40.0, "mean": 45.0}, "snow": {"1": 30.0, "mean": 30.0}},
+                }
+            },
         },
     )
     table = compare([f"clean={clean}", f"corrupted={corrupted}"])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rein_cli.data import corruption_formulas as F
 from rein_cli.data import corruptions as C
 from rein_cli.errors import ReinError
 
@@ -51,7 +52,7 @@ def _run(image, name, severity, overlays, **kwargs):
     if name != "frost":
         return C.corrupt(image, name, severity, **kwargs)
     rng = kwargs.get("rng") or np.random.RandomState(C.corruption_seed(kwargs["identity"], name, severity))
-    return C.frost(image, severity, rng, overlays=overlays).astype(np.uint8)
+    return F.frost(image, severity, rng, overlays=overlays).astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", C.CORRUPTIONS)
@@ -142,7 +143,7 @@ def test_frost_images_downloaded_once_and_checked(tmp_path):
         C._checked.clear()
         assert C.frost_images(tmp_path / "frost", base_url=f"{server.url}/frost", files=table) == paths
         assert len(server.requests) == count  # checked on disk, not downloaded again
-        out = C.frost(_image(), 2, np.random.RandomState(0), overlays=paths)
+        out = F.frost(_image(), 2, np.random.RandomState(0), overlays=paths)
         assert out.shape == (64, 128, 3)
 
         server.set(

@@ -189,6 +189,7 @@ def test_documented_snippet_runs(snippet, workspace, tmp_path, monkeypatch):
     code, tree = shrunk(snippet)  # a syntax error fails here
     enter(workspace, tmp_path, named_inputs(tree))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REIN_HOME", str(workspace / "home"))  # the prepared datasets, as for the commands
     snippet_checks(code, run_snippet(tree, snippet.file))
 
 

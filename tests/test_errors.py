@@ -101,7 +101,7 @@ def test_dead_workers_say_what_to_lower():
 
 
 def test_anything_else_is_a_bug_with_its_traceback():
-    failure = explain(ValueError("shapes (3,) and (4,) differ\nmore"))
+    failure = explain(ValueError("shapes (3,) and (4,) differ\nmore"), advice_for(None))
     assert failure.bug and failure.code == EXIT_ERROR
     assert failure.message == (
         "bug in rein: ValueError: shapes (3,) and (4,) differ; please report it with its traceback "

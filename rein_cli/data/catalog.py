@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rein_cli.data.manifest import MANIFEST, read_manifest
@@ -18,7 +18,7 @@ class Located:
 
     manifest: Path
     spec: DatasetSpec | None = None
-    given: str = ""
+    given: str = field(default="", compare=False)  # how it was named does not change which dataset it is
 
     @property
     def prepared(self) -> bool:

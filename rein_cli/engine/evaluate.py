@@ -296,7 +296,8 @@ def _evaluate_source(
     model.eval()
     crop = model.crop_size
     stride = check_stride(settings["stride"], crop)
-    datasets = score_datasets(model, manifests, trained_on=trained_on, reported=reported, stride=stride, **settings)
+    options = {**settings, "stride": stride}
+    datasets = score_datasets(model, manifests, trained_on=trained_on, reported=reported, **options)
     model.train(was_training)
     corruption = settings["corruption"]
     return Evaluation(

@@ -8,92 +8,32 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import traceback
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from rein_cli import __version__, config
-from rein_cli.errors import EXIT_INTERRUPTED, Advice, ReinError, explain
+from rein_cli.cli.data import data_app
+from rein_cli.cli.failures import ReinGroup
+from rein_cli.cli.options import (
+    DataRoot,
+    Device,
+    Head,
+    InferenceMode,
+    Method,
+    Mode,
+    Options,
+    Out,
+    PredictionIds,
+    Progress,
+    Sets,
+    bars,
+    datasets_folder,
+    parse_size,
+)
 
 log = logging.getLogger("rein_cli")
-
-
-@dataclass(frozen=True)
-class Options:
-    """The global options and the command line's own arguments (``argv``, for `rein train --devices N` to start it
-    again under torchrun), handed to every command through typer's context object."""
-
-    debug: bool = False
-    argv: tuple[str, ...] = ()
-
-
-_CPU = "run on the CPU with --device cpu"
-# Per command: what uses less memory, and which workers to use fewer of, in the command's own options.
-ADVICE = {
-    "train": Advice(
-        memory="lower data.batch_size (--batch-size) or model.crop_size (--set model.crop_size=...)",
-        ram=" or data.num_workers",
-        cpu=_CPU,
-        workers="data.num_workers",
-    ),
-    "demo": Advice(memory="choose a smaller --backbone", cpu=_CPU, workers="--workers"),
-    "eval": Advice(
-        memory="use --mode slide (crop-sized windows) rather than --mode whole", cpu=_CPU, workers="--workers"
-    ),
-    "predict": Advice(
-        memory="use --mode slide (crop-sized windows) rather than --mode whole, or a smaller --size",
-        cpu=_CPU,
-        workers="--workers",
-    ),
-    "data": Advice(memory="use fewer --workers", cpu=_CPU, workers="--workers", retry=" with fewer --workers"),
-}
-ANY_ADVICE = Advice(
-    memory="lower data.batch_size or model.crop_size when training; use --mode slide rather than whole when evaluating",
-    cpu=_CPU,
-    workers="--workers",
-)
-
-
-def advice_for(command: str | None) -> Advice:
-    """The hints of ``command``'s failures in its own options and settings."""
-    return ADVICE.get(command or "", ANY_ADVICE)
-
-
-# click's own ways out (usage errors: exit code 2, --help, --version, ctx.exit), taken from typer, which ships its
-# own copy of click in newer versions: the base of its usage errors is the ClickException of whichever click it uses.
-_CLICK_EXITS = (
-    typer.Exit,
-    typer.Abort,
-    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
-)
-
-
-class ReinGroup(TyperGroup):
-    """Runs a command: every failure ends as one line on stderr and a documented exit code (docs/errors.md).
-
-    Expected failures (`ReinError`, the operating system's errors, running out of memory, a worker's error) print
-    only the line; anything else is a bug, and its traceback follows the line. ``--debug`` prints the traceback
-    of every failure. click's own exits (usage errors: 2, ``--help``, ``--version``) pass through untouched."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except _CLICK_EXITS:
-            raise
-        except (Exception, KeyboardInterrupt) as err:
-            failure = explain(err, advice_for(ctx.invoked_subcommand))
-            debug = isinstance(ctx.obj, Options) and ctx.obj.debug
-            if debug:  # the traceback first, the line last
-                traceback.print_exception(err, file=sys.stderr)
-            typer.echo(("" if failure.code == EXIT_INTERRUPTED else "error: ") + failure.message, err=True)
-            if failure.bug and not debug:  # the line first: it says what the traceback is
-                traceback.print_exception(err, file=sys.stderr)
-            ctx.exit(failure.code)
 
 
 app = typer.Typer(
@@ -164,42 +104,6 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _choices(name: str, closed: Any) -> type[StrEnum]:
-    """A typer choice type from one of the config's ``Literal`` choices."""
-    return StrEnum(name, {value: value for value in config.choices(closed)})
-
-
-Method = _choices("Method", config.Method)
-Head = _choices("Head", config.Head)
-InferenceMode = _choices("InferenceMode", config.InferenceMode)
-PredictionIds = _choices("PredictionIds", config.PredictionIds)
-
-Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-Sets = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set optim.lr=2e-4 (repeatable).")
-]
-Mode = Annotated[
-    InferenceMode, typer.Option("--mode", help="slide: crop-sized windows, averaged; whole: the image at once.")
-]
-Progress = Annotated[
-    bool | None,
-    typer.Option(
-        "--progress/--no-progress",
-        help="Progress bars; without them, a plain line every 30 s (default: bars when stderr is a terminal).",
-    ),
-]
-DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
-
-
-def _progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
-
-
-def _data_root(path: Path | None) -> Path:
-    return path or config.data_root(config.DataConfig())
-
-
 @app.command()
 def demo(
     out: Annotated[
@@ -219,8 +123,8 @@ def demo(
     from rein_cli.demo import run_demo
     from rein_cli.engine.report import format_table
 
-    bars = _progress(progress)
-    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=bars)
+    shown = bars(progress)
+    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=shown)
     typer.echo(format_table(result.evaluation))
     for note in result.notes:
         typer.echo(note)
@@ -282,7 +186,7 @@ def train(
     if resume is not None and recipe is None:  # the run's own settings, with the options given now on top
         recipe = str(RunDir(resume).check("--resume").config)
     cfg = config.load_config(recipe, sets, **flags)
-    run = RunDir(train_(cfg, out, progress=_progress(progress), resume=resume, recipe=name))
+    run = RunDir(train_(cfg, out, progress=bars(progress), resume=resume, recipe=name))
     if distributed.launch_rank() == 0:  # under torchrun, one process answers
         typer.echo(f"run directory: {run.path}\ncheckpoint: {run.checkpoint()}")
 
@@ -347,7 +251,7 @@ def eval_(
     results = evaluate(
         model_sources(checkpoint=checkpoint, adapter=adapter, backbone=backbone),
         targets or [],
-        data_dir=_data_root(data_root),
+        data_dir=datasets_folder(data_root),
         out=out,
         mode=mode.value,
         stride=stride,
@@ -356,7 +260,7 @@ def eval_(
         save_predictions=save_predictions,
         prediction_ids=PredictionIds(prediction_ids).value,
         device=device,
-        progress=_progress(progress),
+        progress=bars(progress),
         corruption=corruption,
     )
     if launch_rank() == 0:  # under torchrun, the first process speaks for all
@@ -405,7 +309,7 @@ def pull(
     """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
     from rein_cli.zoo.pull import pull as pull_
 
-    pulled = pull_(name, crop=crop, progress=_progress(progress))
+    pulled = pull_(name, crop=crop, progress=bars(progress))
     sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
     typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
 
@@ -458,18 +362,18 @@ def predict(
     from rein_cli.engine.predict import predict as predict_
 
     chosen = parse_formats(formats)  # a wrong name fails before the model loads
-    bars = _progress(progress)
+    shown = bars(progress)
     written = predict_(
         checkpoint,
         inputs,
         out,
         mode=mode.value,
-        size=_parse_size(size),
+        size=parse_size(size),
         device=device,
         skip_bad=skip_bad,
         formats=chosen,
         batch_size=batch_size,
-        progress=bars,
+        progress=shown,
     )
     folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
     typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")
@@ -495,116 +399,4 @@ def convert(
     typer.echo(f"wrote {written}")
 
 
-data_app = typer.Typer(help="Datasets: list, describe, download, prepare and verify.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-@data_app.command("list")
-def data_list(data_root: DataRoot = None) -> None:
-    """Known datasets and what is prepared."""
-    from rein_cli.data.catalog import list_datasets
-
-    for row in list_datasets(_data_root(data_root)):
-        state = ", ".join(f"{k} {v}" for k, v in row["prepared"].items()) if row["prepared"] else "-"
-        aliases = f" ({row['aliases']})" if row["aliases"] else ""
-        typer.echo(f"{row['name'] + aliases:<26} {state:<22} {row['description']}")
-
-
-@data_app.command("info")
-def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRoot = None) -> None:
-    """Where to get a dataset, its layout, labels and test protocol, and whether it is prepared."""
-    from rein_cli.data.catalog import dataset_info
-
-    typer.echo(dataset_info(name, _data_root(data_root)))
-
-
-@data_app.command("prepare")
-def data_prepare(
-    name: Annotated[str, typer.Argument(help="A dataset name (see `rein data list`), or custom.")],
-    sources: Annotated[
-        list[str],
-        typer.Option("--from", help="Official archives or extracted folders (repeatable); hf://org/name for custom."),
-    ],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Prepared folder (default DATA_ROOT/NAME).")] = None,
-    custom_name: Annotated[str | None, typer.Option("--name", help="For custom: the name to prepare it as.")] = None,
-    data_root: DataRoot = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
-    allow_unknown: Annotated[
-        bool, typer.Option("--allow-unknown", help="Map label values outside the dataset's ids to 255.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Prepare again a folder already prepared.")] = False,
-    progress: Progress = None,
-) -> None:
-    """Archives or folders -> a prepared folder: checked pairs, train-id labels, manifest.json (written last)."""
-    from rein_cli.data.prepare import prepare_dataset
-
-    manifest = prepare_dataset(
-        name,
-        sources,
-        _data_root(data_root),
-        out=out,
-        custom_name=custom_name,
-        workers=workers,
-        allow_unknown=allow_unknown,
-        overwrite=overwrite,
-        progress=_progress(progress),
-    )
-    typer.echo(f"prepared {', '.join(f'{k}: {v}' for k, v in manifest.counts.items())} -> {manifest.path}")
-
-
-@data_app.command("download")
-def data_download(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    dest: Annotated[
-        Path | None, typer.Option("--dest", help="Where the archives go (default DATA_ROOT/downloads/NAME).")
-    ] = None,
-    save: Annotated[
-        bool, typer.Option("--save-credentials", help="Store the login (mode 600) under $REIN_HOME.")
-    ] = False,
-    data_root: DataRoot = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Prepare again a dataset already prepared.")] = False,
-    progress: Progress = None,
-) -> None:
-    """Download where the source allows it (Cityscapes, with its login), then prepare; otherwise say what to fetch."""
-    from rein_cli.data.download import download
-
-    result = download(
-        name, _data_root(data_root), dest=dest, save_credentials=save, overwrite=overwrite, progress=_progress(progress)
-    )
-    if result.manifest is None:
-        typer.echo(result.instructions)
-    else:
-        typer.echo(f"downloaded and prepared {result.manifest.dataset} -> {result.manifest.path}")
-
-
-@data_app.command("verify")
-def data_verify(
-    name: Annotated[str, typer.Argument(help="Dataset name or prepared folder.")],
-    data_root: DataRoot = None,
-    progress: Progress = None,
-) -> None:
-    """Re-check a prepared copy against its manifest (counts, files, label sizes)."""
-    from rein_cli.data.verify import verify
-
-    manifest, problems = verify(name, _data_root(data_root), progress=_progress(progress))
-    for problem in problems[:20]:
-        typer.echo(f"  {problem}", err=True)
-    if problems:
-        raise ReinError(f"{len(problems)} problems in {manifest.path}")
-    typer.echo(f"{manifest.path}: ok")
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        long, short = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ReinError(f'--size "{text}" must look like 1024x512 (long x short side)') from None
-    if min(long, short) < 16 or short > long:
-        raise ReinError(f'--size "{text}" must give a long side >= the short side >= 16, e.g. 1024x512')
-    return long, short
-
-
-if __name__ == "__main__":
-    run()
