@@ -121,3 +121,25 @@ def truncate(path, keep: float = 0.5) -> None:
     """Cut a file to its first ``keep`` share of bytes, as an interrupted copy leaves it."""
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str, options: dict) -> None:
+    """One process of a sharded evaluation (``torch.multiprocessing.spawn``): the tiny model on ``folder`` in a gloo
+    group of ``world``, with the evaluation's ``options``; writes every dataset's confusion matrix as this process
+    holds it to ``out/rank<N>.json``."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    from rein_cli.engine.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        results = evaluate(
+            tiny_segmentor(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, **options
+        )
+        Path(out, f"rank{rank}.json").write_text(json.dumps({k: e.confusion for k, e in results.datasets.items()}))
+    finally:
+        dist.destroy_process_group()

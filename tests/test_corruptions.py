@@ -19,7 +19,7 @@ from rein_cli.data import corruptions as C
 from rein_cli.errors import ReinError
 
 from .fake_server import FakeServer
-from .helpers import errors, odd_folder, rein, tiny_segmentor
+from .helpers import errors, odd_folder, rein, shard_worker, tiny_segmentor
 
 HERE = Path(__file__).parent
 GOLDEN = json.loads((HERE / "data" / "corruption_golden.json").read_text())
@@ -231,29 +231,6 @@ def test_eval_with_a_bad_corruption_spec_fails_first(trained, synthetic_root, tm
     assert not (tmp_path / "e").exists()
 
 
-def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
-    import torch
-    import torch.distributed as dist
-
-    from rein_cli.engine.evaluate import evaluate
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        results = evaluate(
-            tiny_segmentor(),
-            [folder],
-            out=Path(out),
-            data_dir=Path(root),
-            mode="whole",
-            progress=False,
-            corruption=SHARDED,
-        )
-        Path(out, f"rank{rank}.json").write_text(json.dumps({k: e.confusion for k, e in results.datasets.items()}))
-    finally:
-        dist.destroy_process_group()
-
-
 SHARDED = "glass_blur:1,gaussian_noise:2"
 
 
@@ -270,7 +247,8 @@ def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path
     assert list(single.datasets) == ["odd/glass_blur-1", "odd/gaussian_noise-2"]
     assert single.datasets["odd/gaussian_noise-2"].confusion != clean.datasets["odd"].confusion
     out = tmp_path / "sharded"
-    mp.spawn(_shard_worker, args=(2, str(tmp_path / "rdv"), str(folder), str(synthetic_root), str(out)), nprocs=2)
+    args = (2, str(tmp_path / "rdv"), str(folder), str(synthetic_root), str(out), {"corruption": SHARDED})
+    mp.spawn(shard_worker, args=args, nprocs=2)
     expected = {k: e.confusion for k, e in single.datasets.items()}
     for rank in (0, 1):
         assert json.loads((out / f"rank{rank}.json").read_text()) == expected

@@ -22,7 +22,7 @@ from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS, CITYSCAPES_PALETTE, LABEL_FORMATS
 
-from .helpers import errors, odd_folder, rein, tiny_segmentor
+from .helpers import errors, odd_folder, rein, shard_worker, tiny_segmentor
 
 TARGETS = ["synthetic", "synthetic-fog", "synthetic-night"]
 
@@ -144,36 +144,17 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     assert alone.mean_of == ["synthetic"] and "every evaluated dataset" in alone.mean_note
 
 
-def _shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str, out: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        results = evaluate(
-            tiny_segmentor(),
-            [folder],
-            out=Path(out),
-            data_dir=Path(root),
-            mode="whole",
-            progress=False,
-            save_predictions=Path(out) / "pred",
-        )
-        Path(out, f"rank{rank}.json").write_text(json.dumps(results.datasets["odd"].confusion))
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_processes_evaluate_each_image_once_and_equal_one(synthetic_root, tmp_path):
     import torch.multiprocessing as mp
 
     folder = odd_folder(synthetic_root, tmp_path / "odd")
     single = evaluate(tiny_segmentor(), [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
     out = tmp_path / "sharded"
-    args = (2, str(tmp_path / "rendezvous"), str(folder), str(synthetic_root), str(out))
-    mp.spawn(_shard_worker, args=args, nprocs=2, join=True)
+    options = {"save_predictions": str(out / "pred")}
+    args = (2, str(tmp_path / "rendezvous"), str(folder), str(synthetic_root), str(out), options)
+    mp.spawn(shard_worker, args=args, nprocs=2, join=True)
     for rank in (0, 1):  # every process holds the summed matrix
-        assert json.loads((out / f"rank{rank}.json").read_text()) == single.datasets["odd"].confusion
+        assert json.loads((out / f"rank{rank}.json").read_text())["odd"] == single.datasets["odd"].confusion
     written = json.loads((out / "results.json").read_text())  # rank 0 wrote the files
     assert written["datasets"]["odd"]["confusion"] == single.datasets["odd"].confusion
     assert written["datasets"]["odd"]["images"] == 5 and np.asarray(single.datasets["odd"].confusion).sum() > 0
