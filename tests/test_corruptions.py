@@ -16,6 +16,7 @@ from PIL import Image
 
 from rein_cli.data import corruption_formulas as F
 from rein_cli.data import corruptions as C
+from rein_cli.engine.results import Evaluation
 from rein_cli.errors import ReinError
 
 from .fake_server import FakeServer
@@ -202,6 +203,7 @@ def test_eval_with_corruptions_from_the_command_line(trained, synthetic_root, tm
     assert windows(captured.err) == 6 * windows(once)
     assert "synthetic-fog: mIoU per corruption and severity" in printed and "mean mIoU over 6" in printed
     results = json.loads((out / "results.json").read_text())
+    assert Evaluation.from_json(results).to_json() == results  # the corruption summary and the pairs read back
     assert results["schema"] == 2
     keys = ["synthetic-fog/fog-1", *(f"synthetic-fog/contrast-{s}" for s in C.SEVERITIES)]
     assert list(results["datasets"]) == keys

@@ -105,6 +105,7 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     assert results.mean_of == ["synthetic-fog"] and results.trained_on == ["synthetic"]
     assert results.mean_mIoU == round(results.datasets["synthetic-fog"].mIoU, 2)
     written = json.loads((out / "results.json").read_text())
+    assert Evaluation.from_json(written).to_json() == written  # every key read back and written again as it was
     assert written["schema"] == 2 and written["method"] == "rein" and written["backbone"] == "vit-tiny"
     assert written["trainable_parameters"] > 0 and written["mean_of"] == ["synthetic-fog"]
     assert {"mIoU", "mAcc", "aAcc", "images", "per_class", "reported"} <= set(written["datasets"]["synthetic-fog"])

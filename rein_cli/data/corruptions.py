@@ -47,6 +47,7 @@ SEVERITIES = (1, 2, 3, 4, 5)
 SLOW = ("glass_blur", "zoom_blur", "elastic_transform")  # cached under $REIN_HOME/corruptions/cache by `corrupt_file`
 NEED_OPENCV = {"defocus_blur", "snow", "frost"}
 VERSION = 1  # part of every seed and cache key: bump when an output changes
+_FORMULAS = {name: getattr(formulas, name) for name in CORRUPTIONS}  # each corruption's function, by its name
 
 # The frost overlays of imagecorruptions 1.1.2: its repository at the tag v1.1.2 (the same bytes as in its wheel).
 FROST_COMMIT = "d03ee68843a9be8fda4c94a9ad8aad767a3f437e"
@@ -124,9 +125,8 @@ def corrupt(
         if identity is None:
             raise ReinError("corrupt() needs the image's identity (for its seed) or a random generator")
         rng = np.random.RandomState(corruption_seed(identity, name, severity))
-    formula = getattr(formulas, name)
     extra = {"overlays": frost_images()} if name == "frost" else {}  # frost blends in one of its downloaded images
-    out = formula(image, severity, rng, **extra)
+    out = _FORMULAS[name](image, severity, rng, **extra)
     return np.asarray(out).astype(np.uint8)  # floats truncated, as the library's np.uint8(...)
 
 

@@ -290,6 +290,7 @@ def model_card(
     for a Hub repo (``repo_id``) with the backbone's ``licence`` and the training data's terms, the run's
     evaluation ``results`` and its resolved ``recipe`` (config.yaml's text)."""
     from rein_cli.data.registry import lookup
+    from rein_cli.engine.report import fmt
     from rein_cli.models.backbone import backbone_spec
 
     model = config["model"]
@@ -328,10 +329,7 @@ def model_card(
     if results is not None:
         lines += ["", "## Results (mIoU, %)", "", "| dataset | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|"]
         for name, r in results.datasets.items():
-            values = [
-                f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else "-" for v in (r.mIoU, r.mAcc, r.aAcc)
-            ]
-            lines.append(f"| {name} | {' | '.join(values)} | {r.images} |")
+            lines.append(f"| {name} | {fmt(r.mIoU)} | {fmt(r.mAcc)} | {fmt(r.aAcc)} | {r.images} |")
         lines.append(f"\nEvaluated with `{results.mode}` inference at crop {results.crop}.")
     if recipe:
         lines += ["", "## Recipe", "", "The resolved configuration of the training run:", "", "```yaml", recipe, "```"]

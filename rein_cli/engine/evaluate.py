@@ -89,8 +89,10 @@ def resolve_targets(targets: Sequence[str | Path | Located | Manifest], data_roo
             resolved += [locate(t.strip(), data_root) for t in str(target).split(",") if t.strip()]
     if not resolved:
         raise ReinError("no target to evaluate on; name one with --target, e.g. --target cityscapes")
-    unique = {(t.path if isinstance(t, Manifest) else t.manifest).resolve(): t for t in reversed(resolved)}
-    return [t for t in resolved if unique[(t.path if isinstance(t, Manifest) else t.manifest).resolve()] is t]
+    first: dict[Path, Located | Manifest] = {}  # one dataset named twice (cityscapes, citys) is evaluated once
+    for target in resolved:
+        first.setdefault((target.path if isinstance(target, Manifest) else target.manifest).resolve(), target)
+    return list(first.values())
 
 
 def assign(sources: Sequence[ModelSource], targets: Sequence[Located | Manifest]) -> list[tuple[ModelSource, list]]:
@@ -296,8 +298,21 @@ def _evaluate_source(
     model.eval()
     crop = model.crop_size
     stride = check_stride(settings["stride"], crop)
-    options = {**settings, "stride": stride}
-    datasets = score_datasets(model, manifests, trained_on=trained_on, reported=reported, **options)
+    datasets = score_datasets(
+        model,
+        manifests,
+        split=settings["split"],
+        mode=settings["mode"],
+        stride=stride,
+        flip=settings["flip"],
+        progress=settings["progress"],
+        pairs=settings["pairs"],
+        trained_on=trained_on,
+        reported=reported,
+        save_predictions=settings["save_predictions"],
+        prediction_ids=settings["prediction_ids"],
+        workers=settings["workers"],
+    )
     model.train(was_training)
     corruption = settings["corruption"]
     return Evaluation(

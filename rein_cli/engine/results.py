@@ -45,6 +45,15 @@ def reported_figures(reported: Any) -> dict[str, tuple[Reported, ...]]:
     }
 
 
+def reported_for(reported: Any, dataset: str) -> tuple[Reported, ...]:
+    """The published figures for ``dataset`` among ``reported`` (`reported_figures`), names compared canonically
+    (``citys`` finds ``cityscapes``)."""
+    from rein_cli.data.registry import canonical
+
+    key = canonical(dataset)
+    return next((f for name, f in reported_figures(reported).items() if canonical(name) == key), ())
+
+
 @dataclass(frozen=True)
 class ClassScore:
     """One class of one dataset: IoU and accuracy in percent (NaN where undefined)."""
@@ -364,7 +373,6 @@ def corruption_summary(entries: Mapping[str, DatasetResult], spec: str, reported
     ``reported``: the published figures of ``<dataset>-c`` (e.g. a release's ``cityscapes-c``), the mean over the
     whole protocol, put beside ours only when every corruption was evaluated at every severity."""
     from rein_cli.data.corruptions import CORRUPTIONS, SEVERITIES
-    from rein_cli.data.registry import canonical
 
     datasets: dict[str, CorruptionSummary] = {}
     for entry in entries.values():
@@ -373,7 +381,6 @@ def corruption_summary(entries: Mapping[str, DatasetResult], spec: str, reported
         summary = datasets.setdefault(entry.dataset, CorruptionSummary(None, 0, {}))
         summary.per_corruption.setdefault(entry.corruption, {})[str(entry.severity)] = round(entry.mIoU, 2)
         summary.pairs += 1
-    figures_of = {canonical(name): figures for name, figures in reported_figures(reported).items()}
     for name, summary in datasets.items():
         figures = []
         for levels in summary.per_corruption.values():
@@ -382,7 +389,7 @@ def corruption_summary(entries: Mapping[str, DatasetResult], spec: str, reported
             levels["mean"] = round(sum(values) / len(values), 2)
         summary.mIoU = round(sum(figures) / len(figures), 2)
         full = summary.pairs == len(CORRUPTIONS) * len(SEVERITIES)
-        summary.reported = figures_of.get(canonical(f"{name}-c"), ()) if full else ()
+        summary.reported = reported_for(reported, f"{name}-c") if full else ()
     return Corruption(spec, datasets)
 
 

@@ -19,12 +19,12 @@ from rein_cli.config import PredictionIds
 from rein_cli.data.corruptions import corrupt_file
 from rein_cli.data.dataset import SegmentationDataset
 from rein_cli.data.manifest import Manifest
-from rein_cli.data.registry import canonical, lookup, overlaps
+from rein_cli.data.registry import lookup, overlaps
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine import distributed
 from rein_cli.engine.inference import infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
-from rein_cli.engine.results import ClassScore, DatasetResult, Reported, reported_figures
+from rein_cli.engine.results import ClassScore, DatasetResult, reported_for
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path, save_image
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS
@@ -79,15 +79,6 @@ def prediction_names(paths: Sequence[str | Path]) -> list[Path]:
     return [p.relative_to(common).with_suffix(".png") for p in paths]
 
 
-def reported_for(reported: Mapping[str, Any] | None, dataset: str) -> tuple[Reported, ...]:
-    """The published figures for ``dataset`` (names compared canonically)."""
-    key = canonical(dataset)
-    for name, figures in reported_figures(reported).items():
-        if canonical(name) == key:
-            return figures
-    return ()
-
-
 def _id_table(model: nn.Module, ids: PredictionIds, device: torch.device) -> torch.Tensor | None:
     """Train id -> Cityscapes label id (the benchmark servers' format), for a model with the Cityscapes classes."""
     if ids == "train-ids" or tuple(model.classes) != CITYSCAPES_CLASSES:
@@ -131,7 +122,6 @@ def score_datasets(
     save_predictions: Path | None,
     prediction_ids: PredictionIds,
     workers: int | None,
-    **_: Any,
 ) -> dict[str, DatasetResult]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
     clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``."""
