@@ -127,6 +127,7 @@ def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str,
     """One process of a sharded evaluation (``torch.multiprocessing.spawn``): the tiny model on ``folder`` in a gloo
     group of ``world``, with the evaluation's ``options``; writes every dataset's confusion matrix as this process
     holds it to ``out/rank<N>.json``."""
+    import faulthandler
     import json
 
     import torch
@@ -134,6 +135,7 @@ def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str,
 
     from rein_cli.engine.evaluate import evaluate
 
+    faulthandler.enable()  # a crash in a process prints its Python stack
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
@@ -141,5 +143,6 @@ def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str,
             tiny_segmentor(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, **options
         )
         Path(out, f"rank{rank}.json").write_text(json.dumps({k: e.confusion for k, e in results.datasets.items()}))
+        dist.barrier()  # no process leaves the group while another still works in it
     finally:
         dist.destroy_process_group()

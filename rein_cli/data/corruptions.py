@@ -150,7 +150,7 @@ def corrupt_file(
     if path.is_file():
         try:
             with Image.open(path) as cached:
-                array = np.asarray(cached.convert("RGB"))
+                array = np.array(cached.convert("RGB"))  # writable, as a computed one
             if array.shape == image.shape:
                 return array
         except (OSError, ValueError):

@@ -62,6 +62,45 @@ class ClassScore:
     Acc: float
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A 95% bootstrap interval of a figure (percent): ``low`` to ``high``, from ``resamples`` resamples of the
+    images drawn with ``seed``."""
+
+    low: float
+    high: float
+    resamples: int
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "resamples": self.resamples, "seed": self.seed}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Interval | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(_figure(data.get("low")), _figure(data.get("high")), int(data["resamples"]), int(data["seed"]))
+
+
+@dataclass(frozen=True)
+class ImageCase:
+    """One image of a dataset shown in the shift report (the worst by its own mIoU): its path relative to the
+    dataset's folder, its mIoU and pixel accuracy (percent), and the pictures drawn of it (``image``, ``label``,
+    ``prediction``, ``errors``), paths relative to the evaluation's folder."""
+
+    image: str
+    mIoU: float
+    aAcc: float
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "mIoU": self.mIoU, "aAcc": self.aAcc, "files": dict(self.files)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ImageCase:
+        return cls(str(data["image"]), _figure(data.get("mIoU")), _figure(data.get("aAcc")), dict(data["files"]))
+
+
 @dataclass
 class DatasetResult:
     """One evaluated dataset (or one corrupted copy of it, ``dataset/corruption-severity``).
@@ -82,6 +121,8 @@ class DatasetResult:
     corruption: str | None = None
     severity: int | None = None
     model: str | None = None  # the model that evaluated it, when several share one evaluation
+    interval: Interval | None = None  # the mIoU's 95% bootstrap interval over images
+    worst: tuple[ImageCase, ...] = ()  # its worst images, worst first
 
     @property
     def labeled(self) -> bool:
@@ -102,6 +143,10 @@ class DatasetResult:
             data |= {"dataset": self.dataset, "corruption": self.corruption, "severity": self.severity}
         if self.model is not None:
             data["model"] = self.model
+        if self.interval is not None:
+            data["interval"] = self.interval.to_json()
+        if self.worst:
+            data["worst"] = [case.to_json() for case in self.worst]
         return data
 
     @classmethod
@@ -125,6 +170,8 @@ class DatasetResult:
             corruption=data.get("corruption"),
             severity=data.get("severity"),
             model=data.get("model"),
+            interval=Interval.from_json(data.get("interval")),
+            worst=tuple(ImageCase.from_json(c) for c in data.get("worst") or []),
         )
 
 
@@ -270,6 +317,7 @@ class Evaluation:
     mean_aAcc: float = math.nan
     mean_of: list[str] = field(default_factory=list)
     mean_note: str | None = None
+    mean_interval: Interval | None = None  # the DG mean's 95% bootstrap interval (each dataset's images resampled)
 
     def scored(self) -> dict[str, DatasetResult]:
         """The datasets with metrics, in order."""
@@ -303,6 +351,8 @@ class Evaluation:
         }
         if self.mean_note is not None:
             data["mean_note"] = self.mean_note
+        if self.mean_interval is not None:
+            data["mean_interval"] = self.mean_interval.to_json()
         return _json_safe(data)
 
     @classmethod
@@ -340,6 +390,7 @@ class Evaluation:
                 mean_aAcc=_figure(data.get("mean_aAcc")),
                 mean_of=list(data.get("mean_of") or []),
                 mean_note=data.get("mean_note"),
+                mean_interval=Interval.from_json(data.get("mean_interval")),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ReinError(
