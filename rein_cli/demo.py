@@ -16,6 +16,7 @@ import numpy as np
 
 from rein_cli.config import Config, load_config
 from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
+from rein_cli.engine.imagestats import IMAGES_FILE
 from rein_cli.engine.report import REPORT_FILE
 from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
@@ -35,6 +36,9 @@ OUTPUTS = (
     RESULTS_FILE,
     REPORT_FILE,
     "plots",
+    "gallery",
+    IMAGES_FILE,
+    "report.html",
     "miou.png",
     MARKER,
 )  # what a demo writes, and may replace

@@ -15,6 +15,7 @@ from PIL import Image
 from rein_cli.data.manifest import read_manifest, write_manifest
 from rein_cli.data.registry import canonical, canonical_list, overlaps
 from rein_cli.engine.evaluate import checkpoint_facts, evaluate
+from rein_cli.engine.imagestats import read_image_stats
 from rein_cli.engine.inference import infer, slide_inference
 from rein_cli.engine.results import DatasetResult, Evaluation, add_mean
 from rein_cli.engine.scoring import prediction_names
@@ -160,6 +161,13 @@ def test_two_processes_evaluate_each_image_once_and_equal_one(synthetic_root, tm
     assert written["datasets"]["odd"]["confusion"] == single.datasets["odd"].confusion
     assert written["datasets"]["odd"]["images"] == 5 and np.asarray(single.datasets["odd"].confusion).sum() > 0
     assert len(list((out / "pred" / "odd").rglob("*.png"))) == 5  # each image once, from one rank or the other
+    sharded, one = read_image_stats(out / "images.npz")["odd"], single.image_stats["odd"]  # each image recorded once
+    assert sharded.images == one.images and np.allclose(sharded.confidence, one.confidence, rtol=1e-6)
+    for name in ("intersect", "label_area", "pred_area"):
+        assert np.array_equal(getattr(sharded, name), getattr(one, name))
+    for name in one.hist:
+        assert np.array_equal(sharded.hist[name], one.hist[name])
+        assert np.array_equal(sharded.hist_labeled[name], one.hist_labeled[name])
 
 
 def test_flip_averages_the_image_and_its_mirror(synthetic_root):

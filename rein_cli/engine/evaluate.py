@@ -26,6 +26,7 @@ from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
+from rein_cli.engine.analysis import WORST, add_intervals, write_analysis
 from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
 from rein_cli.engine.inference import check_stride, cpu_estimate
 from rein_cli.engine.report import write_report
@@ -196,38 +197,17 @@ def evaluate(
     targets = resolve_targets(datasets, data_dir)
     shares = assign(_sources(model, trained_on, reported), targets)
     preflight(shares)
-    predictions = save_predictions is not None
-    manifests: dict[int, tuple[Manifest, bool]] = {}  # id(target) -> its manifest, and whether the split has labels
-    for _, share in shares:
-        for target in share:
-            manifest = target if isinstance(target, Manifest) else ensure_prepared(target, data_dir, progress=progress)
-            manifests[id(target)] = manifest, check_split(manifest, split, predictions)
-    if out is not None and distributed.is_main():
-        check_writable(Path(out))
-    if save_predictions is not None:
-        check_writable(Path(save_predictions), "--save-predictions")
-    if corruption is not None:  # OpenCV there, frost's overlays downloaded once (by the first process)
-        if distributed.is_main():
-            prepare_corruptions(pairs, progress=progress)
-        distributed.barrier()
-        prepare_corruptions(pairs)
     target_device = resolve_device(device)
     started = False
     if distributed.launched() and not distributed.is_initialized():  # torchrun: each process evaluates a share
         if target_device.type == "cuda":
             target_device = torch.device("cuda", distributed.local_rank())
         started = distributed.init_from_env(target_device)
-    settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
-    settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
-    settings |= dict(corruption=corruption)
-    parts = []
     try:
-        for source, share in shares:
-            part = _evaluate_source(source, [manifests[id(t)] for t in share], target_device, settings)
-            parts.append((source, [t.given if isinstance(t, Located) else t.dataset for t in share], part))
-        results = _merge(parts, named=not (len(shares) == 1 and shares[0][0].model is not None))
-        add_mean(results)
-        distributed.barrier()  # every process's predictions are written before rank 0 reports
+        settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
+        settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
+        settings |= dict(corruption=corruption, out=out, keep_worst=WORST if out is not None else 0)
+        results = _evaluate_shares(shares, data_dir, target_device, settings)
         if out is not None and distributed.is_main():
             write_results(results, Path(out))
     finally:
@@ -236,8 +216,48 @@ def evaluate(
     return results
 
 
+def _evaluate_shares(
+    shares: list[tuple[ModelSource, list[Located | Manifest]]],
+    data_dir: Path,
+    target_device: torch.device,
+    settings: dict[str, Any],
+) -> Evaluation:
+    """Every source on its share of the targets (prepared by the first process, the others waiting), merged, with
+    the DG mean and the intervals."""
+    split, out, save_predictions = settings["split"], settings["out"], settings["save_predictions"]
+    predictions = save_predictions is not None
+    manifests: dict[int, tuple[Manifest, bool]] = {}  # id(target) -> its manifest, and whether the split has labels
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()  # the first process prepares the data and the corruptions' files first
+    for _, share in shares:
+        for target in share:
+            prepare = isinstance(target, Located)
+            manifest = ensure_prepared(target, data_dir, progress=main and settings["progress"]) if prepare else target
+            manifests[id(target)] = manifest, check_split(manifest, split, predictions)
+    if out is not None and main:
+        check_writable(Path(out))
+    if save_predictions is not None:
+        check_writable(Path(save_predictions), "--save-predictions")
+    if settings["corruption"] is not None:  # OpenCV there, frost's overlays downloaded once
+        prepare_corruptions(settings["pairs"], progress=main and settings["progress"])
+    if main:
+        distributed.barrier()
+    parts = []
+    for source, share in shares:
+        part = _evaluate_source(source, [manifests[id(t)] for t in share], target_device, settings)
+        parts.append((source, [t.given if isinstance(t, Located) else t.dataset for t in share], part))
+    results = _merge(parts, named=not (len(shares) == 1 and shares[0][0].model is not None))
+    add_mean(results)
+    add_intervals(results)
+    distributed.barrier()  # every process's predictions are written before rank 0 reports
+    return results
+
+
 def write_results(results: Evaluation, out: Path) -> None:
-    """results.json, report.md and the per-dataset charts, each written atomically."""
+    """images.npz, the worst images' pictures, results.json, report.md and the per-dataset charts, each written
+    atomically."""
+    write_analysis(results, out)
     write_results_file(results, out)
     write_report(results, out)
 
@@ -298,7 +318,7 @@ def _evaluate_source(
     model.eval()
     crop = model.crop_size
     stride = check_stride(settings["stride"], crop)
-    datasets = score_datasets(
+    datasets, stats = score_datasets(
         model,
         manifests,
         split=settings["split"],
@@ -312,9 +332,11 @@ def _evaluate_source(
         save_predictions=settings["save_predictions"],
         prediction_ids=settings["prediction_ids"],
         workers=settings["workers"],
+        keep_worst=settings["keep_worst"],
     )
     model.train(was_training)
     corruption = settings["corruption"]
+    by_name = {manifest.dataset: manifest for manifest, _ in manifests}
     return Evaluation(
         split=settings["split"],
         mode=settings["mode"],
@@ -328,6 +350,8 @@ def _evaluate_source(
         model=ModelInfo(model.config.backbone, model.config.backbone_revision, dict(model.provenance)),
         datasets=datasets,
         corruption=corruption_summary(datasets, corruption, reported) if corruption is not None else None,
+        image_stats=stats,
+        manifests={key: by_name[entry.dataset or key] for key, entry in datasets.items()},
     )
 
 
@@ -335,12 +359,14 @@ def _merge(parts: list[tuple[ModelSource, list[str], Evaluation]], *, named: boo
     """One evaluation of several models' parts: the setting and model of the last, every dataset (marked with its
     model's name when the models are named), the training datasets and corruption summaries of all."""
     last = parts[-1][2]
-    results = replace(last, datasets={}, trained_on=[], models=[] if named else None)
+    results = replace(last, datasets={}, trained_on=[], models=[] if named else None, image_stats={}, manifests={})
     if last.corruption is not None:
         results.corruption = Corruption(last.corruption.spec, {})
     for source, given, part in parts:
         for key, entry in part.datasets.items():
             results.datasets[key] = replace(entry, model=source.name) if named else entry
+        results.image_stats.update(part.image_stats)
+        results.manifests.update(part.manifests)
         results.trained_on = list(dict.fromkeys([*results.trained_on, *part.trained_on]))
         if part.corruption is not None:
             results.corruption.datasets.update(part.corruption.datasets)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rein_cli.engine.results import CorruptionSummary, Evaluation
+from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval
 from rein_cli.io import atomic_path, write_text
 
 REPORT_FILE = "report.md"
@@ -17,6 +17,13 @@ REPORT_FILE = "report.md"
 def fmt(v: float | None) -> str:
     """A figure with two decimals; ``-`` for none (or NaN)."""
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def fmt_interval(interval: Interval | None) -> str:
+    """``[40.12, 43.80]``; ``-`` for none."""
+    if interval is None or math.isnan(interval.low):
+        return "-"
+    return f"[{interval.low:.2f}, {interval.high:.2f}]"
 
 
 def _classes(results: Evaluation) -> list[str]:
@@ -30,7 +37,10 @@ def mean_line(results: Evaluation) -> str:
     scored = list(results.scored())
     if len(scored) < 2 and not (results.mean_note and scored):
         return ""
-    line = f"DG mean mIoU {fmt(results.mean_mIoU)} over {', '.join(names)}"
+    line = f"DG mean mIoU {fmt(results.mean_mIoU)}"
+    if results.mean_interval is not None:
+        line += f" (95% interval {fmt_interval(results.mean_interval)})"
+    line += f" over {', '.join(names)}"
     left = [n for n in scored if n not in names]
     if left:
         line += f" (left out, trained on: {', '.join(left)})"
@@ -89,7 +99,10 @@ def format_table(results: Evaluation) -> str:
     for c in classes:
         lines.append(row(c, [fmt(_iou(e, c)) for e in entries]))
     lines.append("-" * len(lines[0]))
-    for key in ("mIoU", "mAcc", "aAcc"):
+    lines.append(row("mIoU", [fmt(e.mIoU) for e in entries]))
+    if any(e.interval is not None for e in entries):
+        lines.append(row("95% interval", [fmt_interval(e.interval).replace(", ", "-") for e in entries]))
+    for key in ("mAcc", "aAcc"):
         lines.append(row(key, [fmt(getattr(e, key)) for e in entries]))
     if any(e.reported for e in entries):
         lines.append(row("reported mIoU", [fmt(e.reported[0].mIoU) if e.reported else "-" for e in entries]))
@@ -144,8 +157,8 @@ def format_markdown(results: Evaluation) -> str:
         "",
         "## Results",
         "",
-        "| dataset | images | mIoU | mAcc | aAcc | reported mIoU | in the mean |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| dataset | images | mIoU | 95% interval | mAcc | aAcc | reported mIoU | in the mean |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     mean_of = set(results.mean_of)
     for name in names:
@@ -157,7 +170,8 @@ def format_markdown(results: Evaluation) -> str:
             inside = "yes"
         else:
             inside = "no (trained on it)"
-        lines.append(f"| {name} | {e.images} | {fmt(e.mIoU)} | {fmt(e.mAcc)} | {fmt(e.aAcc)} | {reported} | {inside} |")
+        cells = [name, str(e.images), fmt(e.mIoU), fmt_interval(e.interval), fmt(e.mAcc), fmt(e.aAcc), reported, inside]
+        lines.append(f"| {' | '.join(cells)} |")
     corruption = results.corruption
     if corruption:
         lines += ["", f"## Corruptions (`--corruption {corruption.spec}`)", ""]
@@ -181,6 +195,13 @@ def format_markdown(results: Evaluation) -> str:
             f"**{mean}.** The mean is the plain average of the per-dataset mIoUs rounded to two decimals, over the "
             "target datasets; the datasets the model was trained on never enter it (unless every dataset evaluated "
             "is one).",
+        ]
+    if results.mean_interval is not None or any(e.interval is not None for e in results.datasets.values()):
+        lines += [
+            "",
+            "The 95% intervals are percentile bootstrap intervals over images (1000 resamples of each dataset's "
+            "images, seeded): how much a figure would move with another sample of images like these "
+            "(docs/analysis.md).",
         ]
     classes = _classes(results)
     scored = list(results.scored())

@@ -318,6 +318,10 @@ class Evaluation:
     mean_of: list[str] = field(default_factory=list)
     mean_note: str | None = None
     mean_interval: Interval | None = None  # the DG mean's 95% bootstrap interval (each dataset's images resampled)
+    # per dataset key, what was recorded of each image (rein_cli.engine.imagestats.ImageStats; images.npz), and the
+    # manifest it was read from; in memory only
+    image_stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    manifests: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def scored(self) -> dict[str, DatasetResult]:
         """The datasets with metrics, in order."""

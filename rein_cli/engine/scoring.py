@@ -22,6 +22,7 @@ from rein_cli.data.manifest import Manifest
 from rein_cli.data.registry import lookup, overlaps
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine import distributed
+from rein_cli.engine.imagestats import ImageStats, Recorder, class_probabilities
 from rein_cli.engine.inference import infer
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.engine.results import ClassScore, DatasetResult, reported_for
@@ -122,9 +123,11 @@ def score_datasets(
     save_predictions: Path | None,
     prediction_ids: PredictionIds,
     workers: int | None,
-) -> dict[str, DatasetResult]:
+    keep_worst: int = 0,
+) -> tuple[dict[str, DatasetResult], dict[str, ImageStats]]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
-    clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``."""
+    clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``, and each one's images'
+    statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset)."""
     device = model_device(model)
     crop = model.crop_size
     for manifest, _ in manifests:
@@ -133,17 +136,22 @@ def score_datasets(
     if workers is None:
         workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
     rank, world = distributed.rank(), distributed.world_size()
+    scores_are = getattr(getattr(model, "head", None), "scores_are", "probabilities")
     entries: dict[str, DatasetResult] = {}
+    stats: dict[str, ImageStats] = {}
     for manifest, has_labels in manifests:
         spec = lookup(manifest.dataset)  # the dataset's test protocol
         transform = EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None)
         data = SegmentationDataset(manifest, split)
         names = prediction_names([image for image, _ in data.samples]) if save_predictions is not None else []
+        paths = [Path(image).relative_to(manifest.root).as_posix() for image, _ in data.samples]
         for pair in pairs:
             key = manifest.dataset if pair is None else f"{manifest.dataset}/{pair[0]}-{pair[1]}"
             shard = _EvalItems(data, transform, range(rank, len(data), world), pair, manifest.root)  # no padding
             loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
             cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device)
+            worst = keep_worst if pair is None else 0
+            recorder = Recorder(model.num_classes, len(data), paths, labeled=has_labels, keep_worst=worst)
             bar = progress and distributed.is_main()
             for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
                 image = item["image"][None].to(device, non_blocking=True)
@@ -152,9 +160,11 @@ def score_datasets(
                 if scores.shape[-2:] != size:
                     scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
                 pred = scores.argmax(1)[0]
-                if has_labels:
-                    label = item["label"].to(device, non_blocking=True)
+                label = item["label"].to(device, non_blocking=True) if has_labels else None
+                if label is not None:
                     cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                probs = class_probabilities(scores, scores_are)
+                recorder.add(shard.indices[k], probs, pred, label, manifest.ignore_index)
                 if save_predictions is not None:
                     ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
                     save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
@@ -174,4 +184,5 @@ def score_datasets(
             if pair is not None:
                 entry.dataset, entry.corruption, entry.severity = manifest.dataset, pair[0], pair[1]
             entries[key] = entry
-    return entries
+            stats[key] = recorder.finish(distributed.gather_objects(recorder) if world > 1 else None)
+    return entries, stats

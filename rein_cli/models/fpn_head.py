@@ -40,6 +40,8 @@ class FPNHead(nn.Module):
         )
         return self.classifier(self.fuse(x))
 
+    scores_are = "probabilities"  # what semantic_scores returns (rein_cli.engine.imagestats.class_probabilities)
+
     def semantic_scores(self, outputs: Tensor, size: tuple[int, int]) -> Tensor:
         """Class probabilities (B, K, H, W) at ``size``."""
         return F.interpolate(outputs, size=size, mode="bilinear", align_corners=False).softmax(dim=1)

@@ -81,6 +81,8 @@ class SemanticFPNHead(nn.Module):
             )
         return self.classifier(self.dropout(x))
 
+    scores_are = "logits"  # what semantic_scores returns (rein_cli.engine.imagestats.class_probabilities)
+
     def semantic_scores(self, outputs: Tensor, size: tuple[int, int]) -> Tensor:
         """Class logits (B, K, H, W) at ``size``."""
         return F.interpolate(outputs, size=size, mode="bilinear", align_corners=False)

@@ -103,6 +103,8 @@ class Mask2FormerHead(nn.Module):
             all_masks.append(masks)
         return all_cls, all_masks
 
+    scores_are = "masks"  # what semantic_scores returns (rein_cli.engine.imagestats.class_probabilities)
+
     def semantic_scores(self, outputs: tuple[list[Tensor], list[Tensor]], size: tuple[int, int]) -> Tensor:
         """(B, K, H, W) = sum over queries of softmax(class)[:K] x sigmoid(mask), from the last prediction."""
         cls, masks = outputs[0][-1], outputs[1][-1]
