@@ -187,7 +187,14 @@ def run_demo(
         names = [synthetic_name(c) for c in SYNTHETIC_CONDITIONS]
         # trained on clear weather: the DG mean is over the four other conditions, as Cityscapes -> ACDC is
         results = evaluate(
-            model, names, out=out, data_dir=data, mode=cfg.eval.mode, progress=progress, trained_on=cfg.data.train
+            model,
+            names,
+            out=out,
+            data_dir=data,
+            mode=cfg.eval.mode,
+            progress=progress,
+            trained_on=cfg.data.train,
+            estimate=True,  # each condition also estimated without its labels, calibrated on clear weather
         )
         plot_miou(results, out / "miou.png")
         write_overlays(model, data, out / "predictions")

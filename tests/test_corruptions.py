@@ -259,7 +259,8 @@ def test_two_processes_evaluate_corrupted_images_as_one(synthetic_root, tmp_path
 
 
 def test_a_published_corruption_figure_goes_beside_the_whole_protocol_only():
-    from rein_cli.engine.results import DatasetResult, Reported, corruption_summary
+    from rein_cli.engine.results import DatasetResult, Reported
+    from rein_cli.engine.summary import corruption_summary
 
     reported = {"cityscapes-c": [{"mIoU": 60.0, "split": "val", "source": "README 2024"}]}
     pairs = {

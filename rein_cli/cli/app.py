@@ -121,11 +121,12 @@ def demo(
 ) -> None:
     """Generate synthetic street scenes, train Rein on clear weather, evaluate on fog/night/rain/snow."""
     from rein_cli.demo import run_demo
-    from rein_cli.engine.report import format_table
+    from rein_cli.engine.report import format_estimates, format_table
 
     shown = bars(progress)
     result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=shown)
     typer.echo(format_table(result.evaluation))
+    typer.echo(format_estimates(result.evaluation))
     for note in result.notes:
         typer.echo(note)
     typer.echo(f"demo finished in {result.seconds:.0f} s; results, chart and overlays in {out}/")
@@ -234,6 +235,20 @@ def eval_(
             "or a comma list, e.g. fog:1,contrast.",
         ),
     ] = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Estimate each target's pixel accuracy and mIoU without its labels (ATC, DoC, average confidence), "
+            "calibrated on a labeled dataset; unlabeled splits and plain folders of images are allowed.",
+        ),
+    ] = False,
+    calibrate_on: Annotated[
+        str | None,
+        typer.Option(
+            "--calibrate-on", help="The labeled dataset to calibrate on (default: the model's training data)."
+        ),
+    ] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
@@ -242,7 +257,7 @@ def eval_(
     trained on, published figures beside ours; results.json, report.md and charts."""
     from rein_cli.engine.distributed import launch_rank
     from rein_cli.engine.evaluate import evaluate
-    from rein_cli.engine.report import REPORT_FILE, format_comparison, format_table
+    from rein_cli.engine.report import REPORT_FILE, format_comparison, format_estimates, format_table
     from rein_cli.engine.results import RESULTS_FILE
     from rein_cli.engine.runs import default_eval_dir
     from rein_cli.zoo.resolve import model_sources
@@ -262,10 +277,14 @@ def eval_(
         device=device,
         progress=bars(progress),
         corruption=corruption,
+        estimate=estimate,
+        calibrate_on=calibrate_on,
     )
     if launch_rank() == 0:  # under torchrun, the first process speaks for all
         typer.echo(format_table(results))
         typer.echo(format_comparison(results) or "")
+        if results.calibrated_on is not None:
+            typer.echo(format_estimates(results))
         typer.echo(f"results: {out / RESULTS_FILE}\nreport: {out / REPORT_FILE}")
 
 

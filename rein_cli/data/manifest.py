@@ -104,3 +104,13 @@ def read_manifest(path: Path) -> Manifest:
         )
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
         raise ReinError(f"invalid manifest {path}: {type(err).__name__}: {err}; prepare the dataset again") from err
+
+
+def image_folder(folder: Path, split: str) -> Manifest:
+    """A plain folder of images (searched recursively) as an unlabeled dataset named after the folder, its images
+    the one split ``split``; no classes (a model's own are used). Nothing is written."""
+    from rein_cli.io import list_images, relative_path
+
+    folder = Path(folder)
+    items = [{"image": relative_path(image, folder)} for image in list_images(folder)]
+    return Manifest(folder / MANIFEST, folder.resolve().name, (), (), 255, {split: items}, {split: len(items)})

@@ -1,31 +1,24 @@
-"""What an evaluation adds to its figures: the bootstrap intervals of each dataset's mIoU and of the DG mean, the
-per-image statistics written beside results.json (images.npz) and the pictures of each dataset's worst images."""
+"""What an evaluation adds beside its figures: the per-image statistics written beside results.json (images.npz),
+the pictures of each dataset's worst images, and the label-free estimates of each target calibrated on a labeled
+source (`rein_cli.engine.estimate`)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from rein_cli.engine.bootstrap import mean_interval, miou_interval
+import numpy as np
+
+from rein_cli.engine.estimate import ScoreStats, estimate
 from rein_cli.engine.gallery import WORST, write_gallery
 from rein_cli.engine.imagestats import write_image_stats
 from rein_cli.engine.report import safe_name
 from rein_cli.engine.results import Evaluation
+from rein_cli.errors import ReinError
 
-__all__ = ["WORST", "add_intervals", "write_analysis"]
+__all__ = ["WORST", "add_estimates", "write_analysis"]
 
 log = logging.getLogger(__name__)
-
-
-def add_intervals(results: Evaluation) -> None:
-    """Each labeled dataset's mIoU interval and the DG mean's (over ``mean_of``), from the images recorded."""
-    stats = results.image_stats
-    for key, entry in results.scored().items():
-        if key in stats and stats[key].labeled and len(stats[key]):
-            entry.interval = miou_interval(stats[key])
-    over = [stats.get(name) for name in results.mean_of]
-    if over and all(s is not None and s.labeled and len(s) for s in over):
-        results.mean_interval = mean_interval(over)
 
 
 def write_analysis(results: Evaluation, out: Path) -> None:
@@ -38,3 +31,20 @@ def write_analysis(results: Evaluation, out: Path) -> None:
         entry, manifest = results.datasets.get(key), results.manifests.get(key)
         if entry is not None and manifest is not None and stats.worst:
             entry.worst = write_gallery(stats, manifest, results.split, Path("gallery") / safe_name(key), Path(out))
+
+
+def add_estimates(results: Evaluation, source: str) -> None:
+    """Each clean dataset but ``source`` estimated without its labels (its confidence histograms over every pixel),
+    calibrated on the labeled ``source`` (its histograms over the labeled pixels and its confusion matrix)."""
+    entry, stats = results.datasets.get(source), results.image_stats.get(source)
+    if entry is None or stats is None or not entry.labeled:
+        raise ReinError(
+            f"cannot calibrate the estimates on {source}: its {results.split} split has no labels; name a labeled "
+            "dataset with --calibrate-on NAME"
+        )
+    calibration = ScoreStats(stats.hist_labeled, np.asarray(entry.confusion, dtype=np.int64))
+    for key, target in results.datasets.items():
+        if key != source and target.corruption is None and key in results.image_stats:
+            found = estimate(calibration, ScoreStats(results.image_stats[key].hist))
+            target.estimates = tuple(found.values())
+    results.calibrated_on = source

@@ -127,6 +127,29 @@ class Estimate:
     calibration: Mapping[str, float | list[float]]
     per_class: list[float] | None = None
 
+    def to_json(self) -> dict:
+        data = {"method": self.method, "metric": self.metric, "value": self.value, "citation": self.citation}
+        data["calibration"] = dict(self.calibration)
+        if self.per_class is not None:
+            data["per_class"] = list(self.per_class)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Estimate:
+        nan = lambda v: math.nan if v is None else v  # noqa: E731 - results.json writes NaN as null
+        calibration = {
+            k: [nan(x) for x in v] if isinstance(v, list) else nan(v) for k, v in data["calibration"].items()
+        }
+        per_class = data.get("per_class")
+        return cls(
+            str(data["method"]),
+            data["metric"],
+            nan(data["value"]),
+            str(data["citation"]),
+            calibration,
+            [nan(x) for x in per_class] if per_class is not None else None,
+        )
+
 
 def share_above(counts: np.ndarray, threshold: float) -> float:
     """Share of the (B,) histogram's pixels with a score above ``threshold``, pixels spread evenly within a bin."""

@@ -22,11 +22,11 @@ from rein_cli.config import DataConfig, InferenceMode, PredictionIds, check_choi
 from rein_cli.data.catalog import Located, locate
 from rein_cli.data.corruptions import parse_spec
 from rein_cli.data.corruptions import prepare as prepare_corruptions
-from rein_cli.data.manifest import Manifest
+from rein_cli.data.manifest import MANIFEST, Manifest, image_folder
 from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
-from rein_cli.engine.analysis import WORST, add_intervals, write_analysis
+from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
 from rein_cli.engine.inference import check_stride, cpu_estimate
 from rein_cli.engine.report import write_report
@@ -35,12 +35,11 @@ from rein_cli.engine.results import (
     EvaluatedModel,
     Evaluation,
     ModelInfo,
-    add_mean,
-    corruption_summary,
     write_results_file,
 )
 from rein_cli.engine.runs import resolve_device
 from rein_cli.engine.scoring import score_datasets
+from rein_cli.engine.summary import add_intervals, add_mean, corruption_summary
 from rein_cli.errors import ReinError
 from rein_cli.hub import offline, parse_hf_uri
 from rein_cli.io import check_writable
@@ -79,15 +78,21 @@ def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:
     return ModelSource(str(checkpoint), checkpoint=checkpoint, missing=missing, **fields)
 
 
-def resolve_targets(targets: Sequence[str | Path | Located | Manifest], data_root: Path) -> list[Located | Manifest]:
+def resolve_targets(
+    targets: Sequence[str | Path | Located | Manifest], data_root: Path, *, images: str | None = None
+) -> list[Located | Manifest]:
     """Target names, aliases and folders (repeatable and comma-separated: ``["bdd,citys", "map"]``) located once, in
-    order, each once; located targets and manifests pass through. Unknown names fail here, with a "did you mean"."""
+    order, each once; located targets and manifests pass through. Unknown names fail here, with a "did you mean".
+    ``images``: a split name under which a plain folder of images (no manifest) is taken as an unlabeled dataset."""
     resolved: list[Located | Manifest] = []
     for target in targets:
         if isinstance(target, Located | Manifest):
             resolved.append(target)
-        else:
-            resolved += [locate(t.strip(), data_root) for t in str(target).split(",") if t.strip()]
+            continue
+        for name in (t.strip() for t in str(target).split(",") if t.strip()):
+            folder = Path(name)
+            plain = images is not None and folder.is_dir() and not (folder / MANIFEST).is_file()
+            resolved.append(image_folder(folder, images) if plain else locate(name, data_root))
     if not resolved:
         raise ReinError("no target to evaluate on; name one with --target, e.g. --target cityscapes")
     first: dict[Path, Located | Manifest] = {}  # one dataset named twice (cityscapes, citys) is evaluated once
@@ -147,8 +152,8 @@ def check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
     if unlabeled and not predictions:
         raise ReinError(
             f"split {split} of {manifest.dataset} ({manifest.path}) has {unlabeled} of {len(samples)} images without "
-            "a label; metrics need labels: evaluate a labeled split (e.g. --split val), or write predictions for "
-            "the benchmark server with --save-predictions DIR"
+            "a label; metrics need labels: evaluate a labeled split (e.g. --split val), estimate them without labels "
+            "with --estimate, or write predictions for the benchmark server with --save-predictions DIR"
         )
     return unlabeled == 0
 
@@ -171,6 +176,8 @@ def evaluate(
     prediction_ids: PredictionIds = "label-ids",
     workers: int | None = None,
     corruption: str | None = None,
+    estimate: bool = False,
+    calibrate_on: str | Path | None = None,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -188,14 +195,20 @@ def evaluate(
     metrics for it). ``workers``: data-loading processes (default: 0 on the CPU, up to 4 on a GPU). ``corruption``:
     a spec (`rein_cli.data.corruptions.parse_spec`: ``all``, ``fog``, ``fog:3``, comma lists): each dataset is
     evaluated once per (corruption, severity), the entries keyed ``<dataset>/<corruption>-<severity>``, summed up
-    in ``corruption`` (docs/evaluation.md).
+    in ``corruption`` (docs/evaluation.md). ``estimate``: estimate each target's pixel accuracy and mIoU without its
+    labels (unlabeled splits and plain folders of images allowed), calibrated on the labeled ``calibrate_on``
+    (default: the model's first training dataset), which is evaluated too (docs/analysis.md).
     """
     check_choice("mode", mode, InferenceMode)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
-    targets = resolve_targets(datasets, data_dir)
-    shares = assign(_sources(model, trained_on, reported), targets)
+    sources = _sources(model, trained_on, reported)
+    calibration = _calibration(sources, calibrate_on, data_dir) if estimate else None
+    if calibrate_on is not None and not estimate:
+        raise ReinError("--calibrate-on calibrates the label-free estimates: add --estimate")
+    targets = resolve_targets([*datasets, *([calibration] if calibration else [])], data_dir, images=split)
+    shares = assign(sources, targets)
     preflight(shares)
     target_device = resolve_device(device)
     started = False
@@ -207,7 +220,10 @@ def evaluate(
         settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
         settings |= dict(corruption=corruption, out=out, keep_worst=WORST if out is not None else 0)
+        settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
+        if calibration is not None:
+            add_estimates(results, _key_of(results, calibration))
         if out is not None and distributed.is_main():
             write_results(results, Path(out))
     finally:
@@ -225,7 +241,6 @@ def _evaluate_shares(
     """Every source on its share of the targets (prepared by the first process, the others waiting), merged, with
     the DG mean and the intervals."""
     split, out, save_predictions = settings["split"], settings["out"], settings["save_predictions"]
-    predictions = save_predictions is not None
     manifests: dict[int, tuple[Manifest, bool]] = {}  # id(target) -> its manifest, and whether the split has labels
     main = distributed.is_main()
     if not main:
@@ -234,7 +249,7 @@ def _evaluate_shares(
         for target in share:
             prepare = isinstance(target, Located)
             manifest = ensure_prepared(target, data_dir, progress=main and settings["progress"]) if prepare else target
-            manifests[id(target)] = manifest, check_split(manifest, split, predictions)
+            manifests[id(target)] = manifest, check_split(manifest, split, settings["unlabeled"])
     if out is not None and main:
         check_writable(Path(out))
     if save_predictions is not None:
@@ -252,6 +267,40 @@ def _evaluate_shares(
     add_intervals(results)
     distributed.barrier()  # every process's predictions are written before rank 0 reports
     return results
+
+
+def _calibration(sources: list[ModelSource], calibrate_on: str | Path | None, data_dir: Path) -> Located | Manifest:
+    """The labeled dataset the estimates are calibrated on: ``calibrate_on``, else the model's first training
+    dataset; one model only."""
+    if len(sources) != 1:
+        raise ReinError(
+            f"--estimate calibrates one model, and {len(sources)} share these targets; evaluate each model's "
+            "targets apart (name a checkpoint or hf:// model)"
+        )
+    if calibrate_on is None:
+        source = sources[0]
+        trained = source.trained_on
+        if trained is None and source.checkpoint is not None and Path(str(source.checkpoint)).is_dir():
+            trained = checkpoint_facts(checkpoint_dir(source.checkpoint)[0])[0]
+        if not trained:
+            raise ReinError(
+                f"{source.name} names no training dataset to calibrate the estimates on; name a labeled dataset "
+                "of the model's classes with --calibrate-on NAME (e.g. its training dataset)"
+            )
+        calibrate_on = trained[0]
+    found = resolve_targets([calibrate_on], data_dir, images="")[0]
+    if isinstance(found, Manifest):  # a plain folder of images
+        raise ReinError(
+            f"cannot calibrate the estimates on {found.dataset}: {calibrate_on} is a folder of images without "
+            "labels; name a labeled dataset with --calibrate-on NAME"
+        )
+    return found
+
+
+def _key_of(results: Evaluation, target: Located | Manifest) -> str:
+    """The key of ``target``'s clean entry in ``results``."""
+    path = (target.path if isinstance(target, Manifest) else target.manifest).resolve()
+    return next(k for k, m in results.manifests.items() if m.path.resolve() == path and "/" not in k)
 
 
 def write_results(results: Evaluation, out: Path) -> None:

@@ -123,6 +123,28 @@ def _iou(entry: Any, name: str) -> float | None:
     return score.IoU if score is not None else None
 
 
+def format_estimates(results: Evaluation) -> str:
+    """The label-free estimates (rein eval --estimate): per metric one row per target, one column per estimator,
+    the measured figure last where the target has labels; empty without estimates."""
+    rows = {name: e for name, e in results.datasets.items() if e.estimates}
+    if not rows:
+        return ""
+    width = max(16, *(len(n) + 2 for n in rows))
+    blocks = [f"Estimated without labels, calibrated on {results.calibrated_on} ({results.split}); docs/analysis.md"]
+    for metric, title in (("aAcc", "pixel accuracy"), ("mIoU", "mIoU")):
+        methods = list(
+            dict.fromkeys(e.method for entry in rows.values() for e in entry.estimates if e.metric == metric)
+        )
+        cols = [max(8, len(m) + 2) for m in [*methods, "measured"]]
+        lines = [title.ljust(width) + "".join(m.rjust(w) for m, w in zip([*methods, "measured"], cols, strict=True))]
+        for name, entry in rows.items():
+            found = {e.method: e.value for e in entry.estimates if e.metric == metric}
+            values = [fmt(found.get(m)) for m in methods] + [fmt(getattr(entry, metric))]
+            lines.append(name.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True)))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def format_comparison(results: Evaluation) -> str:
     """Our mIoU beside the published figures, one line per target (empty when nothing was published)."""
     lines = []

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rein_cli.engine.estimate import Estimate
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
 
@@ -123,6 +123,7 @@ class DatasetResult:
     model: str | None = None  # the model that evaluated it, when several share one evaluation
     interval: Interval | None = None  # the mIoU's 95% bootstrap interval over images
     worst: tuple[ImageCase, ...] = ()  # its worst images, worst first
+    estimates: tuple[Estimate, ...] = ()  # estimated without its labels (rein eval --estimate)
 
     @property
     def labeled(self) -> bool:
@@ -147,6 +148,8 @@ class DatasetResult:
             data["interval"] = self.interval.to_json()
         if self.worst:
             data["worst"] = [case.to_json() for case in self.worst]
+        if self.estimates:
+            data["estimates"] = [e.to_json() for e in self.estimates]
         return data
 
     @classmethod
@@ -172,6 +175,7 @@ class DatasetResult:
             model=data.get("model"),
             interval=Interval.from_json(data.get("interval")),
             worst=tuple(ImageCase.from_json(c) for c in data.get("worst") or []),
+            estimates=tuple(Estimate.from_json(e) for e in data.get("estimates") or []),
         )
 
 
@@ -318,6 +322,7 @@ class Evaluation:
     mean_of: list[str] = field(default_factory=list)
     mean_note: str | None = None
     mean_interval: Interval | None = None  # the DG mean's 95% bootstrap interval (each dataset's images resampled)
+    calibrated_on: str | None = None  # the labeled dataset the label-free estimates were calibrated on
     # per dataset key, what was recorded of each image (rein_cli.engine.imagestats.ImageStats; images.npz), and the
     # manifest it was read from; in memory only
     image_stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -357,6 +362,8 @@ class Evaluation:
             data["mean_note"] = self.mean_note
         if self.mean_interval is not None:
             data["mean_interval"] = self.mean_interval.to_json()
+        if self.calibrated_on is not None:
+            data["calibrated_on"] = self.calibrated_on
         return _json_safe(data)
 
     @classmethod
@@ -395,57 +402,12 @@ class Evaluation:
                 mean_of=list(data.get("mean_of") or []),
                 mean_note=data.get("mean_note"),
                 mean_interval=Interval.from_json(data.get("mean_interval")),
+                calibrated_on=data.get("calibrated_on"),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ReinError(
                 f"{source} is a damaged results.json ({type(err).__name__}: {err}); evaluate again"
             ) from err
-
-
-def add_mean(results: Evaluation) -> None:
-    """``mean_mIoU`` (and mAcc, aAcc) with ``mean_of``, the datasets that entered it: every evaluated dataset with
-    metrics except the training datasets (marked ``trained_on`` in each entry), or all when all are."""
-    from rein_cli.engine.metrics import dg_mean
-
-    scored = results.scored()
-    excluded = {name for name, entry in scored.items() if entry.trained_on}
-    names: list[str] = []
-    for key in ("mIoU", "mAcc", "aAcc"):
-        mean, names = dg_mean({name: getattr(entry, key) for name, entry in scored.items()}, excluded)
-        setattr(results, f"mean_{key}", mean)
-    results.mean_of = names
-    if scored and excluded and set(names) == set(scored):
-        results.mean_note = "every evaluated dataset is a training dataset: the mean is over all of them"
-    elif excluded:
-        results.mean_note = f"left out (training datasets): {', '.join(n for n in scored if n in excluded)}"
-    else:
-        results.mean_note = None
-
-
-def corruption_summary(entries: Mapping[str, DatasetResult], spec: str, reported: Any = None) -> Corruption:
-    """The summary of the corrupted entries (``<dataset>/<corruption>-<severity>``, with metrics): every figure the
-    mIoU rounded to two decimals, a mean the mean of the rounded figures it is over, rounded to two decimals.
-    ``reported``: the published figures of ``<dataset>-c`` (e.g. a release's ``cityscapes-c``), the mean over the
-    whole protocol, put beside ours only when every corruption was evaluated at every severity."""
-    from rein_cli.data.corruptions import CORRUPTIONS, SEVERITIES
-
-    datasets: dict[str, CorruptionSummary] = {}
-    for entry in entries.values():
-        if entry.corruption is None or entry.mIoU is None or math.isnan(entry.mIoU):
-            continue
-        summary = datasets.setdefault(entry.dataset, CorruptionSummary(None, 0, {}))
-        summary.per_corruption.setdefault(entry.corruption, {})[str(entry.severity)] = round(entry.mIoU, 2)
-        summary.pairs += 1
-    for name, summary in datasets.items():
-        figures = []
-        for levels in summary.per_corruption.values():
-            values = [levels[k] for k in sorted(levels)]
-            figures += values
-            levels["mean"] = round(sum(values) / len(values), 2)
-        summary.mIoU = round(sum(figures) / len(figures), 2)
-        full = summary.pairs == len(CORRUPTIONS) * len(SEVERITIES)
-        summary.reported = reported_for(reported, f"{name}-c") if full else ()
-    return Corruption(spec, datasets)
 
 
 def read_results(file: Path, reader: str = "this rein") -> Evaluation:

@@ -90,6 +90,8 @@ def _id_table(model: nn.Module, ids: PredictionIds, device: torch.device) -> tor
 def check_classes(model: nn.Module, manifest: Manifest) -> None:
     """An error when the dataset has another number of classes than the model; a warning when it names them
     differently."""
+    if not manifest.classes:  # a plain folder of images: the model's classes
+        return
     if len(manifest.classes) != model.num_classes:
         source = model.provenance.get("checkpoint") or model.provenance.get("adapter") or "the model"
         raise ReinError(
