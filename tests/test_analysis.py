@@ -59,12 +59,12 @@ def test_estimates_calibrated_on_the_training_data(synthetic_root, night_images,
 def test_estimate_refusals(synthetic_root, night_images):
     model = tiny_segmentor()
     options = {"data_dir": synthetic_root, "mode": "whole", "progress": False}
-    with pytest.raises(ReinError, match="names no training dataset.*--calibrate-on NAME"):
+    with pytest.raises(ReinError, match=r"names no training dataset.*--calibrate-on NAME"):
         evaluate(model, ["synthetic-fog"], estimate=True, **options)
     with pytest.raises(ReinError, match="--calibrate-on calibrates the label-free estimates: add --estimate"):
         evaluate(model, ["synthetic-fog"], calibrate_on="synthetic", **options)
     with pytest.raises(
-        ReinError, match="cannot calibrate the estimates on street: .* is a folder of images without labels"
+        ReinError, match=r"cannot calibrate the estimates on street: .* is a folder of images without labels"
     ):
         evaluate(model, ["synthetic-fog"], estimate=True, calibrate_on=str(night_images), **options)
     with pytest.raises(ReinError, match=r"without a label.*--estimate"):
