@@ -74,12 +74,15 @@ def test_mean_and_paired_intervals():
     b = stats(label - 10, label, label + 3, a.images)
     mean = mean_interval([a, b], resamples=500)
     assert mean.low < (resampled_miou(a, np.ones((1, 50)))[0] + resampled_miou(b, np.ones((1, 50)))[0]) / 2
-    diff, paired = paired_difference([a], [b], resamples=500)
+    diff, paired = paired_difference([[a]], [[b]], resamples=500)
     assert diff > 0 and 0 < paired.low <= diff <= paired.high
-    same, zero = paired_difference([a], [a], resamples=100)
+    same, zero = paired_difference([[a]], [[a]], resamples=100)
     assert (same, zero.low, zero.high) == (0.0, 0.0, 0.0)
+    # seeds pooled: each model's figure the mean over its seeds, the images drawn alike for all of them
+    pooled, both = paired_difference([[a], [a]], [[b], [b]], resamples=500)
+    assert pooled == pytest.approx(diff) and (both.low, both.high) == pytest.approx((paired.low, paired.high))
     with pytest.raises(ValueError, match="same images"):
-        paired_difference([a], [stats(label, label, label, [f"other{i}.jpg" for i in range(50)])], resamples=10)
+        paired_difference([[a]], [[stats(label, label, label, [f"other{i}.jpg" for i in range(50)])]], resamples=10)
 
 
 def test_each_image_recorded_as_the_protocol_defines(synthetic_root, tmp_path):

@@ -65,17 +65,26 @@ def mean_interval(datasets: Sequence[ImageStats], resamples: int = RESAMPLES, se
 
 
 def paired_difference(
-    a: Sequence[ImageStats], b: Sequence[ImageStats], resamples: int = RESAMPLES, seed: int = SEED
+    a: Sequence[Sequence[ImageStats]],
+    b: Sequence[Sequence[ImageStats]],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> tuple[float, Interval]:
-    """The difference of the mean mIoU of ``a`` and of ``b`` (one `ImageStats` per dataset, the same images in the
-    same order on both sides) and its paired interval: each resample draws the same images for both."""
+    """The difference of two models' mean mIoU and its paired interval. ``a`` and ``b``: for each seed of a model,
+    one `ImageStats` per dataset (the same datasets in the same order everywhere, each with the same images in the
+    same order); a model's figure is the mean over its seeds and the datasets. Each resample draws the same images
+    for every seed of both models."""
+    first = a[0]
+    for side in (*a, *b):
+        if len(side) != len(first) or any(s.images != f.images for s, f in zip(side, first, strict=True)):
+            raise ValueError("a paired difference needs the same images on both sides")
     rng = np.random.default_rng(seed)
     diffs, point = [], []
-    for sa, sb in zip(a, b, strict=True):
-        if sa.images != sb.images:
-            raise ValueError("a paired difference needs the same images on both sides")
-        weights = resample_weights(len(_checked(sa, "a dataset")), resamples, rng)
-        diffs.append(resampled_miou(sa, weights) - resampled_miou(sb, weights))
-        ones = np.ones((1, len(sa)))
-        point.append(float(resampled_miou(sa, ones)[0] - resampled_miou(sb, ones)[0]))
+    for d, stats in enumerate(first):
+        weights = resample_weights(len(_checked(stats, "a dataset")), resamples, rng)
+        ones = np.ones((1, len(stats)))
+        for w, into in ((weights, diffs), (ones, point)):
+            mean_a = np.mean([resampled_miou(side[d], w) for side in a], axis=0)
+            mean_b = np.mean([resampled_miou(side[d], w) for side in b], axis=0)
+            into.append(mean_a - mean_b)
     return float(np.mean(point)), interval(np.mean(diffs, axis=0), resamples, seed)
