@@ -1,12 +1,12 @@
 """`rein compare`: hand-made results with known numbers (seeds pooled, missing targets, paper figures, the exact
-Markdown and CSV), a corruption evaluation's one column, a real training run, and the inputs it refuses."""
+Markdown and CSV), a corruption evaluation's one column, a real training run, and the inputs it refuses. Which
+inputs pool as seeds is tested in test_compare_pooling.py."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -14,63 +14,16 @@ from rein_cli.engine.compare import compare, model_settings
 from rein_cli.engine.compare_report import format_csv, format_markdown, format_text, write_comparison
 from rein_cli.errors import ReinError
 
+from .fake_results import results
 from .helpers import errors, rein, sets
-
-PAPER = {"cityscapes": 66.4, "bdd100k": 60.4, "mapillary": 66.1}
-
-
-def results(
-    folder: Path,
-    values: dict[str, float],
-    *,
-    mean: float | None = None,
-    params: int = 2_990_000,
-    paper: bool = True,
-    split: str = "val",
-    **extra,
-) -> Path:
-    """A results.json of schema 2 with these mIoUs; ``mean`` defaults to the evaluator's rule (two-decimal mean)."""
-    datasets = {
-        name: {
-            "mIoU": v,
-            "mAcc": v + 5,
-            "aAcc": v + 20,
-            "per_class": {},
-            "images": 10,
-            "trained_on": False,
-            "reported": [
-                {"mIoU": 99.0, "split": "test", "source": "server"},
-                {"mIoU": PAPER[name], "split": "val", "source": "paper Table 1"},
-            ]
-            if paper and name in PAPER
-            else [],
-        }
-        for name, v in values.items()
-    }
-    data = {
-        "schema": 2,
-        "split": split,
-        "method": "rein",
-        "backbone": "dinov2-l",
-        "trainable_parameters": params,
-        "trained_on": ["gta5"],
-        "model": {"backbone": "dinov2-l", "revision": None},
-        "datasets": datasets,
-        "mean_mIoU": mean if mean is not None else sum(round(v, 2) for v in values.values()) / len(values),
-        "mean_of": list(values),
-        **extra,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(data))
-    return folder / "results.json"
 
 
 @pytest.fixture
 def three_seeds_and_a_baseline(tmp_path):
-    """Three seeds of one method (mapillary missing in the third) and one baseline without published figures."""
+    """Three seeds of one method, labelled alike, and one baseline without published figures nor mapillary."""
     a1 = results(tmp_path / "s1", {"cityscapes": 66.0, "bdd100k": 60.0, "mapillary": 65.0}, mean=63.67)
     a2 = results(tmp_path / "s2", {"cityscapes": 67.0, "bdd100k": 61.5, "mapillary": 66.0}, mean=64.83)
-    a3 = results(tmp_path / "s3", {"cityscapes": 68.5, "bdd100k": 62.0}, mean=65.25)
+    a3 = results(tmp_path / "s3", {"cityscapes": 68.5, "bdd100k": 62.0, "mapillary": 67.0}, mean=65.25)
     base = results(tmp_path / "base", {"bdd100k": 40.0, "cityscapes": 50.0}, params=1_234_567, paper=False)
     return [f"rein={a1}", f"rein={a2.parent}", f"rein={a3}", str(base)]
 
@@ -87,13 +40,15 @@ def test_seeds_are_pooled_with_the_sample_std(three_seeds_and_a_baseline):
     assert city.std == pytest.approx(((49 / 36 + 1 / 36 + 16 / 9) / 2) ** 0.5)
     assert city.std == pytest.approx(statistics.stdev([66.0, 67.0, 68.5]))
     assert city.paper == 66.4  # the val figure, not the first (test) one
-    assert rein_row.cells["mapillary"].values == (65.0, 66.0)
+    assert rein_row.cells["mapillary"].values == (65.0, 66.0, 67.0)
     assert rein_row.cells["DG mean"].values == (63.67, 64.83, 65.25)
     assert rein_row.cells["DG mean"].paper == pytest.approx((66.4 + 60.4 + 66.1) / 3)  # over the first seed's mean_of
     assert rein_row.parameters == pytest.approx(2.99)
     assert base.cells["mapillary"].values == () and base.cells["cityscapes"].paper is None
     assert base.cells["DG mean"].values == (45.0,)
-    assert "rein: mapillary from 2 of 3 seeds" in table.notes
+    # results.json alone records no seed: the row stands on the label the user gave them, and says so
+    assert table.notes[1].startswith("rein: pooled on its label alone; 3 of its 3 inputs record no train.seed")
+    assert len(table.notes) == 2
 
 
 def test_markdown_csv_and_terminal_exactly(three_seeds_and_a_baseline, tmp_path):
@@ -115,6 +70,8 @@ def test_markdown_csv_and_terminal_exactly(three_seeds_and_a_baseline, tmp_path)
         "\n"
         "- DG mean: each evaluation's own mean mIoU, over rein: cityscapes, bdd100k, mapillary; rein dinov2-l: "
         "bdd100k, cityscapes\n"
+        "- rein: pooled on its label alone; 3 of its 3 inputs record no train.seed (no run's config.yaml), so nothing "
+        "shows that they are different seeds\n"
         "\n"
         "## Inputs\n"
         "\n"
@@ -147,6 +104,7 @@ def test_files_are_written_and_the_chart_is_a_png(three_seeds_and_a_baseline, tm
     assert rein("compare", *three_seeds_and_a_baseline, "--out", out) == 0
     printed = capsys.readouterr().out
     assert "rein           67.17 ± 1.26" in printed and "- " in printed  # the missing mapillary of the baseline
+    assert "note: rein: pooled on its label alone" in printed
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "compare.md").read_text() == format_markdown(compare(three_seeds_and_a_baseline))
     assert (out / "compare.csv").read_text().splitlines()[0].endswith("mean_mIoU_paper,trainable_parameters_M,seeds")
@@ -206,8 +164,10 @@ def test_a_training_run_beside_a_results_file(synthetic_root, tmp_path, capsys):
     ours = table.rows[0]
     assert ours.evaluations[0].seed == 7 and ours.evaluations[0].file == run / "eval" / "results.json"
     copy = tmp_path / "copy"
-    shutil.copytree(run, copy)  # the same seed twice is no second seed: said under the table
-    assert "tiny-ablation: train.seed 7 in more than one run" in compare([str(run), str(copy)]).notes[-1]
+    shutil.copytree(run, copy)  # the same seed twice is no second seed: a row of its own, and why
+    twice = compare([str(run), str(copy)])
+    assert [(r.label, r.seeds) for r in twice.rows] == [("tiny-ablation", 1), ("tiny-ablation #2", 1)]
+    assert "tiny-ablation: 2 inputs not pooled as seeds: train.seed 7 in more than one input" in twice.notes[1]
     assert ours.cells["synthetic-fog"].values == (evaluated["datasets"]["synthetic-fog"]["mIoU"],)
     assert ours.cells["DG mean"].values == (evaluated["mean_mIoU"],)
     assert ours.parameters == pytest.approx(evaluated["trainable_parameters"] / 1e6)
@@ -261,7 +221,6 @@ def test_label_path_names_rows_and_same_labels_pool(tmp_path):
         ("no-schema", "no schema (an older rein)"),
         ("not-json", "is not valid JSON"),
         ("splits", "the results mix splits (val: "),
-        ("trained-on", 'the inputs of row "same" were trained on different data'),
         ("twice", "more than once"),
         ("target", '--targets: no input has "acdc-fog"; the targets there are: cityscapes'),
     ],
@@ -289,8 +248,6 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys, case, message):
         inputs = [tmp_path / "bad.json"]
     elif case == "splits":
         inputs = [good, results(tmp_path / "test", {"cityscapes": 50.0}, split="test")]
-    elif case == "trained-on":
-        inputs = [f"same={good}", f"same={results(tmp_path / 'o', {'cityscapes': 1.0}, trained_on=['cityscapes'])}"]
     elif case == "twice":
         inputs = [f"x={good}", f"x={good.parent}"]
     else:

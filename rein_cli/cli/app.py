@@ -297,7 +297,7 @@ def compare(
         list[str],
         typer.Argument(
             help="results.json files, `rein eval` output folders or `rein train` runs; LABEL=PATH names the row "
-            "(inputs with one label are seeds of one row)."
+            "(inputs with one label that differ in the seed alone are seeds of one row)."
         ),
     ],
     targets: Annotated[

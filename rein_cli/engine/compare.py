@@ -1,14 +1,15 @@
 """`rein compare`: several evaluations side by side, one row per method (its seeds pooled), one column per target.
 
 An input is a results.json, a folder holding one (``rein eval --out``), or a training run (its final evaluation,
-``RUN/eval/results.json``); ``LABEL=PATH`` names the row. Inputs with the same label are seeds of one row: each
-cell is the mean and the sample standard deviation (n - 1) over them. A corruption evaluation's pairs
-(``<dataset>/<corruption>-<severity>``) are left out; its ``corruption`` block gives one ``<dataset>-C`` column.
+``RUN/eval/results.json``); ``LABEL=PATH`` names the row. Inputs with the same label are seeds of one row when they
+differ in the seed alone (`rein_cli.engine.pooling` states the rule; the others get rows of their own, named by
+what tells them apart): each cell is the mean and the sample standard deviation (n - 1) over them. A corruption
+evaluation's pairs (``<dataset>/<corruption>-<severity>``) are left out; its ``corruption`` block gives one
+``<dataset>-C`` column.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -21,6 +22,19 @@ import yaml
 
 from rein_cli.config import ModelConfig, to_dict
 from rein_cli.data.registry import canonical
+from rein_cli.engine.pooling import (
+    Input,
+    checkpoint_settings,
+    flatten,
+    label_note,
+    numbered,
+    pools,
+    row_names,
+    setting_text,
+    split_note,
+    training_settings,
+    weights_of,
+)
 from rein_cli.engine.results import RESULTS_FILE, CorruptionSummary, DatasetResult, Evaluation, read_results
 from rein_cli.engine.runs import RunDir
 from rein_cli.errors import ReinError
@@ -32,17 +46,6 @@ MEAN = "DG mean"
 # Model settings that say where weights came from or what the data made of them, not what was trained: never
 # part of a row's label.
 NOT_SETTINGS = ("backbone", "method", "weights", "backbone_revision", "num_classes")
-
-
-@dataclass(frozen=True)
-class Input:
-    """One input: its results and what is known of the model behind them."""
-
-    given: str  # as typed (without the label)
-    file: Path  # the results.json
-    results: Evaluation
-    label: str
-    seed: int | None = None  # train.seed of a run
 
 
 @dataclass(frozen=True)
@@ -150,21 +153,10 @@ def _checkpoint_config(folder: Path) -> dict[str, Any]:
 def model_settings(model: Mapping[str, Any]) -> dict[str, Any]:
     """``{"model.rein.rank": 4, ...}``: the settings of a config's ``model`` section that differ from the defaults
     (any key the defaults lack counts as a difference), read generically so new settings are covered."""
-    defaults = _flatten(to_dict(ModelConfig()), "model")
-    ours = _flatten(dict(model), "model")
+    defaults = flatten(to_dict(ModelConfig()), "model")
+    ours = flatten(dict(model), "model")
     skip = {f"model.{k}" for k in NOT_SETTINGS}
     return {k: v for k, v in ours.items() if k not in skip and (k not in defaults or defaults[k] != v)}
-
-
-def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, name))
-        else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
-    return flat
 
 
 def default_label(results: Evaluation, recipe: str | None, model: Mapping[str, Any] | None) -> str:
@@ -178,34 +170,49 @@ def default_label(results: Evaluation, recipe: str | None, model: Mapping[str, A
     method = (model or {}).get("method") or results.method or "?"
     backbone = (model or {}).get("backbone") or results.backbone or "?"
     settings = model_settings(model or {})
-    return " ".join([str(method), str(backbone), *(f"{k}={_text(v)}" for k, v in settings.items())])
-
-
-def _text(value: Any) -> str:
-    return (
-        str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, list) else str(value)
-    )
+    return " ".join([str(method), str(backbone), *(f"{k}={setting_text(v)}" for k, v in settings.items())])
 
 
 def load(text: str) -> Input:
-    """One input (``PATH`` or ``LABEL=PATH``) with its label and, for a training run, its seed."""
+    """One input (``PATH`` or ``LABEL=PATH``) with its label and what is known of its training: the settings and
+    the seed of its run (a run, or a checkpoint of one), else the settings its checkpoint records."""
     label, path = parse_input(text)
     file, run = find_results(path)
     results = read_results(file, "rein compare")
-    recipe, model, seed = None, None, None
+    recipe, model, seed, settings, folder = None, None, None, None, None
     if run is not None:
         config = _read_yaml(run.config)
         checkpoint = _checkpoint_config(run.checkpoint())
         recipe = config.get("recipe") or checkpoint.get("recipe")
         model = config.get("model") if isinstance(config.get("model"), dict) else checkpoint.get("model")
         seed = (config.get("train") or {}).get("seed")
+        settings, folder = training_settings(config, checkpoint.get("iterations")), run.path
     else:
         where = results.model.checkpoint if results.model is not None else None
         if where and parse_hf_uri(str(where)) is None and Path(where).is_dir():
-            checkpoint = _checkpoint_config(Path(where))
+            folder = Path(where)
+            checkpoint = _checkpoint_config(folder)
             recipe, model = checkpoint.get("recipe"), checkpoint.get("model")
+            owner = RunDir.of_checkpoint(folder)  # a checkpoint of a run: the run's settings and seed
+            if owner is not None:
+                config = _read_yaml(owner.config)
+                seed = (config.get("train") or {}).get("seed")
+                settings = training_settings(config, checkpoint.get("iterations"))
+            elif checkpoint:
+                settings = checkpoint_settings(checkpoint)
+    label_given = label is not None
     label = label or default_label(results, recipe, model if isinstance(model, dict) else None)
-    return Input(str(path), file, results, label, seed if isinstance(seed, int) else None)
+    return Input(
+        given=str(path),
+        file=file,
+        results=results,
+        label=label,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        settings=settings,
+        weights=weights_of(results, folder),
+        named=label_given,
+        columns=tuple(scores(results)),
+    )
 
 
 # ---- the table ----------------------------------------------------------------------------------------------
@@ -253,17 +260,13 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
     rows, notes = [], []
     for label, members in groups.items():
         _check_row(label, members)
-        rows.append(_row(label, members, columns))
-        seeds = [e.seed for e in members if e.seed is not None]
-        twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
-        if twice:
-            notes.append(
-                f"{label}: train.seed {', '.join(map(str, twice))} in more than one run (not independent seeds)"
-            )
-        for column in columns:
-            n = len(rows[-1].cells[column].values)
-            if 0 < n < len(members):
-                notes.append(f"{label}: {column} from {n} of {len(members)} seeds")
+        pooled = pools(members)
+        names = numbered(row_names(label, pooled), taken=[r.label for r in rows])
+        if len(pooled) > 1:
+            notes.append(split_note(label, pooled, names))
+        for name, group in zip(names, pooled, strict=True):
+            rows.append(_row(name, group, columns))
+            notes.append(label_note(name, group) or "")
     notes.insert(0, _mean_note(rows))
     return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n))
 
@@ -298,21 +301,7 @@ def _canonical(column: str) -> str:
 
 
 def _check_row(label: str, members: list[Input]) -> None:
-    """Seeds of one row must be one model trained on the same data; the same run given twice is refused."""
-    trained = {e.file: " + ".join(e.results.trained_on) or "unknown" for e in members}
-    if len(set(trained.values())) > 1:
-        listed = ", ".join(f"{file} ({data})" for file, data in trained.items())
-        raise ReinError(
-            f'the inputs of row "{label}" were trained on different data: {listed}; give each its own label '
-            "with LABEL=PATH"
-        )
-    params = {e.file: e.results.trainable_parameters for e in members}
-    if len(set(params.values())) > 1:
-        listed = ", ".join(f"{file} ({n})" for file, n in params.items())
-        raise ReinError(
-            f'the inputs of row "{label}" have different numbers of trainable parameters: {listed}; they are '
-            "different models: give each its own label with LABEL=PATH"
-        )
+    """The same results given twice under one label are refused (an evaluation given again is no second one)."""
     files = [e.file.resolve() for e in members]
     twice = sorted({str(f) for f in files if files.count(f) > 1})
     if twice:
