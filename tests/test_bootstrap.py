@@ -22,7 +22,7 @@ from rein_cli.engine.imagestats import BINS, ImageStats, read_image_stats
 from rein_cli.engine.metrics import iou_from_confusion
 from rein_cli.engine.results import read_results
 
-from .helpers import odd_folder, tiny_segmentor
+from .helpers import odd_folder, rein, tiny_segmentor
 
 
 def stats(intersect, label, pred, images=None) -> ImageStats:
@@ -130,3 +130,38 @@ def test_each_image_recorded_as_the_protocol_defines(synthetic_root, tmp_path):
     for case in entry.worst:
         assert set(case.files) == {"image", "label", "prediction", "errors"}
         assert all((tmp_path / "out" / f).is_file() for f in case.files.values())
+
+
+def test_compare_gives_paired_intervals_on_the_same_images(synthetic_root, tmp_path, capsys):
+    from rein_cli.engine.compare import MEAN, compare
+    from rein_cli.engine.compare_report import format_markdown
+
+    targets = ["synthetic-fog", "synthetic-night"]
+    options = {"data_dir": synthetic_root, "mode": "whole", "progress": False, "trained_on": ["synthetic"]}
+    model = tiny_segmentor()
+    evaluate(model, targets, out=tmp_path / "a", **options)
+    with torch.no_grad():  # a second model: the same with its head's classifier disturbed
+        for p in model.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    evaluate(model, targets, out=tmp_path / "b", **options)
+    table = compare([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+    found = {d.column: d for d in table.differences}
+    assert set(found) == {"synthetic-fog", "synthetic-night", MEAN}
+    a, b = (read_image_stats(tmp_path / name / "images.npz") for name in "ab")
+    for column in targets:
+        d = found[column]
+        assert (d.a, d.b) == ("a", "b")
+        expected = table.rows[0].cells[column].mean - table.rows[1].cells[column].mean
+        assert d.value == pytest.approx(expected, abs=1e-9)  # the bootstrap's point is the difference of the mIoUs
+        assert d.interval.low <= d.value <= d.interval.high
+        again = paired_difference([[a[column]]], [[b[column]]])
+        assert (again[1].low, again[1].high) == (d.interval.low, d.interval.high)
+        assert d.clear == (d.interval.low > 0 or d.interval.high < 0)
+    assert "## Paired differences" in format_markdown(table)
+    assert rein("compare", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--out", tmp_path / "cmp") == 0
+    printed = capsys.readouterr().out
+    assert "paired differences on the same images" in printed
+    assert f"a - b  synthetic-fog  {found['synthetic-fog'].value:+.2f}" in printed
+    (tmp_path / "b" / "images.npz").unlink()  # an evaluation without the images: no paired interval, a note
+    table = compare([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+    assert table.differences == () and any("no paired intervals" in n for n in table.notes)

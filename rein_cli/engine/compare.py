@@ -22,6 +22,8 @@ import yaml
 
 from rein_cli.config import ModelConfig, to_dict
 from rein_cli.data.registry import canonical
+from rein_cli.engine.bootstrap import paired_difference
+from rein_cli.engine.imagestats import IMAGES_FILE, ImageStats, read_image_stats
 from rein_cli.engine.pooling import (
     Input,
     checkpoint_settings,
@@ -35,7 +37,14 @@ from rein_cli.engine.pooling import (
     training_settings,
     weights_of,
 )
-from rein_cli.engine.results import RESULTS_FILE, CorruptionSummary, DatasetResult, Evaluation, read_results
+from rein_cli.engine.results import (
+    RESULTS_FILE,
+    CorruptionSummary,
+    DatasetResult,
+    Evaluation,
+    Interval,
+    read_results,
+)
 from rein_cli.engine.runs import RunDir
 from rein_cli.errors import ReinError
 from rein_cli.hub import parse_hf_uri
@@ -78,11 +87,29 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """Row ``a`` minus row ``b`` in one column, on the same images: the difference of their mIoU (each row's mean
+    over its seeds) and its paired 95% bootstrap interval over the images."""
+
+    a: str
+    b: str
+    column: str
+    value: float
+    interval: Interval
+
+    @property
+    def clear(self) -> bool:
+        """Whether the interval excludes 0: a difference the images do not explain away."""
+        return self.interval.low > 0 or self.interval.high < 0
+
+
+@dataclass(frozen=True)
 class Comparison:
     split: str
     targets: tuple[str, ...]  # the columns before the DG mean
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = field(default=())
+    differences: tuple[Difference, ...] = field(default=())
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -268,7 +295,43 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
             rows.append(_row(name, group, columns))
             notes.append(label_note(name, group) or "")
     notes.insert(0, _mean_note(rows))
-    return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n))
+    differences = paired_differences(rows, columns)
+    if len(rows) > 1 and not differences:
+        notes.append(
+            "no paired intervals: they need rows evaluated on the same images with this release's images.npz "
+            "beside each results.json (evaluate again with rein eval)"
+        )
+    return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n), differences)
+
+
+def paired_differences(rows: Sequence[Row], columns: Sequence[str]) -> tuple[Difference, ...]:
+    """For each pair of rows and each column both evaluated on the same images (every seed's images.npz there), the
+    paired difference; the DG mean where both rows average the same datasets."""
+    recorded: dict[Path, dict[str, ImageStats] | None] = {}
+
+    def stats(e: Input) -> dict[str, ImageStats] | None:
+        file = e.file.parent / IMAGES_FILE
+        if file not in recorded:
+            recorded[file] = read_image_stats(file) if file.is_file() else None
+        return recorded[file]
+
+    found = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            for column in [*columns, MEAN]:
+                keys = [column] if column != MEAN else list(a.evaluations[0].results.mean_of)
+                if column == MEAN and any(list(e.results.mean_of) != keys for e in (*a.evaluations, *b.evaluations)):
+                    continue
+                sides = [[stats(e) for e in row.evaluations] for row in (a, b)]
+                if not keys or any(s is None or any(k not in s for k in keys) for side in sides for s in side):
+                    continue
+                seeds = [[[s[k] for k in keys] for s in side] for side in sides]
+                try:
+                    value, interval = paired_difference(seeds[0], seeds[1])
+                except ValueError:  # other images, or none labeled
+                    continue
+                found.append(Difference(a.label, b.label, column, value, interval))
+    return tuple(found)
 
 
 def _one_split(evaluations: Sequence[Input]) -> str:

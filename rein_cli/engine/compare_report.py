@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from rein_cli.engine.compare import Cell, Comparison
+from rein_cli.engine.compare import Cell, Comparison, Difference
 from rein_cli.engine.report import fmt, save_figure
 from rein_cli.io import check_writable, write_text
 
@@ -62,7 +62,18 @@ def format_text(table: Comparison) -> str:
     text = [f"split {table.split}; {LEGEND}", line(head[0], head[1:])]
     text += [line(label, cells) for label, cells in lines]
     text += [f"note: {note}" for note in table.notes]
+    if table.differences:
+        text += ["", DIFFERENCES, *(difference_text(d) for d in table.differences)]
     return "\n".join(text)
+
+
+DIFFERENCES = "paired differences on the same images (95% bootstrap interval over images; * the interval excludes 0):"
+
+
+def difference_text(d: Difference) -> str:
+    """``A - B  cityscapes  +1.23 [0.40, 2.10] *``."""
+    mark = " *" if d.clear else ""
+    return f"{d.a} - {d.b}  {d.column}  {d.value:+.2f} [{d.interval.low:.2f}, {d.interval.high:.2f}]{mark}"
 
 
 def format_markdown(table: Comparison) -> str:
@@ -80,6 +91,13 @@ def format_markdown(table: Comparison) -> str:
         lines.append(f"| {'*' + PAPER + '*' if label == PAPER else _cell(label)} | " + " | ".join(cells) + " |")
     if table.notes:
         lines += ["", *(f"- {note}" for note in table.notes)]
+    if table.differences:
+        lines += ["", "## Paired differences", "", f"{DIFFERENCES[0].upper()}{DIFFERENCES[1:-1]}.", ""]
+        lines += ["| rows | column | difference | 95% interval | excludes 0 |", "|---|---|---:|---:|---|"]
+        for d in table.differences:
+            cells = [f"{_cell(d.a)} - {_cell(d.b)}", d.column, f"{d.value:+.2f}"]
+            cells += [f"[{d.interval.low:.2f}, {d.interval.high:.2f}]", "yes" if d.clear else "no"]
+            lines.append(f"| {' | '.join(cells)} |")
     lines += ["", "## Inputs", "", "| method | seed | results |", "|---|---:|---|"]
     for row in table.rows:
         for e in row.evaluations:
