@@ -40,7 +40,7 @@ def class_probabilities(scores: Tensor, scores_are: str) -> Tensor:
 def confidence_scores(probs: Tensor) -> dict[str, Tensor]:
     """Per pixel (B, H, W): ``max_prob`` and ``neg_entropy`` (1 - H / log K), both in [0, 1]."""
     K = probs.shape[1]
-    entropy = -(probs * probs.clamp(min=1e-12).log()).sum(1)
+    entropy = torch.special.entr(probs).sum(1)  # -p log p, 0 where p = 0
     return {"max_prob": probs.amax(1), "neg_entropy": (1 - entropy / math.log(K)).clamp(0, 1)}
 
 
