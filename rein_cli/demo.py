@@ -16,13 +16,16 @@ import numpy as np
 
 from rein_cli.config import Config, load_config
 from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
+from rein_cli.engine.charts import headroom, labelled_strip, missing, save_figure
 from rein_cli.engine.imagestats import IMAGES_FILE
 from rein_cli.engine.report import REPORT_FILE
 from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
-from rein_cli.io import atomic_path, save_image, write_json
+from rein_cli.io import save_image, write_json
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from rein_cli.engine.results import Evaluation
     from rein_cli.models.segmentor import Segmentor
 
@@ -204,61 +207,66 @@ def run_demo(
     return DemoResult(results, notes, seconds, out)
 
 
-def plot_miou(results: Evaluation, path: Path) -> None:
-    """A bar chart of mIoU per condition."""
-    import matplotlib
+def plot_miou(results: Evaluation, path: Path) -> Path:
+    """`miou_chart` as a PNG at ``path``, written atomically."""
+    return save_figure(miou_chart(results), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def miou_chart(results: Evaluation) -> Figure:
+    """A bar of mIoU per condition with its value, the source condition (trained on) in its own colour, and the DG
+    mean as a dashed line whose value the legend gives."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     names = list(results.datasets)
-    values = [results.datasets[n].mIoU for n in names]
+    values = [results.datasets[n].mIoU or 0.0 for n in names]
     labels = [n.removeprefix("synthetic-") if n != synthetic_name("clear") else "clear (source)" for n in names]
-    sources = [results.datasets[n].trained_on for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    bars = ax.bar(labels, values, color=["#4c72b0" if source else "#dd8452" for source in sources])
-    ax.bar_label(bars, fmt="%.1f")
-    if results.mean_of:
+    colours = {True: "#4c72b0", False: "#dd8452"}  # source, target
+    figure = Figure(figsize=(6.4, 4.0), dpi=120, layout="constrained")
+    ax = figure.add_subplot()
+    bars = ax.bar(labels, values, color=[colours[results.datasets[n].trained_on] for n in names])
+    ax.bar_label(bars, fmt="%.1f", fontsize=9, padding=2)
+    handles = [Patch(color=colours[True], label="source (trained on)"), Patch(color=colours[False], label="target")]
+    if results.mean_of and not missing(results.mean_mIoU):
         ax.axhline(results.mean_mIoU, color="#555555", linestyle="--", linewidth=1)
-        ax.text(
-            len(names) - 0.5,
-            results.mean_mIoU,
-            f"mean of {len(results.mean_of)} conditions",
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color="#555555",
-        )
+        mean = f"DG mean {results.mean_mIoU:.2f} ({len(results.mean_of)} conditions)"
+        handles.append(Line2D([], [], color="#555555", linestyle="--", linewidth=1, label=mean))
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     ax.set_ylabel("mIoU (%)")
-    ax.set_ylim(0, max(100, max(values) * 1.1))
-    ax.set_title("Trained on clear synthetic scenes, tested on each condition")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    ax.set_ylim(0, headroom([*values, results.mean_mIoU]))
+    ax.set_title("Trained on clear synthetic scenes, tested on each condition", fontsize=10)
+    return figure
 
 
 def write_overlays(model: Segmentor, data: Path, out: Path, *, scenes: int = 3) -> list[Path]:
-    """For a few validation scenes: one row per condition of image | prediction | ground truth."""
+    """For a few validation scenes: one row per condition of image | prediction | ground truth, the columns and
+    rows labelled, and under them a legend of the classes in the predictions and labels shown."""
     from rein_cli.data.dataset import SegmentationDataset
     from rein_cli.data.transforms import EvalTransform
     from rein_cli.engine.inference import infer
-    from rein_cli.labels import colorize
+    from rein_cli.labels import IGNORE_INDEX, colorize
     from rein_cli.models.segmentor import model_device
 
     transform = EvalTransform(model.mean, model.std)
     sets = [SegmentationDataset(data / synthetic_name(c), "val") for c in SYNTHETIC_CONDITIONS]
+    conditions = [f"{c} (source)" if c == "clear" else c for c in SYNTHETIC_CONDITIONS]
     written = []
     for index in range(min(scenes, len(sets[0]))):
-        rows = []
+        rows, present = [], set()
         for dataset in sets:
             item = dataset[index]
             rgb, label = item["image"].numpy(), item["label"].numpy()
             image, _ = transform(item["image"], None)
             scores = infer(model, image[None].to(model_device(model)), mode="whole", crop=model.crop_size)
             pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            rows.append(np.concatenate([rgb, colorize(pred, model.palette), colorize(label, model.palette)], axis=1))
+            rows.append([rgb, colorize(pred, model.palette), colorize(label, model.palette)])
+            present.update(int(k) for k in np.unique(np.concatenate([pred.ravel(), label.ravel()])))
+        legend = [(model.classes[k], model.palette[k]) for k in sorted(present - {IGNORE_INDEX})]
+        strip = labelled_strip(
+            rows, row_labels=conditions, column_labels=("image", "prediction", "ground truth"), legend=legend
+        )
         path = out / f"scene_{index:02d}.jpg"
-        save_image(path, np.concatenate(rows, axis=0))
+        save_image(path, strip)
         written.append(path)
     return written

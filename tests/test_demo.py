@@ -36,10 +36,9 @@ def test_demo_writes_results_chart_and_overlays(demo_out):
     assert (out / "plots" / "synthetic-fog-confusion.png").is_file()
     assert Image.open(out / "miou.png").size[0] > 300
     overlays = sorted((out / "predictions").glob("*.jpg"))
-    assert len(overlays) == 2 and Image.open(overlays[0]).size == (
-        3 * 512,
-        5 * 256,
-    )  # image | prediction | truth, 5 conditions
+    width, height = Image.open(overlays[0]).size
+    assert len(overlays) == 2 and width > 3 * 512 and height > 5 * 256 + 40  # image | prediction | truth, 5 conditions,
+    # with the column and row labels and the legend of classes around them
     assert any("RANDOM weights" in note for note in result.notes)
     marker = json.loads((out / "demo.json").read_text())
     assert marker["config"]["model"]["backbone"] == "vit-tiny" and marker["seconds"] > 0

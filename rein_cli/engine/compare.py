@@ -59,10 +59,12 @@ NOT_SETTINGS = ("backbone", "method", "weights", "backbone_revision", "num_class
 
 @dataclass(frozen=True)
 class Cell:
-    """A row's values in one column (one per seed that has it) and the paper's figure."""
+    """A row's values in one column (one per seed that has it), the paper's figure, and whether the column is a
+    training dataset of the row's model (its source domain, not in the DG mean)."""
 
     values: tuple[float, ...] = ()
     paper: float | None = None
+    trained_on: bool = False
 
     @property
     def mean(self) -> float | None:
@@ -377,7 +379,8 @@ def _row(label: str, members: list[Input], columns: list[str]) -> Row:
     for column in columns:
         values = tuple(s[column][0] for s in per_input if column in s)
         paper = next((s[column][1] for s in per_input if column in s and s[column][1] is not None), None)
-        cells[column] = Cell(values, paper)
+        source = any(e.results.datasets[column].trained_on for e in members if column in e.results.datasets)
+        cells[column] = Cell(values, paper, source)
     papers: dict[str, float] = {}  # every column's, the ones not shown too: the paper's mean needs them
     for s in per_input:
         papers.update({k: paper for k, (_, paper) in s.items() if paper is not None and k not in papers})

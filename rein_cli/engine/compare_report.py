@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import textwrap
 from pathlib import Path
 from typing import Any
 
+from rein_cli.engine.charts import SOURCE_HATCH, headroom, save_figure, shorten
 from rein_cli.engine.compare import Cell, Comparison, Difference
-from rein_cli.engine.report import fmt, save_figure
+from rein_cli.engine.report import fmt
 from rein_cli.io import check_writable, write_text
 
 PAPER = "paper"
@@ -133,34 +132,74 @@ def _csv(value: float | None) -> str:
 
 
 def chart(table: Comparison) -> Any:
-    """Grouped bars: a group per target (and the DG mean), a bar per row with the standard deviation over seeds
-    as an error bar, the paper's figure as a black diamond on its bar."""
+    """Grouped bars: a group per target (and the DG mean), a bar per row with its mIoU written above, the axis
+    scaled to the figures. A row of several seeds has error bars of ± the sample standard deviation; a target the
+    row's model was trained on (its source domain) is hatched and marked ``source``; the paper's figure is a black
+    diamond; a missing figure is ``n/a``. Long row labels are shortened in the legend (compare.md has them whole)."""
     from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+    from matplotlib.patches import Patch
 
     columns, rows = list(table.columns), list(table.rows)
     width = 0.8 / max(1, len(rows))
     figure = Figure(
-        figsize=(max(6.0, 1.1 * len(columns) * max(1, len(rows)) ** 0.5 + 2.5), 4.5), dpi=110, layout="constrained"
+        figsize=(max(7.0, 1.1 * len(columns) * max(1, len(rows)) ** 0.5 + 4.0), 4.5), dpi=110, layout="constrained"
     )
     ax = figure.add_subplot()
-    papers = False
+    shown = [row.cells[c] for row in rows for c in columns]
+    top = headroom([(c.mean or 0.0) + (c.std or 0.0) for c in shown] + [c.paper for c in shown if c.paper is not None])
+    ax.set_ylim(0, top * 1.08)  # the source note above the value label
+    lift = 0.01 * top
+    handles: list[Any] = []  # the legend: a patch per row, then what the marks mean
+    labels: list[str] = []
+    errors = papers = None  # one of each for the legend
     for k, row in enumerate(rows):
         xs = [j - 0.4 + width * (k + 0.5) for j in range(len(columns))]
         cells = [row.cells[c] for c in columns]
-        heights = [c.mean or 0.0 for c in cells]
-        errors = [math.nan if c.std is None else c.std for c in cells]  # no bar: one seed
-        label = textwrap.fill(row.label, 32)  # long settings labels wrap rather than squeeze the axes
-        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label, color=f"C{k % 10}")
+        label = shorten(row.label) + (f" ({row.seeds} seeds)" if row.seeds > 1 else "")
+        present = [(x, c) for x, c in zip(xs, cells, strict=True) if c.mean is not None]
+        bars = ax.bar([x for x, _ in present], [c.mean for _, c in present], width, color=f"C{k % 10}")
+        handles.append(Patch(facecolor=f"C{k % 10}"))
+        labels.append(label)
+        for bar, (x, c) in zip(bars, present, strict=True):
+            if c.trained_on:
+                bar.set_hatch(SOURCE_HATCH)
+                bar.set_edgecolor("white")
+            above = c.mean + (c.std or 0.0) + lift
+            text = f"{c.mean:.1f}\nsource" if c.trained_on else f"{c.mean:.1f}"
+            ax.text(x, above, text, ha="center", va="bottom", fontsize=7, linespacing=1.1)
+        for x, c in zip(xs, cells, strict=True):
+            if c.mean is None:
+                ax.text(x, lift, "n/a", ha="center", va="bottom", rotation=90, fontsize=7, color="#777777")
+        spread = [(x, c) for x, c in present if c.std is not None]
+        if spread:
+            errors = ax.errorbar(
+                [x for x, _ in spread],
+                [c.mean for _, c in spread],
+                yerr=[c.std for _, c in spread],
+                fmt="none",
+                ecolor="black",
+                elinewidth=1,
+                capsize=3,
+            )
         marked = [(x, c.paper) for x, c in zip(xs, cells, strict=True) if c.paper is not None]
         if marked:
-            legend = None if papers else PAPER
-            ax.scatter(*zip(*marked, strict=True), marker="D", s=22, color="black", zorder=3, label=legend)
-            papers = True
+            papers = ax.scatter(*zip(*marked, strict=True), marker="D", s=22, color="black", zorder=3)
+    if errors is not None:
+        handles.append(errors)
+        labels.append("± sample std (n - 1) over a row's n seeds")
+    if papers is not None:
+        handles.append(papers)
+        labels.append(PAPER)
+    if any(c.trained_on for c in shown):
+        handles.append(Patch(facecolor="#999999", edgecolor="white", hatch=SOURCE_HATCH))
+        labels.append("source: trained on it (not in the DG mean)")
+    if len(columns) > 1:
+        ax.axvline(len(columns) - 1.5, color="#999999", linestyle=":", linewidth=1)  # the DG mean apart
     ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
     ax.set_ylabel("mIoU (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"mIoU per target ({table.split}); error bars: std over seeds", fontsize=10)
-    figure.legend(fontsize=8, loc="outside right upper")
+    ax.set_title(f"mIoU per target ({table.split})", fontsize=10)
+    figure.legend(handles, labels, fontsize=8, loc="outside right upper")
     return figure
 
 

@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rein_cli.engine.charts import confusion_chart, corruption_chart, iou_chart, save_figure
 from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval
-from rein_cli.io import atomic_path, write_text
+from rein_cli.io import write_text
 
 REPORT_FILE = "report.md"
 
@@ -262,7 +263,7 @@ def write_report(results: Evaluation, out: Path) -> list[Path]:
     written = []
     for dataset, summary in (results.corruption.datasets if results.corruption else {}).items():
         written.append(
-            save_figure(_corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
+            save_figure(corruption_chart(dataset, summary), out / "plots" / f"{safe_name(dataset)}-corruptions.png")
         )
     # a corruption evaluation: the heat maps above instead of a pair of charts per corruption and severity
     entries = {} if results.corruption else results.datasets
@@ -271,88 +272,13 @@ def write_report(results: Evaluation, out: Path) -> list[Path]:
             classes = list(entry.per_class)
             ious = [entry.per_class[c].IoU for c in classes]
             written.append(
-                save_figure(_iou_chart(name, classes, ious, entry.mIoU), out / "plots" / f"{safe_name(name)}-iou.png")
+                save_figure(iou_chart(name, classes, ious, entry.mIoU), out / "plots" / f"{safe_name(name)}-iou.png")
             )
             written.append(
                 save_figure(
-                    _confusion_chart(name, classes, entry.confusion),
+                    confusion_chart(name, classes, entry.confusion),
                     out / "plots" / f"{safe_name(name)}-confusion.png",
                 )
             )
     write_text(out / REPORT_FILE, format_markdown(results))
     return [out / REPORT_FILE, *written]
-
-
-def save_figure(figure: Any, path: Path) -> Path:
-    """A matplotlib figure as a PNG at ``path``, written atomically."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
-
-
-def _iou_chart(name: str, classes: list[str], ious: list[float | None], miou: float) -> Any:
-    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
-
-    values = [0.0 if v is None or math.isnan(v) else v for v in ious]
-    figure = Figure(figsize=(max(6.0, 0.45 * len(classes) + 1.5), 4.0), dpi=110, layout="tight")
-    ax = figure.add_subplot()
-    bars = ax.bar(range(len(classes)), values, color="#4c72b0")
-    for bar, v in zip(bars, ious, strict=True):
-        if v is None or math.isnan(v):
-            bar.set_color("#cccccc")
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("IoU (%)")
-    ax.axhline(miou, color="#dd8452", linestyle="--", linewidth=1)
-    ax.set_title(f"{name}: IoU per class (mIoU {fmt(miou)}, dashed; grey: no IoU)", fontsize=10)
-    return figure
-
-
-def _confusion_chart(name: str, classes: list[str], confusion: list[list[int]]) -> Any:
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(confusion, dtype=np.float64)
-    totals = cm.sum(1, keepdims=True)
-    rates = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
-    size = max(5.0, 0.38 * len(classes) + 2.5)
-    figure = Figure(figsize=(size + 1.0, size), dpi=110, layout="tight")
-    ax = figure.add_subplot()
-    image = ax.imshow(rates, vmin=0.0, vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    ax.set_title(f"{name}: confusion matrix (rows normalised by the ground truth)", fontsize=9)
-    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return figure
-
-
-def _corruption_chart(dataset: str, summary: CorruptionSummary) -> Any:
-    """The mIoU of each corruption (rows) at each severity (columns) as a heat map, the figures written in."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    names, levels = list(summary.per_corruption), summary.levels
-    grid = np.array([[summary.per_corruption[n].get(str(k), np.nan) for k in levels] for n in names], dtype=np.float64)
-    figure = Figure(figsize=(1.1 * len(levels) + 3.0, 0.38 * len(names) + 1.6), dpi=110, layout="tight")
-    ax = figure.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=100.0, cmap="viridis", aspect="auto")
-    for i in range(len(names)):
-        for j in range(len(levels)):
-            if not math.isnan(grid[i, j]):
-                ax.text(
-                    j,
-                    i,
-                    f"{grid[i, j]:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if grid[i, j] < 50 else "black",
-                )
-    ax.set_xticks(range(len(levels)), [str(k) for k in levels])
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("severity")
-    ax.set_title(f"{dataset}: mIoU per corruption (mean {fmt(summary.mIoU)})", fontsize=9)
-    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return figure
