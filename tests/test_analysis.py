@@ -52,6 +52,8 @@ def test_estimates_calibrated_on_the_training_data(synthetic_root, night_images,
     assert atc.calibration["threshold"] == pytest.approx(own["ATC-MC"].calibration["threshold"])
     written = read_results(out / "results.json")
     assert written.calibrated_on == "synthetic"
+    report = (out / "report.md").read_text()
+    assert "## Estimated without labels" in report and "calibrated on synthetic (val)" in report
     assert [e.method for e in written.datasets["street"].estimates] == [e.method for e in street.estimates]
     assert written.datasets["street"].estimates[0].value == pytest.approx(street.estimates[0].value)
 

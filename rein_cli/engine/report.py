@@ -251,6 +251,8 @@ def format_markdown(results: Evaluation) -> str:
     if predictions:
         lines += ["## Predictions", ""]
         lines += [f"- {n}: `{e.predictions}` ({e.prediction_ids})" for n, e in predictions]
+    if results.calibrated_on is not None:
+        lines += ["", "## Estimated without labels", "", "```text", format_estimates(results), "```"]
     return "\n".join(lines).rstrip() + "\n"
 
 
