@@ -48,7 +48,7 @@ def test_seeds_are_pooled_with_the_sample_std(three_seeds_and_a_baseline):
     assert base.cells["DG mean"].values == (45.0,)
     # results.json alone records no seed: the row stands on the label the user gave them, and says so
     assert table.notes[1].startswith("rein: pooled on its label alone; 3 of its 3 inputs record no train.seed")
-    assert len(table.notes) == 2
+    assert len(table.notes) == 3 and table.notes[2].startswith("no paired intervals for 4 of 4 inputs")
 
 
 def test_markdown_csv_and_terminal_exactly(three_seeds_and_a_baseline, tmp_path):
@@ -72,6 +72,8 @@ def test_markdown_csv_and_terminal_exactly(three_seeds_and_a_baseline, tmp_path)
         "bdd100k, cityscapes\n"
         "- rein: pooled on its label alone; 3 of its 3 inputs record no train.seed (no run's config.yaml), so nothing "
         "shows that they are different seeds\n"
+        "- no paired intervals for 4 of 4 inputs: no images.npz beside their results.json (evaluated before this "
+        "release; evaluate again with rein eval --out)\n"
         "\n"
         "## Inputs\n"
         "\n"

@@ -298,10 +298,11 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
             notes.append(label_note(name, group) or "")
     notes.insert(0, _mean_note(rows))
     differences = paired_differences(rows, columns)
-    if len(rows) > 1 and not differences:
+    unrecorded = [str(e.file) for e in evaluations if not (e.file.parent / IMAGES_FILE).is_file()]
+    if len(rows) > 1 and unrecorded:
         notes.append(
-            "no paired intervals: they need rows evaluated on the same images with this release's images.npz "
-            "beside each results.json (evaluate again with rein eval)"
+            f"no paired intervals for {len(unrecorded)} of {len(evaluations)} inputs: no {IMAGES_FILE} beside their "
+            "results.json (evaluated before this release; evaluate again with rein eval --out)"
         )
     return Comparison(split, tuple(columns), tuple(rows), tuple(n for n in notes if n), differences)
 
