@@ -27,15 +27,18 @@ from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
 from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
+from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, cpu_estimate
 from rein_cli.engine.report import write_report
 from rein_cli.engine.results import (
+    RESULTS_FILE,
     Corruption,
     EvaluatedModel,
     Evaluation,
     ModelInfo,
     add_mean,
     corruption_summary,
+    read_results,
     write_results_file,
 )
 from rein_cli.engine.runs import resolve_device
@@ -170,6 +173,7 @@ def evaluate(
     prediction_ids: PredictionIds = "label-ids",
     workers: int | None = None,
     corruption: str | None = None,
+    reference: Path | None = None,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -187,10 +191,12 @@ def evaluate(
     metrics for it). ``workers``: data-loading processes (default: 0 on the CPU, up to 4 on a GPU). ``corruption``:
     a spec (`rein_cli.data.corruptions.parse_spec`: ``all``, ``fog``, ``fog:3``, comma lists): each dataset is
     evaluated once per (corruption, severity), the entries keyed ``<dataset>/<corruption>-<severity>``, summed up
-    in ``corruption`` (docs/evaluation.md).
+    in ``corruption`` (docs/evaluation.md). ``reference``: a results.json (or the folder holding one) whose training
+    dataset the shift report (``out/report.html``) compares the targets with when none of them is the model's own.
     """
     check_choice("mode", mode, InferenceMode)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
+    baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
     targets = resolve_targets(datasets, data_dir)
@@ -229,17 +235,29 @@ def evaluate(
         add_mean(results)
         distributed.barrier()  # every process's predictions are written before rank 0 reports
         if out is not None and distributed.is_main():
-            write_results(results, Path(out))
+            write_results(results, Path(out), baseline)
     finally:
         if started:
             distributed.shutdown()
     return results
 
 
-def write_results(results: Evaluation, out: Path) -> None:
-    """results.json, report.md and the per-dataset charts, each written atomically."""
+def write_results(results: Evaluation, out: Path, reference: Evaluation | None = None) -> None:
+    """results.json, report.md, the per-dataset charts and the shift report report.html (against ``reference``'s
+    training dataset when ``results`` has none), each written atomically."""
     write_results_file(results, out)
     write_report(results, out)
+    write_html(results, out, reference)
+
+
+def read_reference(reference: Path) -> Evaluation:
+    """The evaluation ``--reference`` names: a results.json, or a `rein eval` folder holding one."""
+    path = Path(reference)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+        if not path.is_file():
+            raise ReinError(f"--reference {reference} is a folder without {RESULTS_FILE}; give a `rein eval` output")
+    return read_results(path)
 
 
 def _sources(
