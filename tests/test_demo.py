@@ -34,6 +34,7 @@ def test_demo_writes_results_chart_and_overlays(demo_out):
     assert results["mean_mIoU"] == sum(round(results["datasets"][n]["mIoU"], 2) for n in conditions) / 4
     assert "left out, trained on: synthetic" in (out / "report.md").read_text()
     assert (out / "plots" / "synthetic-fog-confusion.png").is_file()
+    assert "IoU drop per class (synthetic to synthetic-fog)" in (out / "report.html").read_text(encoding="utf-8")
     assert Image.open(out / "miou.png").size[0] > 300
     overlays = sorted((out / "predictions").glob("*.jpg"))
     width, height = Image.open(overlays[0]).size

@@ -249,14 +249,24 @@ def eval_(
             "--calibrate-on", help="The labeled dataset to calibrate on (default: the model's training data)."
         ),
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            exists=True,
+            help="A results.json (or `rein eval` folder) of the training dataset: report.html compares each target "
+            "with it when no target is a training dataset.",
+        ),
+    ] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
-    trained on, published figures beside ours; results.json, report.md and charts."""
+    trained on, published figures beside ours; results.json, report.md, charts and the shift report report.html."""
     from rein_cli.engine.distributed import launch_rank
     from rein_cli.engine.evaluate import evaluate
+    from rein_cli.engine.html_report import HTML_FILE
     from rein_cli.engine.report import REPORT_FILE, format_comparison, format_estimates, format_table
     from rein_cli.engine.results import RESULTS_FILE
     from rein_cli.engine.runs import default_eval_dir
@@ -279,13 +289,14 @@ def eval_(
         corruption=corruption,
         estimate=estimate,
         calibrate_on=calibrate_on,
+        reference=reference,
     )
     if launch_rank() == 0:  # under torchrun, the first process speaks for all
         typer.echo(format_table(results))
         typer.echo(format_comparison(results) or "")
         if results.calibrated_on is not None:
             typer.echo(format_estimates(results))
-        typer.echo(f"results: {out / RESULTS_FILE}\nreport: {out / REPORT_FILE}")
+        typer.echo(f"results: {out / RESULTS_FILE}\nreport: {out / REPORT_FILE}\nshift report: {out / HTML_FILE}")
 
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]

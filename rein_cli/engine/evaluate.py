@@ -28,13 +28,16 @@ from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
 from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
+from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, cpu_estimate
 from rein_cli.engine.report import write_report
 from rein_cli.engine.results import (
+    RESULTS_FILE,
     Corruption,
     EvaluatedModel,
     Evaluation,
     ModelInfo,
+    read_results,
     write_results_file,
 )
 from rein_cli.engine.runs import resolve_device
@@ -178,6 +181,7 @@ def evaluate(
     corruption: str | None = None,
     estimate: bool = False,
     calibrate_on: str | Path | None = None,
+    reference: Path | None = None,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -197,10 +201,13 @@ def evaluate(
     evaluated once per (corruption, severity), the entries keyed ``<dataset>/<corruption>-<severity>``, summed up
     in ``corruption`` (docs/evaluation.md). ``estimate``: estimate each target's pixel accuracy and mIoU without its
     labels (unlabeled splits and plain folders of images allowed), calibrated on the labeled ``calibrate_on``
-    (default: the model's first training dataset), which is evaluated too (docs/analysis.md).
+    (default: the model's first training dataset), which is evaluated too (docs/analysis.md). ``reference``: a
+    results.json (or the folder holding one) whose training dataset the shift report (``out/report.html``) compares
+    the targets with when none of them is the model's own.
     """
     check_choice("mode", mode, InferenceMode)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
+    baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
     sources = _sources(model, trained_on, reported)
@@ -225,7 +232,7 @@ def evaluate(
         if calibration is not None:
             add_estimates(results, _key_of(results, calibration))
         if out is not None and distributed.is_main():
-            write_results(results, Path(out))
+            write_results(results, Path(out), baseline)
     finally:
         if started:
             distributed.shutdown()
@@ -303,12 +310,23 @@ def _key_of(results: Evaluation, target: Located | Manifest) -> str:
     return next(k for k, m in results.manifests.items() if m.path.resolve() == path and "/" not in k)
 
 
-def write_results(results: Evaluation, out: Path) -> None:
-    """images.npz, the worst images' pictures, results.json, report.md and the per-dataset charts, each written
-    atomically."""
+def write_results(results: Evaluation, out: Path, reference: Evaluation | None = None) -> None:
+    """images.npz, the worst images' pictures, results.json, report.md, the per-dataset charts and the shift report
+    report.html (against ``reference``'s training dataset when ``results`` has none), each written atomically."""
     write_analysis(results, out)
     write_results_file(results, out)
     write_report(results, out)
+    write_html(results, out, reference)
+
+
+def read_reference(reference: Path) -> Evaluation:
+    """The evaluation ``--reference`` names: a results.json, or a `rein eval` folder holding one."""
+    path = Path(reference)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+        if not path.is_file():
+            raise ReinError(f"--reference {reference} is a folder without {RESULTS_FILE}; give a `rein eval` output")
+    return read_results(path)
 
 
 def _sources(
