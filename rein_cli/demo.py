@@ -43,7 +43,6 @@ OUTPUTS = (
     "plots",
     "gallery",
     IMAGES_FILE,
-    "report.html",
     "miou.png",
     MARKER,
 )  # what a demo writes, and may replace
