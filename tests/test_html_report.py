@@ -24,9 +24,8 @@ from rein_cli.engine.results import (
     Evaluation,
     ImageCase,
     Interval,
-    add_mean,
-    corruption_summary,
 )
+from rein_cli.engine.summary import add_mean, corruption_summary
 from rein_cli.io import save_image
 
 from .helpers import rein
