@@ -301,7 +301,10 @@ def _gallery(name: str, worst: tuple[ImageCase, ...]) -> str:
     parts = ["<h3>Worst images</h3>"]
     if not worst:
         return parts[0] + "\n<p>No worst images recorded.</p>"
-    parts.append("<p>The images with the lowest mIoU of their own, worst first.</p>")
+    parts.append(
+        "<p>The images with the lowest mIoU of their own, worst first. In the error map a wrongly predicted pixel is "
+        "red, a right one the image in dim grey, an unlabeled one black.</p>"
+    )
     for rank, case in enumerate(worst, 1):
         figures = []
         for key, caption in PICTURES:
