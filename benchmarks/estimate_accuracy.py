@@ -41,18 +41,35 @@ def main() -> None:
     summary = {k: {"max": round(max(v), 2), "mean": round(sum(v) / len(v), 2)} for k, v in errors.items()}
     for key, s in summary.items():
         print(f"{key:26s} max error {s['max']:5.2f}  mean {s['mean']:5.2f}")
+    import torch
+
     record = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "demo": str(args.out),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "command": "python benchmarks/estimate_accuracy.py (rein demo, then its results.json)",
         "calibrated_on": results.calibrated_on,
+        "split": results.split,
+        "method": results.method,
         "backbone": results.backbone,
-        "model": results.model.to_json() if results.model is not None else None,
         "rows": rows,
         "summary": summary,
     }
     path = Path(__file__).parent / "results" / "estimate_accuracy.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written: {path}")
+
+
+def _cpu() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 if __name__ == "__main__":

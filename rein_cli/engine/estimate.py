@@ -18,6 +18,9 @@ from rein_cli.errors import ReinError
 
 SCORES = ("max_prob", "neg_entropy")  # the maximum class probability; 1 - H(p) / log K; both in [0, 1], 1 = certain
 ATC_NAMES = {"max_prob": "ATC-MC", "neg_entropy": "ATC-NE"}
+# per metric, the estimator with the smallest largest error over the four conditions of the embedded benchmark
+# (benchmarks/estimate_accuracy.py; docs/analysis.md): one model and one benchmark, a default, not a law
+RECOMMENDED = {"aAcc": "AC", "mIoU": "AC per class"}
 CITATIONS = {
     "garg2022atc": "S. Garg, S. Balakrishnan, Z. C. Lipton, B. Neyshabur, H. Sedghi. Leveraging Unlabeled Data to "
     "Predict Out-of-Distribution Performance. ICLR 2022.",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rein_cli.engine.charts import confusion_chart, corruption_chart, iou_chart, save_figure
+from rein_cli.engine.estimate import RECOMMENDED
 from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval
 from rein_cli.io import write_text
 
@@ -136,13 +137,16 @@ def format_estimates(results: Evaluation) -> str:
         methods = list(
             dict.fromkeys(e.method for entry in rows.values() for e in entry.estimates if e.metric == metric)
         )
-        cols = [max(8, len(m) + 2) for m in [*methods, "measured"]]
-        lines = [title.ljust(width) + "".join(m.rjust(w) for m, w in zip([*methods, "measured"], cols, strict=True))]
+        methods.sort(key=lambda m: m != RECOMMENDED[metric])  # the recommended one first
+        heads = [f"{m}*" if m == RECOMMENDED[metric] else m for m in methods] + ["measured"]
+        cols = [max(8, len(h) + 2) for h in heads]
+        lines = [title.ljust(width) + "".join(h.rjust(w) for h, w in zip(heads, cols, strict=True))]
         for name, entry in rows.items():
             found = {e.method: e.value for e in entry.estimates if e.metric == metric}
             values = [fmt(found.get(m)) for m in methods] + [fmt(getattr(entry, metric))]
             lines.append(name.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True)))
         blocks.append("\n".join(lines))
+    blocks.append("* the estimator with the smallest largest error on the embedded benchmark (docs/analysis.md)")
     return "\n\n".join(blocks)
 
 
