@@ -91,19 +91,20 @@ def format_table(results: Evaluation) -> str:
         return ""
     classes = _classes(results)
     width = max(14, *(len(c) + 2 for c in classes)) if classes else 14
-    cols = [max(8, len(n) + 2) for n in names]
+    entries = [results.datasets[n] for n in names]
+    intervals = [fmt_interval(e.interval).replace(", ", "-") for e in entries]
+    cols = [max(8, len(n) + 2, len(i) + 2) for n, i in zip(names, intervals, strict=True)]
 
     def row(label: str, values: list[str]) -> str:
         return label.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
 
-    entries = [results.datasets[n] for n in names]
     lines = [row("class", names)]
     for c in classes:
         lines.append(row(c, [fmt(_iou(e, c)) for e in entries]))
     lines.append("-" * len(lines[0]))
     lines.append(row("mIoU", [fmt(e.mIoU) for e in entries]))
     if any(e.interval is not None for e in entries):
-        lines.append(row("95% interval", [fmt_interval(e.interval).replace(", ", "-") for e in entries]))
+        lines.append(row("95% interval", intervals))
     for key in ("mAcc", "aAcc"):
         lines.append(row(key, [fmt(getattr(e, key)) for e in entries]))
     if any(e.reported for e in entries):
