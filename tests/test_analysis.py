@@ -87,3 +87,27 @@ def test_eval_estimate_on_the_command_line(trained, synthetic_root, night_images
     assert "ATC-MC" in block and "measured" in block and "street" in block and "synthetic-fog" in block
     assert "95% interval" in printed
     assert read_results(out / "results.json").calibrated_on == "synthetic"
+
+
+def test_an_unlabeled_test_split_is_estimated_with_the_calibration_on_its_val_split(synthetic_root, tmp_path):
+    from rein_cli.data.manifest import read_manifest, write_manifest
+    from rein_cli.io import relative_path
+    from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    source = read_manifest(synthetic_root / "synthetic-snow")
+    folder = tmp_path / "snowy"
+    items = [{"image": relative_path(source.root / item["image"], folder)} for item in source.splits["val"]]
+    write_manifest(
+        folder, dataset="snowy", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, splits={"test": items}
+    )
+    results = evaluate(
+        tiny_segmentor(), [str(folder)], data_dir=synthetic_root, split="test", mode="whole", progress=False,
+        trained_on=["synthetic"], estimate=True, out=tmp_path / "out",
+    )  # fmt: skip
+    assert list(results.datasets) == ["snowy", "synthetic (val)"] and results.calibrated_on == "synthetic (val)"
+    assert not results.datasets["snowy"].labeled and results.datasets["synthetic (val)"].labeled
+    assert {e.method for e in results.datasets["snowy"].estimates} >= {"ATC-MC", "AC per class"}
+    assert read_results(tmp_path / "out" / "results.json").calibrated_on == "synthetic (val)"
+    with pytest.raises(ReinError, match="--estimate estimates clean targets"):
+        evaluate(tiny_segmentor(), ["synthetic-fog"], data_dir=synthetic_root, estimate=True, corruption="fog:1",
+                 trained_on=["synthetic"])  # fmt: skip

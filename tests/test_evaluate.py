@@ -14,11 +14,12 @@ from PIL import Image
 
 from rein_cli.data.manifest import read_manifest, write_manifest
 from rein_cli.data.registry import canonical, canonical_list, overlaps
-from rein_cli.engine.evaluate import checkpoint_facts, evaluate
+from rein_cli.engine.evaluate import evaluate
 from rein_cli.engine.imagestats import read_image_stats
 from rein_cli.engine.inference import infer, slide_inference
 from rein_cli.engine.results import DatasetResult, Evaluation
 from rein_cli.engine.scoring import prediction_names
+from rein_cli.engine.sources import checkpoint_facts
 from rein_cli.engine.summary import add_mean
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path

@@ -30,7 +30,7 @@ def write_analysis(results: Evaluation, out: Path) -> None:
     for key, stats in results.image_stats.items():
         entry, manifest = results.datasets.get(key), results.manifests.get(key)
         if entry is not None and manifest is not None and stats.worst:
-            entry.worst = write_gallery(stats, manifest, results.split, Path("gallery") / safe_name(key), Path(out))
+            entry.worst = write_gallery(stats, manifest, stats.split, Path("gallery") / safe_name(key), Path(out))
 
 
 def add_estimates(results: Evaluation, source: str) -> None:

@@ -10,8 +10,8 @@ trained on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,14 @@ import torch
 from torch import nn
 
 from rein_cli.config import DataConfig, InferenceMode, PredictionIds, check_choice, data_root
-from rein_cli.data.catalog import Located, locate
+from rein_cli.data.catalog import Located
 from rein_cli.data.corruptions import parse_spec
 from rein_cli.data.corruptions import prepare as prepare_corruptions
-from rein_cli.data.manifest import MANIFEST, Manifest, image_folder
+from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
-from rein_cli.data.registry import canonical_list
 from rein_cli.engine import distributed
 from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
-from rein_cli.engine.checkpoint import checkpoint_dir, checkpoint_missing, load_segmentor, read_checkpoint_config
+from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
 from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, cpu_estimate
 from rein_cli.engine.report import write_report
@@ -42,123 +41,24 @@ from rein_cli.engine.results import (
 )
 from rein_cli.engine.runs import resolve_device
 from rein_cli.engine.scoring import score_datasets
+from rein_cli.engine.sources import (
+    ModelSource,
+    assign,
+    check_split,
+    checkpoint_facts,
+    preflight,
+    resolve_targets,
+    source_facts,
+    sources_of,
+)
 from rein_cli.engine.summary import add_intervals, add_mean, corruption_summary
 from rein_cli.errors import ReinError
-from rein_cli.hub import offline, parse_hf_uri
 from rein_cli.io import check_writable
 from rein_cli.models.segmentor import count_parameters, model_device
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model to evaluate, as known before it is loaded.
-
-    ``name``: how the results name it (a checkpoint folder, ``hf://org/name``, a released adapter); ``checkpoint``:
-    its folder or ``hf://`` address, or ``model`` an already built segmentor; ``trained_on`` and ``reported``: its
-    training datasets and published figures (None: what the checkpoint's config.json says); ``only``: the registry
-    datasets (and their parts) it evaluates when several models share the targets (None: the rest); ``missing``:
-    what must be got before anything can start, each a line saying how; ``pending``: how to get what ``fetch``
-    downloads before it is loaded (missing only when the network is off, or something else is missing anyway)."""
-
-    name: str
-    checkpoint: str | Path | None = None
-    model: nn.Module | None = None
-    why: str = "the checkpoint given"
-    trained_on: Sequence[str] | None = None
-    reported: Mapping[str, Any] | None = None
-    only: tuple[str, ...] | None = None
-    missing: tuple[str, ...] = ()
-    pending: str | None = None
-    fetch: Callable[[bool], Any] | None = None  # progress -> None; makes ``checkpoint`` ready
-
-
-def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:
-    """A checkpoint folder (checked now: a folder that is no checkpoint is an error) or ``hf://`` repo as a source;
-    a folder whose pretrained backbone is not on disk while offline is missing."""
-    missing = () if parse_hf_uri(str(checkpoint)) else tuple(checkpoint_missing(Path(checkpoint)))
-    return ModelSource(str(checkpoint), checkpoint=checkpoint, missing=missing, **fields)
-
-
-def resolve_targets(
-    targets: Sequence[str | Path | Located | Manifest], data_root: Path, *, images: str | None = None
-) -> list[Located | Manifest]:
-    """Target names, aliases and folders (repeatable and comma-separated: ``["bdd,citys", "map"]``) located once, in
-    order, each once; located targets and manifests pass through. Unknown names fail here, with a "did you mean".
-    ``images``: a split name under which a plain folder of images (no manifest) is taken as an unlabeled dataset."""
-    resolved: list[Located | Manifest] = []
-    for target in targets:
-        if isinstance(target, Located | Manifest):
-            resolved.append(target)
-            continue
-        for name in (t.strip() for t in str(target).split(",") if t.strip()):
-            folder = Path(name)
-            plain = images is not None and folder.is_dir() and not (folder / MANIFEST).is_file()
-            resolved.append(image_folder(folder, images) if plain else locate(name, data_root))
-    if not resolved:
-        raise ReinError("no target to evaluate on; name one with --target, e.g. --target cityscapes")
-    first: dict[Path, Located | Manifest] = {}  # one dataset named twice (cityscapes, citys) is evaluated once
-    for target in resolved:
-        first.setdefault((target.path if isinstance(target, Manifest) else target.manifest).resolve(), target)
-    return list(first.values())
-
-
-def assign(sources: Sequence[ModelSource], targets: Sequence[Located | Manifest]) -> list[tuple[ModelSource, list]]:
-    """Each target to the first source that takes it (``only``); the sources that take none are dropped."""
-    shares: list[tuple[ModelSource, list]] = [(source, []) for source in sources]
-    for target in targets:
-        located = target if isinstance(target, Located) else None
-        for source, share in shares:
-            if source.only is None or (located is not None and located.within(source.only)):
-                share.append(target)
-                break
-        else:
-            raise ReinError(f"no model evaluates {target}; name a model for every target")
-    return [(source, share) for source, share in shares if share]
-
-
-def preflight(shares: Sequence[tuple[ModelSource, list]]) -> None:
-    """Everything missing (a model, its backbone's weights, a dataset not prepared) in one error that says how to get
-    each; nothing is downloaded or generated here. What a source would download counts as missing only when the
-    network is off or something else is missing (otherwise it is downloaded)."""
-    missing = [line for source, _ in shares for line in source.missing]
-    for _, share in shares:
-        for target in share:
-            if (
-                isinstance(target, Located)
-                and not target.prepared
-                and (target.spec is None or not target.spec.synthetic)
-            ):
-                missing.append(
-                    f"the dataset {target.name}: prepare it with `rein data prepare {target.name} --from ...` "
-                    f"(`rein data info {target.name}` says where to get it)"
-                )
-    pending = [source.pending for source, _ in shares if source.pending]
-    if missing or (pending and offline()):
-        raise ReinError("missing before evaluation can start: " + "; ".join(missing + pending) + "; then rerun")
-
-
-def check_split(manifest: Manifest, split: str, predictions: bool) -> bool:
-    """Whether ``split`` of ``manifest`` has labels; an error when it does not exist, or when it has none and no
-    predictions are asked for."""
-    if split not in manifest.splits:
-        if split == "test":
-            raise ReinError(
-                f"dataset {manifest.dataset} ({manifest.path}) has no test split (its splits: "
-                f"{', '.join(manifest.splits)}); `rein data prepare` keeps the test images of Cityscapes and ACDC when "
-                "the archives hold them (prepare again with --overwrite after adding them)"
-            )
-        manifest.samples(split)  # raises: unknown split, with a "did you mean" and the splits there are
-    samples = manifest.samples(split)
-    unlabeled = sum(label is None for _, label in samples)
-    if unlabeled and not predictions:
-        raise ReinError(
-            f"split {split} of {manifest.dataset} ({manifest.path}) has {unlabeled} of {len(samples)} images without "
-            "a label; metrics need labels: evaluate a labeled split (e.g. --split val), estimate them without labels "
-            "with --estimate, or write predictions for the benchmark server with --save-predictions DIR"
-        )
-    return unlabeled == 0
+CALIBRATION_SPLIT = "val"  # where a calibration dataset's labels are
 
 
 def evaluate(
@@ -210,11 +110,15 @@ def evaluate(
     baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
-    sources = _sources(model, trained_on, reported)
+    sources = sources_of(model, trained_on, reported)
     calibration = _calibration(sources, calibrate_on, data_dir) if estimate else None
     if calibrate_on is not None and not estimate:
         raise ReinError("--calibrate-on calibrates the label-free estimates: add --estimate")
-    targets = resolve_targets([*datasets, *([calibration] if calibration else [])], data_dir, images=split)
+    if estimate and corruption is not None:
+        raise ReinError("--estimate estimates clean targets; evaluate the corruptions apart (without --estimate)")
+    apart = calibration is not None and split != CALIBRATION_SPLIT  # the calibration's labels are in its val split
+    extra = [calibration] if calibration is not None and not apart else []
+    targets = resolve_targets([*datasets, *extra], data_dir, images=split)
     shares = assign(sources, targets)
     preflight(shares)
     target_device = resolve_device(device)
@@ -230,7 +134,8 @@ def evaluate(
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
-            add_estimates(results, _key_of(results, calibration))
+            key = _calibrate_apart(results, sources, calibration, data_dir, target_device, settings) if apart else None
+            add_estimates(results, key or _key_of(results, calibration))
         if out is not None and distributed.is_main():
             write_results(results, Path(out), baseline)
     finally:
@@ -304,6 +209,27 @@ def _calibration(sources: list[ModelSource], calibrate_on: str | Path | None, da
     return found
 
 
+def _calibrate_apart(
+    results: Evaluation,
+    sources: list[ModelSource],
+    calibration: Located | Manifest,
+    data_dir: Path,
+    device: torch.device,
+    settings: dict[str, Any],
+) -> str:
+    """The calibration dataset's `CALIBRATION_SPLIT` evaluated apart (the targets are on another split) and added to
+    ``results`` as ``<dataset> (val)``; its key."""
+    split = CALIBRATION_SPLIT
+    apart = _evaluate_shares(
+        assign(sources, [calibration]), data_dir, device, settings | {"split": split, "unlabeled": False}
+    )
+    ((name, entry),) = apart.datasets.items()
+    key = f"{name} ({split})"
+    results.datasets[key] = entry
+    results.image_stats[key], results.manifests[key] = apart.image_stats[name], apart.manifests[name]
+    return key
+
+
 def _key_of(results: Evaluation, target: Located | Manifest) -> str:
     """The key of ``target``'s clean entry in ``results``."""
     path = (target.path if isinstance(target, Manifest) else target.manifest).resolve()
@@ -329,41 +255,6 @@ def read_reference(reference: Path) -> Evaluation:
     return read_results(path)
 
 
-def _sources(
-    model: nn.Module | str | Path | ModelSource | Sequence[ModelSource],
-    trained_on: Sequence[str],
-    reported: Mapping[str, Any] | None,
-) -> list[ModelSource]:
-    facts = {"trained_on": trained_on or None, "reported": reported}
-    if isinstance(model, nn.Module):
-        return [ModelSource("the model given", model=model, trained_on=trained_on, reported=reported)]
-    if isinstance(model, ModelSource):
-        return [model]
-    if isinstance(model, str | Path):
-        return [checkpoint_source(model, **facts)]
-    return list(model)
-
-
-def checkpoint_facts(folder: Path) -> tuple[list[str], dict[str, Any]]:
-    """What a checkpoint's config.json says about evaluation: its training datasets (canonical; the
-    ``training_datasets`` list, or the ``trained_on`` string of older checkpoints) and the published figures of its
-    recipe (``reported``)."""
-    config = read_checkpoint_config(folder)
-    trained = config.get("training_datasets") or config.get("trained_on")
-    reported = config.get("reported")
-    return canonical_list(trained), reported if isinstance(reported, dict) else {}
-
-
-def _facts(source: ModelSource, folder: Path | None) -> tuple[list[str], Mapping[str, Any]]:
-    """A source's training datasets and published figures: its own, else its checkpoint's."""
-    trained, reported = source.trained_on, source.reported
-    if folder is not None and (trained is None or reported is None):
-        from_checkpoint = checkpoint_facts(folder)
-        trained = from_checkpoint[0] if trained is None else trained
-        reported = from_checkpoint[1] if reported is None else reported
-    return canonical_list(trained), reported or {}
-
-
 def _evaluate_source(
     source: ModelSource, manifests: list[tuple[Manifest, bool]], device: torch.device, settings: dict[str, Any]
 ) -> Evaluation:
@@ -374,7 +265,7 @@ def _evaluate_source(
             source.fetch(settings["progress"])
         folder, _ = checkpoint_dir(source.checkpoint)
         model = load_segmentor(source.checkpoint, device)
-    trained_on, reported = _facts(source, folder)
+    trained_on, reported = source_facts(source, folder)
     if source.model is None:
         log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
         if model_device(model).type == "cpu":

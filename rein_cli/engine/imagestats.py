@@ -50,7 +50,7 @@ class ImageStats:
     ``intersect``, ``label_area`` and ``pred_area`` (N, K) pixel counts over the labeled pixels (zero without
     labels, where ``pred_area`` counts every pixel); ``confidence`` (N,) each image's mean maximum class probability;
     ``hist`` per score (`SCORES`) a (K, `BINS`) histogram of every pixel's score by predicted class, and
-    ``hist_labeled`` the same over the labeled pixels only (what a calibration uses)."""
+    ``hist_labeled`` the same over the labeled pixels only (what a calibration uses); ``split``: whose images."""
 
     images: list[str]
     intersect: np.ndarray
@@ -60,6 +60,7 @@ class ImageStats:
     hist: dict[str, np.ndarray]
     hist_labeled: dict[str, np.ndarray]
     labeled: bool
+    split: str = "val"
     worst: list[tuple[float, int, np.ndarray]] = field(default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -96,9 +97,11 @@ class Recorder:
     """Collects one dataset's `ImageStats` while it is scored, image by image (a process's share of them), and
     keeps the ``keep_worst`` images of lowest mIoU with their predictions."""
 
-    def __init__(self, num_classes: int, size: int, paths: list[str], *, labeled: bool, keep_worst: int = 0):
+    def __init__(
+        self, num_classes: int, size: int, paths: list[str], *, labeled: bool, split: str, keep_worst: int = 0
+    ):
         K = num_classes
-        self.paths, self.labeled, self.keep_worst = paths, labeled, keep_worst
+        self.paths, self.labeled, self.split, self.keep_worst = paths, labeled, split, keep_worst
         self.seen = np.zeros(size, dtype=bool)
         self.areas = np.zeros((3, size, K), dtype=np.int64)
         self.confidence = np.full(size, np.nan)
@@ -155,6 +158,7 @@ class Recorder:
             hist,
             hist_labeled if self.labeled else {},
             self.labeled,
+            self.split,
             worst,
         )
 
@@ -164,7 +168,7 @@ def write_image_stats(stats: Mapping[str, ImageStats], out: Path) -> Path:
     arrays: dict[str, np.ndarray] = {}
     index = []
     for i, (key, s) in enumerate(stats.items()):
-        index.append({"key": key, "labeled": s.labeled, "images": s.images})
+        index.append({"key": key, "labeled": s.labeled, "split": s.split, "images": s.images})
         arrays |= {f"{i}.intersect": s.intersect, f"{i}.label_area": s.label_area, f"{i}.pred_area": s.pred_area}
         arrays[f"{i}.confidence"] = s.confidence
         arrays |= {f"{i}.hist.{name}": h.astype(np.int64) for name, h in s.hist.items()}
@@ -198,6 +202,7 @@ def read_image_stats(file: Path) -> dict[str, ImageStats]:
                     hist,
                     labeled,
                     bool(entry["labeled"]),
+                    str(entry.get("split", "val")),
                 )
     except FileNotFoundError as err:
         raise ReinError(f"{file} is missing: evaluate again with rein eval --out to record each image") from err

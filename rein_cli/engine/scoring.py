@@ -153,7 +153,7 @@ def score_datasets(
             loader = DataLoader(shard, batch_size=None, num_workers=workers, collate_fn=_as_is)
             cm = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device)
             worst = keep_worst if pair is None else 0
-            recorder = Recorder(model.num_classes, len(data), paths, labeled=has_labels, keep_worst=worst)
+            recorder = Recorder(model.num_classes, len(data), paths, labeled=has_labels, split=split, keep_worst=worst)
             bar = progress and distributed.is_main()
             for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
                 image = item["image"][None].to(device, non_blocking=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rein_cli.engine.evaluate import ModelSource, checkpoint_source
+from rein_cli.engine.sources import ModelSource, checkpoint_source
 from rein_cli.errors import ReinError
 from rein_cli.zoo.pull import adapter_ready, checkpoint_path, find_release, pull_adapter
 from rein_cli.zoo.releases import ACDC_RELEASE, DEFAULT_RELEASE, Release
