@@ -53,7 +53,14 @@ def expect(path: str, params: dict[str, Any], out: str, cwd: Path, home: Path) -
             from rein_cli.data.corruptions import parse_spec
 
             targets = [(t, pair) for t in targets for pair in parse_spec(params["corruption"])]
-        assert len(results["datasets"]) == len(targets) and all("mIoU" in r for r in results["datasets"].values())
+        if params["estimate"]:  # the calibration dataset evaluated too; each other target estimated, labels or not
+            calibrated = results["calibrated_on"]
+            assert len(results["datasets"]) == len(targets) + (calibrated not in targets)
+            assert "mIoU" in results["datasets"][calibrated] and "Estimated without labels" in out
+            assert all(r.get("estimates") for name, r in results["datasets"].items() if name != calibrated)
+        else:
+            assert len(results["datasets"]) == len(targets)
+            assert all("mIoU" in r for r in results["datasets"].values())
     elif path == "rein predict":
         count, folder = re.search(r"^(\d+) images segmented into (.+)/ ", out, re.MULTILINE).groups()
         images = [p for name in map(Path, params["inputs"]) for p in ([name] if name.is_file() else name.iterdir())]

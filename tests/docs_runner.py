@@ -165,7 +165,8 @@ def inputs(path: str, params: dict[str, Any]) -> list[str]:
         recipe = params["recipe"] if str(params["recipe"]).endswith((".yaml", ".yml")) else None
         found = [recipe, sets_.get("model.weights"), sets_.get("train.init_from")]
     elif path in ("rein eval", "rein predict"):
-        found = [params["checkpoint"], *(params.get("inputs") or [])]
+        targets = [t for given in params.get("targets") or [] for t in str(given).split(",")]
+        found = [params["checkpoint"], *(params.get("inputs") or []), *(t for t in targets if t in WORKSPACE)]
     elif path == "rein data prepare":
         found = params["sources"]
     elif path == "rein compare":  # LABEL=PATH: the path
