@@ -111,3 +111,20 @@ def test_an_unlabeled_test_split_is_estimated_with_the_calibration_on_its_val_sp
     with pytest.raises(ReinError, match="--estimate estimates clean targets"):
         evaluate(tiny_segmentor(), ["synthetic-fog"], data_dir=synthetic_root, estimate=True, corruption="fog:1",
                  trained_on=["synthetic"])  # fmt: skip
+
+
+def test_the_resamples_and_the_worst_images_are_the_users_to_choose(trained, synthetic_root, tmp_path):
+    out = tmp_path / "eval"
+    common = ("--mode", "whole", "--data-root", synthetic_root, "--out", out, "--no-progress")
+    assert (
+        rein(
+            "eval", trained / "checkpoints" / "last", "-t", "synthetic-fog", *common, "--resamples", "0", "--worst", "2"
+        )
+        == 0
+    )
+    written = read_results(out / "results.json")
+    entry = written.datasets["synthetic-fog"]
+    assert entry.interval is None and written.mean_interval is None and len(entry.worst) == 2
+    assert rein("eval", trained / "checkpoints" / "last", "-t", "synthetic-fog", *common, "--resamples", "200") == 0
+    entry = read_results(out / "results.json").datasets["synthetic-fog"]
+    assert entry.interval.resamples == 200 and len(entry.worst) == 4  # every one of its 4 images: fewer than 8

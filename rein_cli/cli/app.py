@@ -258,6 +258,14 @@ def eval_(
             "with it when no target is a training dataset.",
         ),
     ] = None,
+    resamples: Annotated[
+        int | None,
+        typer.Option("--resamples", min=0, help="Bootstrap resamples of each 95% interval (default 1000; 0: none)."),
+    ] = None,
+    worst: Annotated[
+        int | None,
+        typer.Option("--worst", min=0, help="The worst images per dataset drawn for the shift report (default 8)."),
+    ] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Progress = None,
@@ -290,6 +298,7 @@ def eval_(
         estimate=estimate,
         calibrate_on=calibrate_on,
         reference=reference,
+        **{k: v for k, v in {"resamples": resamples, "worst": worst}.items() if v is not None},
     )
     if launch_rank() == 0:  # under torchrun, the first process speaks for all
         typer.echo(format_table(results))

@@ -26,6 +26,7 @@ from rein_cli.data.manifest import Manifest
 from rein_cli.data.prepare import ensure_prepared
 from rein_cli.engine import distributed
 from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
+from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
 from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, cpu_estimate
@@ -82,6 +83,8 @@ def evaluate(
     estimate: bool = False,
     calibrate_on: str | Path | None = None,
     reference: Path | None = None,
+    resamples: int = RESAMPLES,
+    worst: int = WORST,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -103,7 +106,8 @@ def evaluate(
     labels (unlabeled splits and plain folders of images allowed), calibrated on the labeled ``calibrate_on``
     (default: the model's first training dataset), which is evaluated too (docs/analysis.md). ``reference``: a
     results.json (or the folder holding one) whose training dataset the shift report (``out/report.html``) compares
-    the targets with when none of them is the model's own.
+    the targets with when none of them is the model's own. ``resamples``: the bootstrap resamples of each interval
+    (0: no intervals); ``worst``: the worst images drawn per dataset for the shift report (with ``out``).
     """
     check_choice("mode", mode, InferenceMode)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
@@ -130,7 +134,8 @@ def evaluate(
     try:
         settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
-        settings |= dict(corruption=corruption, out=out, keep_worst=WORST if out is not None else 0)
+        settings |= dict(corruption=corruption, out=out, keep_worst=worst if out is not None else 0)
+        settings |= dict(resamples=resamples)
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
@@ -176,7 +181,7 @@ def _evaluate_shares(
         parts.append((source, [t.given if isinstance(t, Located) else t.dataset for t in share], part))
     results = _merge(parts, named=not (len(shares) == 1 and shares[0][0].model is not None))
     add_mean(results)
-    add_intervals(results)
+    add_intervals(results, settings["resamples"])
     distributed.barrier()  # every process's predictions are written before rank 0 reports
     return results
 

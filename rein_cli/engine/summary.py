@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rein_cli.engine.bootstrap import mean_interval, miou_interval
+from rein_cli.engine.bootstrap import RESAMPLES, mean_interval, miou_interval
 from rein_cli.engine.metrics import dg_mean
 from rein_cli.engine.results import Corruption, CorruptionSummary, DatasetResult, Evaluation, reported_for
 
@@ -56,12 +56,15 @@ def corruption_summary(entries: Mapping[str, DatasetResult], spec: str, reported
     return Corruption(spec, datasets)
 
 
-def add_intervals(results: Evaluation) -> None:
-    """Each labeled dataset's mIoU interval and the DG mean's (over ``mean_of``), from the images recorded."""
+def add_intervals(results: Evaluation, resamples: int = RESAMPLES) -> None:
+    """Each labeled dataset's mIoU interval and the DG mean's (over ``mean_of``), from the images recorded, with
+    ``resamples`` bootstrap resamples (0: none)."""
+    if resamples <= 0:
+        return
     stats = results.image_stats
     for key, entry in results.scored().items():
         if key in stats and stats[key].labeled and len(stats[key]):
-            entry.interval = miou_interval(stats[key])
+            entry.interval = miou_interval(stats[key], resamples)
     over = [stats.get(name) for name in results.mean_of]
     if over and all(s is not None and s.labeled and len(s) for s in over):
-        results.mean_interval = mean_interval(over)
+        results.mean_interval = mean_interval(over, resamples)
