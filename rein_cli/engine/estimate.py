@@ -29,6 +29,8 @@ CITATIONS = {
     "hendrycks2017baseline": "D. Hendrycks, K. Gimpel. A Baseline for Detecting Misclassified and Out-of-Distribution "
     "Examples in Neural Networks. ICLR 2017.",
 }
+CITED = {"garg2022atc": "Garg et al., ICLR 2022", "guillory2021doc": "Guillory et al., ICCV 2021",
+         "hendrycks2017baseline": "Hendrycks and Gimpel, ICLR 2017"}  # fmt: skip
 
 
 @dataclass(frozen=True)

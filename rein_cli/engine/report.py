@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rein_cli.engine.charts import confusion_chart, corruption_chart, iou_chart, save_figure
-from rein_cli.engine.estimate import RECOMMENDED
+from rein_cli.engine.estimate import CITED, RECOMMENDED
 from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval
 from rein_cli.io import write_text
 
@@ -147,7 +147,18 @@ def format_estimates(results: Evaluation) -> str:
             values = [fmt(found.get(m)) for m in methods] + [fmt(getattr(entry, metric))]
             lines.append(name.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True)))
         blocks.append("\n".join(lines))
-    blocks.append("* the estimator with the smallest largest error on the embedded benchmark (docs/analysis.md)")
+    found = {e.method: e for e in next(iter(rows.values())).estimates}  # the calibration is the source's, one for all
+    notes = [f"calibration on {results.calibrated_on}: aAcc {fmt(found['DoC'].calibration['source_accuracy'])}"]
+    if "DoC mIoU" in found:
+        notes[0] += f", mIoU {fmt(found['DoC mIoU'].calibration['source_miou'])}"
+    notes[0] += f", mean confidence {fmt(found['DoC'].calibration['source_confidence'])}"
+    thresholds = [f"{m} {found[m].calibration['threshold']:.3f}" for m in ("ATC-MC", "ATC-NE") if m in found]
+    if thresholds:
+        notes[0] += f"; ATC thresholds {', '.join(thresholds)} (per class: results.json)"
+    cited = dict.fromkeys(e.citation for e in found.values())
+    notes.append("sources: " + "; ".join(CITED.get(c, c) for c in cited))
+    notes.append("* the estimator with the smallest largest error on the embedded benchmark (docs/analysis.md)")
+    blocks.append("\n".join(notes))
     return "\n\n".join(blocks)
 
 
