@@ -85,6 +85,8 @@ def test_eval_estimate_on_the_command_line(trained, synthetic_root, night_images
     assert "Estimated without labels, calibrated on synthetic (val)" in printed
     block = printed[printed.index("Estimated without labels") :]
     assert "ATC-MC" in block and "measured" in block and "street" in block and "synthetic-fog" in block
+    assert "calibration on synthetic: aAcc " in block and "ATC thresholds ATC-MC 0." in block
+    assert "sources: Hendrycks and Gimpel, ICLR 2017; Guillory et al., ICCV 2021; Garg et al., ICLR 2022" in block
     assert "95% interval" in printed
     assert read_results(out / "results.json").calibrated_on == "synthetic"
 
