@@ -201,7 +201,11 @@ def eval_(
     targets: Annotated[
         list[str] | None,
         typer.Option(
-            "--target", "-t", "--data", "-d", help="Dataset name, alias or prepared folder (repeatable, or a,b)."
+            "--target",
+            "-t",
+            "--data",
+            "-d",
+            help="Dataset name, alias or prepared folder (repeatable, or a,b); with --estimate a folder of images too.",
         ),
     ] = None,
     backbone: Annotated[
