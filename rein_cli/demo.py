@@ -17,6 +17,7 @@ import numpy as np
 from rein_cli.config import Config, load_config
 from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
 from rein_cli.engine.charts import headroom, labelled_strip, missing, save_figure
+from rein_cli.engine.gallery import GALLERY
 from rein_cli.engine.html_report import HTML_FILE
 from rein_cli.engine.imagestats import IMAGES_FILE
 from rein_cli.engine.report import REPORT_FILE
@@ -41,7 +42,7 @@ OUTPUTS = (
     REPORT_FILE,
     HTML_FILE,
     "plots",
-    "gallery",
+    GALLERY,
     IMAGES_FILE,
     "miou.png",
     MARKER,

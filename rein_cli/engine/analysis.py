@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rein_cli.engine.estimate import ScoreStats, estimate
-from rein_cli.engine.gallery import WORST, write_gallery
+from rein_cli.engine.gallery import GALLERY, WORST, write_gallery
 from rein_cli.engine.imagestats import write_image_stats
 from rein_cli.engine.report import safe_name
 from rein_cli.engine.results import Evaluation
@@ -30,7 +30,7 @@ def write_analysis(results: Evaluation, out: Path) -> None:
     for key, stats in results.image_stats.items():
         entry, manifest = results.datasets.get(key), results.manifests.get(key)
         if entry is not None and manifest is not None and stats.worst:
-            entry.worst = write_gallery(stats, manifest, stats.split, Path("gallery") / safe_name(key), Path(out))
+            entry.worst = write_gallery(stats, manifest, stats.split, Path(GALLERY) / safe_name(key), Path(out))
 
 
 def add_estimates(results: Evaluation, source: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -117,6 +117,11 @@ class ScoreStats:
             return np.diag(confusion) / confusion.sum(0)
 
 
+def _nan(value: Any) -> Any:
+    """A figure read from results.json, which writes NaN as null."""
+    return math.nan if value is None else value
+
+
 @dataclass(frozen=True)
 class Estimate:
     """One estimate of a target's metric: ``value`` in percent (NaN where undefined), what calibrated it, its paper.
@@ -141,18 +146,17 @@ class Estimate:
 
     @classmethod
     def from_json(cls, data: Mapping) -> Estimate:
-        nan = lambda v: math.nan if v is None else v  # noqa: E731 - results.json writes NaN as null
         calibration = {
-            k: [nan(x) for x in v] if isinstance(v, list) else nan(v) for k, v in data["calibration"].items()
+            k: [_nan(x) for x in v] if isinstance(v, list) else _nan(v) for k, v in data["calibration"].items()
         }
         per_class = data.get("per_class")
         return cls(
             str(data["method"]),
             data["metric"],
-            nan(data["value"]),
+            _nan(data["value"]),
             str(data["citation"]),
             calibration,
-            [nan(x) for x in per_class] if per_class is not None else None,
+            [_nan(x) for x in per_class] if per_class is not None else None,
         )
 
 

@@ -15,6 +15,7 @@ from rein_cli.engine.results import ImageCase
 from rein_cli.io import save_image
 from rein_cli.labels import colorize
 
+GALLERY = "gallery"  # the pictures' folder in an evaluation's output
 WORST = 8  # images shown per dataset
 WIDTH = 640
 WRONG = (230, 40, 40)  # a wrongly predicted pixel in the error map

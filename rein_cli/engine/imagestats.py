@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rein_cli.engine.metrics import labeled_pixels
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
 
@@ -66,10 +67,6 @@ class ImageStats:
     def __len__(self) -> int:
         return len(self.images)
 
-    @property
-    def num_classes(self) -> int:
-        return self.intersect.shape[1]
-
     def image_miou(self) -> np.ndarray:
         """(N,) each image's own mIoU in percent, over the classes in its label or prediction (NaN: none)."""
         return _miou(self.intersect, self.label_area, self.pred_area)
@@ -78,10 +75,6 @@ class ImageStats:
         """(N,) each image's pixel accuracy in percent (NaN: no labeled pixel)."""
         labeled = self.label_area.sum(1)
         return np.divide(100 * self.intersect.sum(1), labeled, out=np.full(len(labeled), np.nan), where=labeled > 0)
-
-    def confusion_margins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The dataset's (K,) intersection, label and prediction areas."""
-        return self.intersect.sum(0), self.label_area.sum(0), self.pred_area.sum(0)
 
 
 def _miou(intersect: np.ndarray, label: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -109,11 +102,14 @@ class Recorder:
         self.hist_labeled = {s: torch.zeros(K * BINS, dtype=torch.float64) for s in SCORES}
         self.worst: list[tuple[float, int, np.ndarray]] = []
 
-    def add(self, index: int, probs: Tensor, pred: Tensor, label: Tensor | None, ignore_index: int) -> None:
-        """Image ``index``: its (1, K, H, W) probabilities, (H, W) prediction and label (None: unlabeled)."""
+    def add(
+        self, index: int, probs: Tensor, pred: Tensor, label: Tensor | None, confusion: Tensor | None, ignore_index: int
+    ) -> None:
+        """Image ``index``: its (1, K, H, W) probabilities, (H, W) prediction, and its label and (K, K) confusion
+        matrix (`rein_cli.engine.metrics.confusion_matrix`; both None: unlabeled)."""
         K = probs.shape[1]
         scores = confidence_scores(probs)
-        valid = (label != ignore_index) & (label >= 0) & (label < K) if label is not None else None
+        valid = labeled_pixels(label.long(), K, ignore_index) if label is not None else None
         for name, score in scores.items():
             bins = (score[0] * BINS).long().clamp(0, BINS - 1) + pred * BINS
             self.hist[name] += torch.bincount(bins.flatten(), minlength=K * BINS).double().cpu()
@@ -121,15 +117,13 @@ class Recorder:
                 self.hist_labeled[name] += torch.bincount(bins[valid], minlength=K * BINS).double().cpu()
         self.confidence[index] = float(scores["max_prob"].double().mean())
         self.seen[index] = True
-        if valid is None:
+        if confusion is None:
             self.areas[2, index] = torch.bincount(pred.flatten(), minlength=K).cpu().numpy()
             return
-        p, t = pred[valid], label[valid].long()
-        self.areas[0, index] = torch.bincount(t[p == t], minlength=K).cpu().numpy()
-        self.areas[1, index] = torch.bincount(t, minlength=K).cpu().numpy()
-        self.areas[2, index] = torch.bincount(p, minlength=K).cpu().numpy()
+        confusion = confusion.cpu()  # the matrix's diagonal and margins: intersection, label and prediction areas
+        self.areas[:, index] = torch.stack([confusion.diag(), confusion.sum(1), confusion.sum(0)]).numpy()
         if self.keep_worst:
-            miou = float(_miou(self.areas[0, index], self.areas[1, index], self.areas[2, index]))
+            miou = float(_miou(*self.areas[:, index]))
             if not math.isnan(miou):
                 self.worst.append((miou, index, pred.to(torch.uint8).cpu().numpy()))
                 self.worst = sorted(self.worst, key=lambda w: (w[0], w[1]))[: self.keep_worst]

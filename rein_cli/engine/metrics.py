@@ -15,9 +15,14 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     Target values outside [0, K) other than ``ignore_index`` are skipped as well. Runs on the tensors' device.
     """
     pred, target = pred.flatten().long(), target.flatten().long()
-    keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    keep = labeled_pixels(target, num_classes, ignore_index)
     index = target[keep] * num_classes + pred[keep]
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def labeled_pixels(target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """Where ``target`` names a class: neither ``ignore_index`` nor a value outside [0, K)."""
+    return (target != ignore_index) & (target >= 0) & (target < num_classes)
 
 
 def iou_from_confusion(cm: Tensor) -> dict[str, float | list[float]]:

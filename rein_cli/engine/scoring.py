@@ -163,10 +163,12 @@ def score_datasets(
                     scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
                 pred = scores.argmax(1)[0]
                 label = item["label"].to(device, non_blocking=True) if has_labels else None
+                image_cm = None
                 if label is not None:
-                    cm += confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                    image_cm = confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                    cm += image_cm
                 probs = class_probabilities(scores, scores_are)
-                recorder.add(shard.indices[k], probs, pred, label, manifest.ignore_index)
+                recorder.add(shard.indices[k], probs, pred, label, image_cm, manifest.ignore_index)
                 if save_predictions is not None:
                     ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
                     save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
