@@ -30,8 +30,9 @@ from rein_cli.cli.options import (
     Sets,
     bars,
     datasets_folder,
-    parse_size,
 )
+from rein_cli.cli.predict import compare, predict
+from rein_cli.cli.zoo import convert, models, pull, push
 
 log = logging.getLogger("rein_cli")
 
@@ -312,134 +313,11 @@ def eval_(
         typer.echo(f"results: {out / RESULTS_FILE}\nreport: {out / REPORT_FILE}\nshift report: {out / HTML_FILE}")
 
 
-CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
-
-
-@app.command()
-def compare(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="results.json files, `rein eval` output folders or `rein train` runs; LABEL=PATH names the row "
-            "(inputs with one label that differ in the seed alone are seeds of one row)."
-        ),
-    ],
-    targets: Annotated[
-        list[str] | None,
-        typer.Option("--targets", help="The columns and their order, e.g. cityscapes,bdd100k,mapillary."),
-    ] = None,
-    out: CompareOut = Path("compare"),
-) -> None:
-    """Several evaluations side by side: mIoU per target, DG mean, parameters and seeds, the paper's figures."""
-    from rein_cli.engine.compare import compare as compare_
-    from rein_cli.engine.compare_report import format_text, write_comparison
-
-    chosen = [t.strip() for value in targets or [] for t in value.split(",") if t.strip()]
-    table = compare_(inputs, targets=chosen or None)
-    written = write_comparison(table, out)
-    typer.echo(format_text(table))
-    typer.echo(f"written: {', '.join(str(p) for p in written)}")
-
-
-@app.command()
-def pull(
-    name: Annotated[str, typer.Argument(help="A backbone (dinov2-l) or a released adapter (rein-dinov2-l-gta).")],
-    crop: Annotated[
-        int | None, typer.Option("--crop", min=32, help="For a backbone: the crop to convert for (512).")
-    ] = None,
-    progress: Progress = None,
-) -> None:
-    """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
-    from rein_cli.zoo.pull import pull as pull_
-
-    pulled = pull_(name, crop=crop, progress=bars(progress))
-    sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
-    typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
-
-
-@app.command()
-def push(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (config.json + model.safetensors).")],
-    repo_id: Annotated[str, typer.Argument(help="The Hub model repo, ORG/NAME (created if needed).")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
-) -> None:
-    """Upload a checkpoint to the Hugging Face Hub with a model card; use it anywhere as hf://ORG/NAME."""
-    from rein_cli.zoo.push import push as push_
-
-    url = push_(checkpoint, repo_id, private=private)
-    typer.echo(f"pushed {checkpoint} to {repo_id}: {url}\nuse it as hf://{repo_id}")
-
-
-@app.command()
-def models() -> None:
-    """Backbones and released adapters: on disk or not, size, licence, published figures."""
-    from rein_cli.zoo.listing import format_models, list_adapters, list_backbones
-
-    typer.echo(format_models(list_backbones(), list_adapters()))
-
-
-@app.command()
-def predict(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint folder or hf://org/name (@revision optional).")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories of images.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("predictions"),
-    mode: Mode = InferenceMode.slide,
-    size: Annotated[
-        str | None, typer.Option("--size", help="Resize keeping the ratio first, LONGxSHORT, e.g. 1024x512.")
-    ] = None,
-    device: Device = "auto",
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Segment the readable inputs, list the others, then exit 1.")
-    ] = False,
-    formats: Annotated[
-        list[str] | None,
-        typer.Option("--format", "-f", help="label, colour and/or overlay (repeatable, or a,b; default: all three)."),
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
-    ] = 1,
-    progress: Progress = None,
-) -> None:
-    """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
-    from rein_cli.engine.predict import FORMATS, parse_formats
-    from rein_cli.engine.predict import predict as predict_
-
-    chosen = parse_formats(formats)  # a wrong name fails before the model loads
-    shown = bars(progress)
-    written = predict_(
-        checkpoint,
-        inputs,
-        out,
-        mode=mode.value,
-        size=parse_size(size),
-        device=device,
-        skip_bad=skip_bad,
-        formats=chosen,
-        batch_size=batch_size,
-        progress=shown,
-    )
-    folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
-    typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")
-
-
-@app.command()
-def convert(
-    source: Annotated[
-        Path, typer.Argument(help="An official Rein checkpoint (.pth) or Meta's dinov2_vit*14_pretrain.pth.")
-    ],
-    backbone: Annotated[str, typer.Option("--backbone", help="The backbone the file was made for, e.g. dinov2-l.")],
-    out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Checkpoint directory, or for DINOv2 weights a .safetensors file or folder."),
-    ],
-    crop: Annotated[int, typer.Option("--crop", min=32, help="Training crop the weights are for: 512 or 1024.")] = 512,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already at --out.")] = False,
-) -> None:
-    """Convert an official checkpoint (Rein + Mask2Former head, optionally the backbone) or DINOv2 release weights."""
-    from rein_cli.engine.convert import convert as convert_
-
-    written = convert_(source, backbone, out, crop_size=crop, overwrite=overwrite)
-    typer.echo(f"wrote {written}")
-
-
+# The commands in the order `rein --help` lists them.
+app.command()(compare)
+app.command()(pull)
+app.command()(push)
+app.command()(models)
+app.command()(predict)
+app.command()(convert)
 app.add_typer(data_app, name="data")
