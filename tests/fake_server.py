@@ -6,6 +6,10 @@
         server.set("/releases/model.pth", cut_after=None)  # the next ones are whole
         assert server.requests[-1].range == "bytes=1000-"
 
+Slow servers: ``delay`` (seconds before anything is sent: one that never answers), ``trickle_head`` and ``trickle``
+(every byte of the status line and headers, or of the body, sent alone after that many seconds), ``pause_after`` and
+``pause`` (a pause in the middle of the body, e.g. to start a second download meanwhile).
+
 Another protocol (the Hugging Face Hub's ``/{repo}/resolve/{revision}/{file}``, a login) is a subclass that
 overrides `FakeServer.respond`; `File.headers` adds response headers (``ETag``, ``X-Repo-Commit``) per file.
 """
@@ -30,7 +34,12 @@ class File:
     serve: bytes | None = None  # serve these bytes instead of ``data`` (a corrupted file)
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     delay: float = 0.0  # seconds to wait before answering (a slow server)
-    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (they replace computed ones)
+    no_length: bool = False  # send no Content-Length: the body ends when the connection closes
+    trickle_head: float = 0.0  # send the status line and headers one byte at a time, this many seconds apart
+    trickle: float = 0.0  # send the body one byte at a time, this many seconds apart
+    pause_after: int | None = None  # wait ``pause`` seconds after this many bytes of the body
+    pause: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     cut_after: int | None = None
+    no_length: bool = False
+    trickle_head: float = 0.0
+    trickle: float = 0.0
+    pause_after: int | None = None
+    pause: float = 0.0
 
 
 class FakeServer:
@@ -100,14 +114,15 @@ class FakeServer:
         if file.status is not None:
             return Reply(file.status, dict(file.headers), f"HTTP {file.status}".encode())
         body = file.data if file.serve is None else file.serve
+        slow = {name: getattr(file, name) for name in ("no_length", "trickle_head", "trickle", "pause_after", "pause")}
         wanted = headers.get("range")
         if wanted is None or file.ignore_range:
-            return Reply(200, {"Accept-Ranges": "bytes", **file.headers}, body, file.cut_after)
+            return Reply(200, {"Accept-Ranges": "bytes", **file.headers}, body, file.cut_after, **slow)
         start, end = _byte_range(wanted, len(body))
         if start >= len(body):
             return Reply(416, {"Content-Range": f"bytes */{len(body)}", **file.headers})
         ranged = {"Content-Range": f"bytes {start}-{end}/{len(body)}", **file.headers}
-        return Reply(206, ranged, body[start : end + 1], file.cut_after)
+        return Reply(206, ranged, body[start : end + 1], file.cut_after, **slow)
 
 
 def unused_port() -> int:
@@ -150,10 +165,33 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         owner.requests.append(Request(self.command, self.path, headers.get("range"), headers))
         reply = owner.respond(self.command, self.path, headers)
-        self.send_response(reply.status)
-        for name, value in {"Content-Length": str(len(reply.body)), **reply.headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(reply.body if reply.cut_after is None else reply.body[: reply.cut_after])
+        length = {} if reply.no_length else {"Content-Length": str(len(reply.body))}
+        data = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
         self.close_connection = True
+        if not reply.trickle and not reply.trickle_head and reply.pause_after is None:
+            self.send_response(reply.status)
+            for name, value in {**length, **reply.headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+            return
+        lines = [f"{self.protocol_version} {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in {**length, **reply.headers}.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self._send(head, reply.trickle_head)
+        if body:
+            cut = len(data) if reply.pause_after is None else reply.pause_after
+            self._send(data[:cut], reply.trickle)
+            time.sleep(reply.pause)
+            self._send(data[cut:], reply.trickle)
+
+    def _send(self, data: bytes, trickle: float) -> None:
+        """``data`` at once, or a byte at a time ``trickle`` seconds apart (until the client hangs up)."""
+        if not trickle:
+            self.wfile.write(data)
+            return
+        for k in range(len(data)):
+            time.sleep(trickle)
+            self.wfile.write(data[k : k + 1])
+            self.wfile.flush()

@@ -10,7 +10,7 @@ import pytest
 
 from rein_cli import fetch as module
 from rein_cli.errors import ReinError
-from rein_cli.fetch import Fetched, fetch
+from rein_cli.fetch import Fetched, Limits, fetch
 
 from .fake_server import FakeServer, unused_port
 
@@ -139,7 +139,7 @@ def test_a_missing_file_and_a_refused_connection(server, tmp_path):
 def test_a_server_that_does_not_answer_times_out(server, tmp_path):
     url = server.add(PATH, DATA, delay=1.0)
     with pytest.raises(ReinError, match=r"\(no answer within 0.2 s\); check the connection, then rerun to resume"):
-        fetch(url, tmp_path / "rein.pth", timeout=0.2, progress=False)
+        fetch(url, tmp_path / "rein.pth", limits=Limits(read=0.2), progress=False)
 
 
 def test_a_present_verified_file_needs_no_request(server, tmp_path):

@@ -191,15 +191,21 @@ def test_an_interrupted_download_resumes_and_a_corrupt_one_is_rejected(world, ca
     hub.set(path, cut_after=None)
     assert rein("pull", release.name, "--no-progress") == 0
     assert any(r.range == "bytes=100000-" for r in hub.requests)  # resumed where it stopped
-    # The first download's hash was recorded: a later download with other bytes is refused and not kept.
+    # The first download's hash was recorded: a later download with other bytes is refused and not converted.
     for folder in ("models", "releases"):
         shutil.rmtree(tmp_path / "home" / "zoo" / folder)
     corrupt = bytearray(release_bytes[0])
-    corrupt[5000] ^= 0xFF
+    corrupt[5000] ^= 0xFF  # in the zip's records: not a PyTorch file any more
     hub.set(path, serve=bytes(corrupt))
     assert rein("pull", release.name, "--no-progress") == 1
-    assert "has SHA256" in (err := errors(capsys)) and "the partial file was removed" in err
+    assert "sent a truncated or damaged PyTorch file" in (err := errors(capsys)) and "it was deleted" in err
     assert not list((tmp_path / "home" / "zoo").rglob("*.incomplete"))
+    corrupt = bytearray(release_bytes[0])
+    corrupt[len(corrupt) // 2] ^= 0xFF  # in a tensor: still a release file, but not the recorded one
+    hub.set(path, serve=bytes(corrupt))
+    assert rein("pull", release.name, "--no-progress") == 1
+    assert "differs from the one recorded" in (err := errors(capsys)) and "--refresh" in err
+    assert len(list((tmp_path / "home" / "zoo").rglob("*.incomplete"))) == 1  # kept in staging, for --refresh
     assert not (tmp_path / "home" / "zoo" / "models" / release.name).exists()
 
 

@@ -15,12 +15,20 @@ def pull(
     crop: Annotated[
         int | None, typer.Option("--crop", min=32, help="For a backbone: the crop to convert for (512).")
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="For an adapter: download its release file again, say what differs from the recorded SHA-256, size "
+            "and URL, and replace the record once the new file passes the checks.",
+        ),
+    ] = False,
     progress: Progress = None,
 ) -> None:
     """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
     from rein_cli.zoo.pull import pull as pull_
 
-    pulled = pull_(name, crop=crop, progress=bars(progress))
+    pulled = pull_(name, crop=crop, progress=bars(progress), refresh=refresh)
     sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
     typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
 

@@ -23,7 +23,7 @@ from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
 from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
 from rein_cli.models.methods import METHODS
-from rein_cli.models.segmentor import build_segmentor
+from rein_cli.models.segmentor import Segmentor, build_segmentor
 from rein_cli.models.weights import META_NAMES, resize_patch_embed, resize_pos_embed
 
 # Every official model normalises its inputs with the ImageNet mean and std (in 0..1 units), whatever the backbone.
@@ -103,6 +103,67 @@ def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
             raise ReinError(
                 f"cannot read {path} ({reason}): not a PyTorch checkpoint, or a truncated one; fetch it again"
             ) from err
+    state = _state_dict(data)
+    if state is None:
+        raise ReinError(f"{path} is not a state dict (a mapping of names to tensors, possibly under 'state_dict')")
+    return state
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6 (a zip archive)
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8"  # the older format: pickle protocol 2, then torch's magic number
+
+
+class NotACheckpoint(ReinError):
+    """A downloaded file that holds no state dict of tensors; ``what`` says what it is instead (``an HTML page``)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def read_downloaded(path: Path | str) -> dict[str, Tensor]:
+    """The state dict in a file rein downloaded, loaded with ``weights_only=True`` (memory-mapped in torch's zip
+    format); anything else raises `NotACheckpoint` saying what the file is (an HTML page, not a PyTorch file, a
+    truncated one, one with pickled objects). A download is not trusted: nothing here offers to unpickle more."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise NotACheckpoint("an empty file")
+    zipped = head.startswith(ZIP_MAGIC)
+    if not zipped and not head.startswith(LEGACY_MAGIC):
+        raise NotACheckpoint(_not_pytorch(head))
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+    except pickle.UnpicklingError as err:
+        raise NotACheckpoint("a PyTorch file holding objects other than tensors, which rein does not load") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        reason = str(err).strip().split(". ")[0].splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotACheckpoint(f"a truncated or damaged PyTorch file ({reason})") from err
+    state = _state_dict(data)
+    if state is None:
+        raise NotACheckpoint(f"a PyTorch file that is not a state dict (it holds a {type(data).__name__})")
+    return state
+
+
+def _not_pytorch(head: bytes) -> str:
+    """What a file that is neither of torch's formats looks like, from its first bytes."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:15].lower().startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512].lower():
+        return "an HTML page"
+    try:
+        snippet = text.decode()
+    except UnicodeDecodeError:
+        return "not a PyTorch file"
+    words = " ".join(snippet.split())
+    if words and words.isprintable():
+        return f"not a PyTorch file (text beginning {words[:40]!r})"
+    return "not a PyTorch file"
+
+
+def _state_dict(data: Any) -> dict[str, Tensor] | None:
+    """``data`` as a state dict (a ``state_dict`` or ``model`` wrapper unwrapped, a ``module.`` prefix removed), or
+    None when it is not a non-empty mapping of names to tensors."""
     if isinstance(data, dict):
         for wrapper in ("state_dict", "model"):
             if isinstance(data.get(wrapper), dict):
@@ -113,7 +174,7 @@ def load_state_dict_file(path: Path | str) -> dict[str, Tensor]:
         or not data
         or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items())
     ):
-        raise ReinError(f"{path} is not a state dict (a mapping of names to tensors, possibly under 'state_dict')")
+        return None
     return {k.removeprefix("module."): v for k, v in data.items()}
 
 
@@ -192,11 +253,24 @@ def convert_official_checkpoint(
     settings: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """An official Rein release state dict -> a rein checkpoint directory at ``out``.
+    """An official Rein release state dict -> a rein checkpoint directory at ``out`` (see `official_segmentor`)."""
+    model = official_segmentor(state, backbone, crop_size=crop_size, settings=settings, provenance=provenance)
+    return save_checkpoint(model, Path(out), info={"converted_from": source})
+
+
+def official_segmentor(
+    state: dict[str, Tensor],
+    backbone: str,
+    *,
+    crop_size: int = 512,
+    settings: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Segmentor:
+    """An official Rein release state dict as our model, every key used and every trained parameter filled.
 
     The classes and the Rein tokens come from the file; ``settings`` are other `ModelConfig` fields that are not
     in the weights (e.g. ``feature_indices``); inputs are normalised as every official model normalises them
-    (ImageNet mean and std); ``provenance`` (e.g. the release's URL and SHA-256) is kept in ``config.json``."""
+    (ImageNet mean and std); ``provenance`` (e.g. the release's URL and SHA-256) goes into ``config.json``."""
     args = official_model_args(state)
     rein = ReinConfig(token_length=args["token_length"], rank=args["rank"])
     # With the backbone in the file it is filled from the file (and saved); else it comes from the Hub when loaded.
@@ -217,7 +291,7 @@ def convert_official_checkpoint(
         )
     model = build_segmentor(cfg, load_backbone=False, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, provenance=provenance)
     load_official_into(model, state, with_backbone=args["with_backbone"])
-    return save_checkpoint(model, Path(out), info={"converted_from": source})
+    return model
 
 
 def convert_dinov2_release(

@@ -3,7 +3,6 @@ cached once under $REIN_HOME so that every later use works offline."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from rein_cli.errors import ReinError, unknown_name
 from rein_cli.io import write_json
 from rein_cli.models.backbone import BACKBONES, backbone_spec
 from rein_cli.zoo.backbones import BACKBONE_LICENCES
+from rein_cli.zoo.release_files import checked_release, read_records
 from rein_cli.zoo.releases import DEFAULT_RELEASES_URL, RELEASES, Release
 
 log = logging.getLogger(__name__)
@@ -59,33 +59,10 @@ def kind_of(name: str) -> str:
 # ----------------------------------------------------------------------------- recorded hashes
 
 
-def _hashes_file() -> Path:
-    return zoo_home() / "hashes.json"
-
-
 def recorded_hashes() -> dict[str, dict]:
-    """{release name: {"sha256", "size", "url"}} of the first download of each release without a published hash."""
-    try:
-        return json.loads(_hashes_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def expected_hash(release: Release) -> tuple[str | None, int | None]:
-    """The published SHA-256 (and no size), else the first download's SHA-256 and size, else (None, None)."""
-    if release.sha256:
-        return release.sha256, None
-    record = recorded_hashes().get(release.name) or {}
-    return record.get("sha256"), record.get("size")
-
-
-def _record(release: Release, sha256: str, size: int) -> None:
-    hashes = recorded_hashes()
-    if release.sha256 or release.name in hashes:
-        return
-    hashes[release.name] = {"sha256": sha256, "size": size, "url": release_url(release)}
-    write_json(_hashes_file(), hashes)
-    log.info("%s: no published checksum; recorded this download's SHA-256 %s (%d bytes)", release.name, sha256, size)
+    """{release name: {"sha256", "size", "url"}} of the first checked download of each release without a published
+    hash (`rein pull NAME --refresh` replaces one)."""
+    return read_records(zoo_home())
 
 
 # ----------------------------------------------------------------------------- what is on disk
@@ -122,11 +99,16 @@ class Pulled:
     sha256: str | None = None  # an adapter's release file
 
 
-def pull(name: str, *, crop: int | None = None, progress: bool = True) -> Pulled:
+def pull(name: str, *, crop: int | None = None, progress: bool = True, refresh: bool = False) -> Pulled:
     """Make a backbone or a released adapter ready for offline use (see `pull_backbone`, `pull_adapter`)."""
     if kind_of(name) == "backbone":
+        if refresh:
+            raise ReinError(
+                f"--refresh is for released adapters (rein-...), whose first download's SHA-256 rein records; "
+                f"{name} comes from the Hugging Face Hub, which checks its files itself: run `rein pull {name}`"
+            )
         return pull_backbone(name, crop=crop or 512)
-    return pull_adapter(name, progress=progress)
+    return pull_adapter(name, progress=progress, refresh=refresh)
 
 
 def pull_backbone(
@@ -154,38 +136,22 @@ def pull_backbone(
     return Pulled(name, "backbone", converted, revision=revision_of(source))
 
 
-def pull_adapter(name: str, *, progress: bool = True) -> Pulled:
-    """Download a release file (resumable, checked against its published or first-recorded SHA-256), convert it
-    strictly into a rein checkpoint under $REIN_HOME/zoo/models, and pull its backbone for offline use."""
-    from rein_cli.engine.convert import convert_official_checkpoint, load_state_dict_file
-    from rein_cli.fetch import fetch, remote_size
+def pull_adapter(name: str, *, progress: bool = True, refresh: bool = False) -> Pulled:
+    """Download a release file (resumable, into its own locked staging file), check it (it loads with
+    ``weights_only=True`` and converts strictly) before it is kept and its SHA-256 compared with the published or
+    first-recorded one, write its conversion under $REIN_HOME/zoo/models, and pull its backbone for offline use.
+    ``refresh``: download it again and replace the recorded SHA-256 once the new file passes the checks."""
+    from rein_cli.engine.checkpoint import save_checkpoint
     from rein_cli.hub import offline
 
     release = find_release(name)
     if release.unsupported:
         raise ReinError(f"{name} cannot be used: {release.unsupported}")
     folder = checkpoint_path(name)
-    file = zoo_home() / "releases" / name / release.file
-    url = release_url(release)
-    sha256, size = expected_hash(release)
-    if not (folder / CONFIG_FILE).is_file():
-        if not file.is_file() and offline():
-            raise ReinError(f"{name} is not pulled and the network is off; run `rein pull {name}` with a connection")
-        if not file.is_file():
-            log.info("downloading %s: %s (%s; %s)", name, url, _size(remote_size(url)), release.licence)
-        got = fetch(url, file, staging=zoo_home() / "staging", sha256=sha256, size=size, progress=progress)
-        _record(release, got.sha256, got.size)
-        provenance = {"adapter": name, "source": url, "sha256": got.sha256, "size": got.size}
-        state = load_state_dict_file(file)
-        convert_official_checkpoint(
-            state,
-            release.backbone,
-            folder,
-            crop_size=release.crop,
-            source=release.file,
-            settings=release.model_settings(),
-            provenance=provenance,
-        )
+    if refresh or not (folder / CONFIG_FILE).is_file():
+        url = release_url(release)
+        segmentor = checked_release(release, url, zoo_home(), progress=progress, refresh=refresh, offline=offline())
+        save_checkpoint(segmentor, folder, info={"converted_from": release.file})
     config = read_checkpoint_config(folder)
     model = config["model"]
     backbone = pull_backbone(
