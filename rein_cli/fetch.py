@@ -113,13 +113,16 @@ def staged(
     headers: Mapping[str, str] | None = None,
     progress: bool = True,
     limits: Limits | None = None,
+    label: str | None = None,
 ) -> Iterator[Staged]:
     """Download ``url`` into the staging file ``part`` (resuming the data already there) and yield it complete,
     all the while holding an exclusive ``flock`` on it: a second download into the same file, from any process, is
     refused at once. The caller checks the file and moves it into place (`place`) or deletes it before the ``with``
-    ends. A staged file larger than ``size`` is not a part of this file and is started afresh."""
+    ends. A staged file larger than ``size`` is not a part of this file and is started afresh. ``label`` names the
+    download in messages and on the progress bar (default: the staging file's name without ``.incomplete``)."""
     limits = limits or Limits.from_env()
     part = Path(part)
+    label = label or part.name.removesuffix(INCOMPLETE)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -135,7 +138,8 @@ def staged(
             if size is not None and have == size and have:
                 _hash_file(part, hashes, progress)  # complete already: no request needed
             else:
-                content_type = _transfer(url, part, have, size, hashes, opener, dict(headers or {}), progress, limits)
+                asked = dict(headers or {})
+                content_type = _transfer(url, part, label, have, size, hashes, opener, asked, progress, limits)
             yield Staged(
                 part,
                 part.stat().st_size,
@@ -240,6 +244,7 @@ def _existing(target: Path, size: int | None, expected: dict, progress: bool) ->
 def _transfer(
     url: str,
     part: Path,
+    name: str,
     have: int,
     size: int | None,
     hashes: dict,
@@ -249,8 +254,7 @@ def _transfer(
     limits: Limits,
 ) -> str | None:
     """Append the rest of ``url`` to ``part`` (``have`` bytes already there), updating ``hashes`` over the whole;
-    returns the answer's Content-Type."""
-    name = part.name.removesuffix(INCOMPLETE)
+    returns the answer's Content-Type; ``name`` names the download in messages."""
     if have:
         _hash_file(part, hashes, progress)  # before the request: the answer's wait is timed on its own
     request = urllib.request.Request(url, headers={**headers, **({"Range": f"bytes={have}-"} if have else {})})
@@ -264,7 +268,7 @@ def _transfer(
             log.info("the partial %s does not fit the file on the server; downloading it from the start", name)
             os.truncate(part, 0)
             _restart(hashes)
-            return _transfer(url, part, 0, size, hashes, opener, headers, progress, limits)
+            return _transfer(url, part, name, 0, size, hashes, opener, headers, progress, limits)
         return None  # 416: nothing left to send, the part is complete
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         raise ReinError(
@@ -295,7 +299,7 @@ def _transfer(
         total = size if size is not None else total
         if total is not None:
             _check_room(part, total, have, name)
-        done = _receive(response, url, part, have, total, hashes, progress, limits)
+        done = _receive(response, url, part, name, have, total, hashes, progress, limits)
     if total is not None and done < total:
         raise ReinError(
             f"the download of {url} stopped after {amount(done)} of {amount(total)} (the connection was closed); "
@@ -314,6 +318,7 @@ def _receive(
     response: http.client.HTTPResponse,
     url: str,
     part: Path,
+    name: str,
     have: int,
     total: int | None,
     hashes: dict,
@@ -322,7 +327,6 @@ def _receive(
 ) -> int:
     """Write the body to ``part`` (appended after ``have`` bytes, else from the start); returns the size reached.
     Stops when the body arrives slower than ``limits.min_rate`` over any ``limits.read`` seconds."""
-    name = part.name.removesuffix(INCOMPLETE)
     done = window_bytes = have
     window = time.monotonic()
     bar = Progress(total, name, unit="B", unit_scale=True, initial=have, bar=progress, leave=True)

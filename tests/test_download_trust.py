@@ -163,6 +163,39 @@ def test_a_content_range_that_starts_elsewhere_removes_the_partial_file(server, 
     assert fetch(url, tmp_path / "a.bin", sha256=SHA, progress=False, limits=QUICK).sha256 == SHA
 
 
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch):
+    """The file server speaking HTTPS with a certificate for 127.0.0.1 that the client trusts (``SSL_CERT_FILE``)."""
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    make = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1"]
+    make += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(make, check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeServer() as server:
+        server._httpd.socket = context.wrap_socket(server._httpd.socket, server_side=True)
+        yield server, server.url.replace("http://", "https://")
+
+
+def test_the_waits_are_bounded_over_https_too(tls_server, tmp_path):
+    server, base = tls_server
+    server.add("/a.bin", DATA)
+    assert fetch(base + "/a.bin", tmp_path / "a.bin", sha256=SHA, progress=False, limits=QUICK).sha256 == SHA
+    server.add("/slow.bin", DATA, trickle_head=0.2)
+    start = time.monotonic()
+    with pytest.raises(ReinError, match=r"slow.bin \(no answer within 1 s\); check the connection"):
+        fetch(base + "/slow.bin", tmp_path / "slow.bin", progress=False, limits=QUICK)
+    server.add("/silent.bin", DATA, delay=60)
+    with pytest.raises(ReinError, match=r"silent.bin \(no answer within 1 s\); check the connection"):
+        fetch(base + "/silent.bin", tmp_path / "silent.bin", progress=False, limits=QUICK)
+    assert time.monotonic() - start < 8 and files(tmp_path) == ["a.bin", "cert.pem", "key.pem"]
+
+
 FETCH_IN_A_PROCESS = """
 import resource, sys
 from rein_cli.errors import ReinError
@@ -277,11 +310,11 @@ HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please 
     ("body", "content_type", "what", "size"),
     [
         (HTML, "text/html; charset=utf-8", "an HTML page", "920 B"),
-        (os.urandom(5000), "application/octet-stream", "not a PyTorch file", "5.0 kB"),
+        (os.urandom(5000), "application/octet-stream", "a file that is not a PyTorch file", "5.0 kB"),
         (
             b'{"error": "rate limited"}',
             None,
-            'not a PyTorch file (text beginning \'{"error": "rate limited"}\')',
+            'text that is not a PyTorch file (it begins \'{"error": "rate limited"}\')',
             "25 B",
         ),
         (b"", None, "an empty file", "0 B"),
@@ -542,7 +575,7 @@ def test_a_changed_release_names_refresh_and_following_it_works(world, capsys, g
     assert records(zoo)[TINY] == old and part.read_bytes() == new and not (zoo / "models" / TINY).exists()
     assert rein("pull", TINY, "--refresh", "--no-progress") == 0
     err = capsys.readouterr().err
-    assert f"{TINY}: SHA-256 {old['sha256']}, {old['size']} bytes, from {old['url']}; downloading" in err
+    assert f"{TINY}: recorded SHA-256 {old['sha256']}, {old['size']} bytes, from {old['url']}; downloading" in err
     assert f"{TINY}: this download differs from the recorded one; the record now holds the new values:" in err
     assert f"  SHA-256  {old['sha256']} -> {new_sha}" in err
     assert f"  from     {old['url']} (unchanged)" in err
@@ -597,9 +630,9 @@ def test_recorded_garbage_of_an_older_rein_is_recovered_with_refresh(world, caps
     (zoo / "hashes.json").write_text(json.dumps({TINY: garbage}))
     assert rein("pull", TINY, "--no-progress") == 1
     assert last_line(capsys) == (
-        f"error: the kept release file {kept} is an HTML page (920 B), not the release file of {TINY}: it was deleted "
-        f"and nothing was recorded; run `rein pull {TINY} --refresh` to download it again and record the new file "
-        "once it passes the checks; its recorded SHA-256 came from that file"
+        f"error: the kept release file {kept} is an HTML page (920 B), not the release file of {TINY}: it was deleted, "
+        f"and its recorded SHA-256 came from it; run `rein pull {TINY} --refresh` to download it again and record the "
+        "new file once it passes the checks"
     )
     assert not kept.exists() and not hub.requests
     assert rein("pull", TINY, "--refresh", "--no-progress") == 0

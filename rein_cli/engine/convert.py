@@ -152,13 +152,12 @@ def _not_pytorch(head: bytes) -> str:
     if text[:15].lower().startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512].lower():
         return "an HTML page"
     try:
-        snippet = text.decode()
+        words = " ".join(text.decode().split())
     except UnicodeDecodeError:
-        return "not a PyTorch file"
-    words = " ".join(snippet.split())
+        words = ""
     if words and words.isprintable():
-        return f"not a PyTorch file (text beginning {words[:40]!r})"
-    return "not a PyTorch file"
+        return f"text that is not a PyTorch file (it begins {words[:40]!r})"
+    return "a file that is not a PyTorch file"
 
 
 def _state_dict(data: Any) -> dict[str, Tensor] | None:

@@ -72,13 +72,13 @@ def checked_release(
         why = "--refresh needs a connection" if refresh else f"{release.name} is not pulled and the network is off"
         raise ReinError(f"{why}; run `rein pull {release.name}{' --refresh' if refresh else ''}` with a connection")
     if refresh:
-        before = _describe(record) if record else "no download is recorded"
+        before = f"recorded {_describe(record)}" if record else "no download is recorded"
         log.info("%s: %s; downloading %s again", release.name, before, url)
     else:
         log.info("downloading %s: %s (%s; %s)", release.name, url, _size(remote_size(url)), release.licence)
     expected = None if refresh or release.sha256 else (record or {}).get("sha256")
-    with staged(url, staging_file(zoo, release, url), progress=progress) as got:
-        model = _checked(got, release, url, f"{url} sent", _remedy(url))
+    with staged(url, staging_file(zoo, release, url), progress=progress, label=release.name) as got:
+        model = _checked(got, release, url, f"{url} sent", f"it was deleted and nothing was recorded; {_remedy(url)}")
         if release.sha256 and got.sha256 != release.sha256:
             got.path.unlink()
             raise ReinError(
@@ -107,8 +107,10 @@ def _from_kept(release: Release, kept: Path, url: str, zoo: Path, record: dict |
             sha.update(block)
     got = Staged(kept, kept.stat().st_size, sha.hexdigest(), None, None)
     refresh = f"run `rein pull {release.name} --refresh` to download it again and record the new file once it passes"
-    came_from = "; its recorded SHA-256 came from that file" if record and record.get("sha256") == got.sha256 else ""
-    model = _checked(got, release, url, f"the kept release file {kept} is", f"{refresh} the checks{came_from}")
+    came_from = ", and its recorded SHA-256 came from it" if record and record.get("sha256") == got.sha256 else ""
+    model = _checked(
+        got, release, url, f"the kept release file {kept} is", f"it was deleted{came_from}; {refresh} the checks"
+    )
     if release.sha256 and got.sha256 != release.sha256:
         kept.unlink()
         raise ReinError(
@@ -125,9 +127,10 @@ def _from_kept(release: Release, kept: Path, url: str, zoo: Path, record: dict |
     return model
 
 
-def _checked(got: Staged, release: Release, url: str, subject: str, remedy: str) -> Segmentor:
+def _checked(got: Staged, release: Release, url: str, subject: str, after: str) -> Segmentor:
     """``got`` converted in memory, which loads it with ``weights_only=True`` and checks every key the conversion
-    needs; any failure deletes the file and raises one line: ``subject``, what the file is, and ``remedy``."""
+    needs; any failure deletes the file and raises one line: ``subject``, what the file is, then ``after`` (what
+    became of it, and what to do)."""
     from rein_cli.engine.convert import NotACheckpoint, official_model_args, official_segmentor, read_downloaded
 
     provenance = {"adapter": release.name, "source": url, "sha256": got.sha256, "size": got.size}
@@ -151,8 +154,7 @@ def _checked(got: Staged, release: Release, url: str, subject: str, remedy: str)
         got.path.unlink(missing_ok=True)
         kind = f", {got.content_type}" if got.content_type else ""
         raise ReinError(
-            f"{subject} {err.what} ({amount(got.size)}{kind}), not the release file of {release.name}: it was "
-            f"deleted and nothing was recorded; {remedy}"
+            f"{subject} {err.what} ({amount(got.size)}{kind}), not the release file of {release.name}: {after}"
         ) from err
 
 
@@ -218,4 +220,4 @@ def _clause(err: Exception) -> str:
 
 
 def _size(size: int | None) -> str:
-    return f"{size / 1e9:.2f} GB" if size and size >= 1e8 else f"{size / 1e6:.1f} MB" if size else "size unknown"
+    return "size unknown" if size is None else amount(size)
