@@ -576,7 +576,7 @@ def test_a_changed_release_names_refresh_and_following_it_works(world, capsys, g
     assert rein("pull", TINY, "--refresh", "--no-progress") == 0
     err = capsys.readouterr().err
     assert f"{TINY}: recorded SHA-256 {old['sha256']}, {old['size']} bytes, from {old['url']}; downloading" in err
-    assert f"{TINY}: this download differs from the recorded one; the record now holds the new values:" in err
+    assert f"{TINY}: this download differs from the recorded one; the record is replaced with it:" in err
     assert f"  SHA-256  {old['sha256']} -> {new_sha}" in err
     assert f"  from     {old['url']} (unchanged)" in err
     assert records(zoo)[TINY] == {"sha256": new_sha, "size": len(new), "url": release_url(hub)}

@@ -73,7 +73,7 @@ def checked_release(
         raise ReinError(f"{why}; run `rein pull {release.name}{' --refresh' if refresh else ''}` with a connection")
     if refresh:
         before = f"recorded {_describe(record)}" if record else "no download is recorded"
-        log.info("%s: %s; downloading %s again", release.name, before, url)
+        log.info("%s: %s; downloading %s again (%s)", release.name, before, url, _size(remote_size(url)))
     else:
         log.info("downloading %s: %s (%s; %s)", release.name, url, _size(remote_size(url)), release.licence)
     expected = None if refresh or release.sha256 else (record or {}).get("sha256")
@@ -175,7 +175,7 @@ def _tell_differences(name: str, record: dict | None, got: Staged, url: str) -> 
     if not changed:
         log.info("%s: this download is the recorded one (%s); the record is unchanged", name, _describe(record))
         return
-    log.info("%s: this download differs from the recorded one; the record now holds the new values:", name)
+    log.info("%s: this download differs from the recorded one; the record is replaced with it:", name)
     labels = {"sha256": "SHA-256", "size": "size", "url": "from"}
     for key in new:
         old = record.get(key, "-")
