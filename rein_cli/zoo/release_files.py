@@ -91,10 +91,9 @@ def checked_release(
                 f"{got.sha256[:16]}... ({got.size} bytes) where {zoo / HASHES_FILE} has {_describe(record, 16)}; it "
                 f"is kept in staging: to check it and take it as the release, run `rein pull {release.name} --refresh`"
             )
-        if refresh:
-            _tell_differences(release.name, record, got, url)
+        changed = _tell_differences(release.name, record, got, url) if refresh else record is None
         place(got.path, kept)
-    if not release.sha256 and (refresh or record is None):
+    if changed and not release.sha256:
         _record(zoo, release.name, {"sha256": got.sha256, "size": got.size, "url": url})
     return model
 
@@ -165,22 +164,23 @@ def _remedy(url: str) -> str:
     return "the server may be failing: run the same command again later, or set REIN_RELEASES_URL to a mirror"
 
 
-def _tell_differences(name: str, record: dict | None, got: Staged, url: str) -> None:
-    """Log what differs between the recorded download and this one, field by field."""
+def _tell_differences(name: str, record: dict | None, got: Staged, url: str) -> bool:
+    """Log what differs between the recorded download and this one, field by field; whether anything does."""
     if record is None:
         log.info("%s: recording this download: SHA-256 %s, %d bytes, from %s", name, got.sha256, got.size, url)
-        return
+        return True
     new = {"sha256": got.sha256, "size": got.size, "url": url}
     changed = [key for key in new if record.get(key) != new[key]]
     if not changed:
         log.info("%s: this download is the recorded one (%s); the record is unchanged", name, _describe(record))
-        return
+        return False
     log.info("%s: this download differs from the recorded one; the record is replaced with it:", name)
     labels = {"sha256": "SHA-256", "size": "size", "url": "from"}
     for key in new:
         old = record.get(key, "-")
         line = f"{old} -> {new[key]}" if key in changed else f"{new[key]} (unchanged)"
         log.info("  %-8s %s", labels[key], line)
+    return True
 
 
 def _record(zoo: Path, name: str, entry: dict) -> None:
