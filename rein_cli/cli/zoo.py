@@ -15,12 +15,16 @@ def pull(
     crop: Annotated[
         int | None, typer.Option("--crop", min=32, help="For a backbone: the crop to convert for (512).")
     ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="For a backbone: the Hub commit, branch or tag of its weights (main)."),
+    ] = None,
     progress: Progress = None,
 ) -> None:
     """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
     from rein_cli.zoo.pull import pull as pull_
 
-    pulled = pull_(name, crop=crop, progress=bars(progress))
+    pulled = pull_(name, crop=crop, revision=revision, progress=bars(progress))
     sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
     typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
 
@@ -38,7 +42,8 @@ def push(
 
 
 def models() -> None:
-    """Backbones and released adapters: on disk or not, size, licence, published figures."""
+    """Backbones and released adapters: on disk or not, size (of the files on disk; ? before a download), licence,
+    published figures."""
     from rein_cli.zoo.listing import format_models, list_adapters, list_backbones
 
     typer.echo(format_models(list_backbones(), list_adapters()))
