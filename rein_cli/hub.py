@@ -18,7 +18,7 @@ PICKLE_WEIGHTS_FILE = "pytorch_model.bin"  # what older timm repos hold instead;
 TIMM_WEIGHTS_FILES = (WEIGHTS_FILE, PICKLE_WEIGHTS_FILE)  # timm's order: the safetensors file when the repo has one
 CHECKPOINT_FILES = ("config.json", "model.safetensors")  # what rebuilding a rein checkpoint from the Hub needs
 HF_URI = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
-UNTIMED_READ_TIMEOUT = 60.0  # s: the wait for an answer where huggingface_hub sets none (repo creation, uploads)
+UNTIMED_READ_TIMEOUT = 30.0  # s: the wait for an answer where huggingface_hub sets none (repo creation, uploads)
 QUIET_LOGGERS = ("huggingface_hub", "httpx2", "httpx")  # its retry warnings (each twice); a line per request
 
 
@@ -202,7 +202,7 @@ def _download(
             )
         return Path(path)
     except Exception as err:
-        raise hub_error(err, repo_id, filename, revision, fetch=fetch, endpoint=endpoint) from err
+        raise hub_error(err, repo_id, filename, revision, fetch=fetch, endpoint=endpoint, downloading=True) from err
 
 
 def weights_file(repo_id: str, revision: str | None = None, *, fetch: str | None = None) -> tuple[str, int | None]:
@@ -252,14 +252,16 @@ def _unreachable(err: BaseException) -> bool:
     return _network_reason(err) is not None
 
 
-def _network_reason(err: BaseException | None) -> str | None:
+def _network_reason(err: BaseException | None, read: float | None = None, connect: float | None = None) -> str | None:
     """What went wrong on the network, in words, for huggingface_hub's errors and those of its HTTP client (by
-    class name: requests, httpx or httpx2 depending on its version); None for anything else."""
+    class name: requests, httpx or httpx2 depending on its version); None for anything else. ``read`` and
+    ``connect``: how long the request waited for its answer and to connect (default `timeouts`' first)."""
     seen = 0
     while err is not None and seen < 5:
         names = {cls.__name__ for cls in type(err).__mro__}
         if names & {"TimeoutException", "Timeout", "TimeoutError", "ReadTimeout", "ConnectTimeout"}:
-            return f"no answer within {timeouts()[0]:g} s"
+            wait = connect if "ConnectTimeout" in names else read
+            return f"no answer within {wait or timeouts()[0]:g} s"
         if names & {"ConnectError", "ConnectionError", "NetworkError", "RemoteProtocolError", "ProxyError"}:
             text = str(err)
             return "the connection was refused" if "refused" in text.lower() else f"a network error ({text})"
@@ -275,9 +277,11 @@ def hub_error(
     *,
     fetch: str | None = None,
     endpoint: str | None = None,
+    downloading: bool = False,
 ) -> ReinError:
     """One readable error for a failed Hub download: offline, not found, no access, or the network. ``fetch``: the
-    command that gets the file where there is a connection (default ``hf download REPO FILE``)."""
+    command that gets the file where there is a connection (default ``hf download REPO FILE``); ``downloading``:
+    the failure came while the file itself was being downloaded (not while asking for it)."""
     from huggingface_hub import errors
 
     at = f"{repo_id}@{revision}" if revision else repo_id
@@ -297,9 +301,11 @@ def hub_error(
             f"could not get {what} of {at}: it is not in the local Hugging Face cache and the Hub is offline "
             f"(HF_HUB_OFFLINE=1 or --offline); run {fetch} where there is a connection, then rerun"
         )
-    reason = _network_reason(err)
+    block = timeouts()[1] if downloading else None  # a download's requests wait this long, to connect too
+    reason = _network_reason(err, block, block)
     if reason is not None:
-        more = ", or allow it longer with HF_HUB_ETAG_TIMEOUT=SECONDS" if reason.startswith("no answer") else ""
+        knob = "HF_HUB_DOWNLOAD_TIMEOUT" if downloading else "HF_HUB_ETAG_TIMEOUT"
+        more = f", or allow it longer with {knob}=SECONDS" if reason.startswith("no answer") else ""
         return ReinError(
             f"could not reach the Hugging Face Hub at {endpoint_url(endpoint)} for {what} of {at}: {reason}; check "
             f"the connection and HF_ENDPOINT, then rerun{more}"
@@ -362,7 +368,7 @@ def push_error(err: Exception, repo_id: str) -> ReinError:
             f"the Hugging Face Hub at {hub} failed while pushing to {repo_id} (HTTP {status}, its side); retry "
             "later with the same command"
         )
-    reason = _network_reason(err)
+    reason = _network_reason(err, UNTIMED_READ_TIMEOUT, timeouts()[0])
     if reason is not None:
         return ReinError(
             f"could not reach the Hugging Face Hub at {hub} to push to {repo_id}: {reason}; check the connection "

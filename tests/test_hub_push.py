@@ -92,3 +92,27 @@ def test_offline_push_says_how_to_go_online(hub, trained, monkeypatch, capsys):
     assert rein("push", trained / "checkpoints" / "last", "my-lab/rein-x") == 1
     assert "rerun without --offline and with HF_HUB_OFFLINE unset" in errors(capsys)
     assert not [r for r in hub.requests if r.method == "POST"]
+
+
+def test_a_hub_that_never_answers_a_push_is_an_error_after_the_read_timeout(hub, trained, monkeypatch, capsys):
+    """huggingface_hub sends repo creation and uploads without a timeout: a silent Hub kept `rein push` waiting
+    forever. Now each answer is waited for `UNTIMED_READ_TIMEOUT` (30 s; 1 s here)."""
+    import socket
+    import time
+
+    import rein_cli.hub
+
+    monkeypatch.setattr(rein_cli.hub, "UNTIMED_READ_TIMEOUT", 1.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # accepted by the system, never answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        start = time.monotonic()
+        assert rein("push", trained / "checkpoints" / "last", "my-lab/rein-x") == 1
+        assert time.monotonic() - start < 15
+    message = errors(capsys)
+    assert f"could not reach the Hugging Face Hub at {url} to push to my-lab/rein-x: no answer within 1 s" in message
+    from huggingface_hub.utils import _http
+
+    assert _http._GLOBAL_CLIENT_FACTORY is _http.default_client_factory  # huggingface_hub's own, restored
