@@ -14,6 +14,7 @@ import threading
 from .fake_server import FakeServer, Reply, Request, _Handler, _Server
 
 RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>[^?]+)")
+LISTING = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<call>revision|tree)/(?P<revision>[^/?]+)")
 API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<call>preupload|commit)/(?P<revision>[^/?]+)")
 
 
@@ -40,6 +41,9 @@ class FakeHub(FakeServer):
         return commit
 
     def respond(self, method: str, path: str, headers: dict[str, str]) -> Reply:
+        listing = LISTING.match(path)
+        if listing is not None:
+            return self.listing(listing["repo"], listing["call"], listing["revision"])
         match = RESOLVE.match(path)
         if match is None:
             return super().respond(method, path, headers)
@@ -55,6 +59,19 @@ class FakeHub(FakeServer):
         data = files[name]
         etag = hashlib.sha256(data).hexdigest()
         return Reply(200, {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}, data)
+
+    def listing(self, repo: str, call: str, revision: str) -> Reply:
+        """A repo's files at a revision, as `snapshot_download` (``hf download REPO FILE FILE``) asks for them."""
+        commit = self.main.get(repo) if revision == "main" else revision
+        files = self.repos.get(repo, {}).get(commit)
+        if files is None:
+            return Reply(404, {"X-Error-Code": "RepoNotFound" if repo not in self.repos else "RevisionNotFound"})
+        if call == "revision":
+            return _json({"id": repo, "sha": commit, "siblings": [{"rfilename": name} for name in files]})
+        entries = [
+            {"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()} for n, d in files.items()
+        ]
+        return _json(entries)
 
     def respond_post(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
         """The Hub's upload calls: create a repo, say every file uploads inline, commit (the files become a new

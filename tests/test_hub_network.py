@@ -183,3 +183,31 @@ def test_a_checkpoint_pinned_to_a_hub_commit_names_the_pull_of_that_commit(tmp_p
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     found = pretrained_weights_path("vit-tiny", download=True, revision="7" * 40)
     assert f"/snapshots/{'7' * 40}/model.safetensors" in found
+
+
+def test_an_offline_hf_checkpoint_names_hf_download_of_both_files_and_following_it_works(
+    tmp_path, monkeypatch, capsys, trained, image
+):
+    """`hf download` as the message words it (huggingface_hub's own command line, against the same Hub), then
+    the offline command works from the Hugging Face cache."""
+    import re
+    import shlex
+
+    checkpoint = trained / "checkpoints" / "last"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    args = ["predict", "hf://my-lab/rein-x", image, "--out", tmp_path / "pred", "--mode", "whole"]
+    assert rein(*args) == 1
+    message = errors(capsys)
+    command = re.search(r"run `(hf download [^`]+)` where there is a connection, then rerun", message)[1]
+    assert command == "hf download my-lab/rein-x config.json model.safetensors"
+    with FakeHub() as hub:
+        for name in ("config.json", "model.safetensors"):
+            hub.add_file("my-lab/rein-x", name, (checkpoint / name).read_bytes())
+        environ = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        environ |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+        hf = Path(sys.executable).parent / "hf"
+        done = subprocess.run([hf, *shlex.split(command)[1:]], env=environ, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert rein(*args) == 0, errors(capsys)
+    assert list((tmp_path / "pred").rglob("*.png"))
