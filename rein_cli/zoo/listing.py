@@ -65,7 +65,7 @@ def list_adapters() -> list[dict]:
 
 def format_models(backbones: list[dict], adapters: list[dict]) -> str:
     """The two tables `rein models` prints."""
-    lines = ["backbones (size: of the files on disk; ? until downloaded, when `rein pull` prints it first)"]
+    lines = ["backbones (size: of the Hub file on disk; ? before it is downloaded, and `rein pull` says it first)"]
     lines.append(f"  {'name':<15} {'on disk':<8} {'size':<9} {'licence':<38} hub repo")
     for row in backbones:
         disk = "yes" if row["cached"] else "no"
