@@ -150,7 +150,8 @@ def pull_backbone(
         if offline():
             raise ReinError(
                 f"the weights of {name} ({spec.hub_repo}) are not in the local Hugging Face cache and the Hub is "
-                f"offline; run {pull_command(name, revision)} with a connection, then rerun"
+                f"offline (HF_HUB_OFFLINE=1 or --offline); run {pull_command(name, revision)} with a connection "
+                "and without --offline, then rerun"
             )
         fetch = pull_command(name, revision)
         filename, size = weights_file(spec.hub_repo, revision, fetch=fetch)
