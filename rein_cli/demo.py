@@ -129,22 +129,23 @@ def demo_config(backbone: str | None, random_weights: bool, iters: int | None, d
 def _pretrained(backbone: str) -> tuple[Path | None, str]:
     """A backbone's pretrained weights: from the Hub cache, else downloaded (after saying what, how big and under
     which licence) when the Hub answers within `PROBE_SECONDS`; or None and the reason."""
-    from rein_cli.hub import cached_file, download_file, file_size, offline
+    from rein_cli.hub import TIMM_WEIGHTS_FILES, cached_weights, download_weights, file_size, offline
     from rein_cli.models.backbone import backbone_spec
     from rein_cli.zoo.backbones import BACKBONE_LICENCES
 
     repo = backbone_spec(backbone).hub_repo
-    cached = cached_file(repo)
+    cached = cached_weights(repo)
     if cached is not None:
         return cached, ""
     if offline():
         return None, f"offline, and {repo} is not in the Hugging Face cache"
-    size = file_size(repo, timeout=PROBE_SECONDS)
-    if size is None:
+    found = ((name, size) for name in TIMM_WEIGHTS_FILES if (size := file_size(repo, name, timeout=PROBE_SECONDS)))
+    filename, size = next(found, (None, None))
+    if filename is None:
         return None, f"{repo} is not cached and the Hugging Face Hub did not answer within {PROBE_SECONDS:g} s"
     licence = BACKBONE_LICENCES.get(backbone, "see the Hub repo")
-    log.info("downloading %s: %s/model.safetensors (%.0f MB, licence %s)", backbone, repo, size / 1e6, licence)
-    return download_file(repo), ""
+    log.info("downloading %s: %s/%s (%.0f MB, licence %s)", backbone, repo, filename, size / 1e6, licence)
+    return download_weights(repo, filename=filename), ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,7 +113,9 @@ def test_missing_pretrained_weights_say_how_to_get_them(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty Hub cache
     cfg = tiny_config(pretrained=True)
-    with pytest.raises(ReinError, match=r"hf download timm/vit_tiny_patch16_224\.augreg_in21k_ft_in1k"):
+    with pytest.raises(
+        ReinError, match=r"\(timm/vit_tiny_patch16_224\.augreg_in21k_ft_in1k\) .*run `rein pull vit-tiny`"
+    ):
         build_segmentor(cfg.model, download=False)
 
 

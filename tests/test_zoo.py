@@ -144,7 +144,7 @@ def test_offline_errors_name_what_is_missing_and_how_to_get_it(world, monkeypatc
     hub, release, _ = world
     go_offline(monkeypatch)
     assert rein("pull", "vit-tiny") == 1
-    assert "not in the local Hugging Face cache and the Hub is offline; run `rein pull vit-tiny`" in errors(capsys)
+    assert "Hub is offline (HF_HUB_OFFLINE=1 or --offline); run `rein pull vit-tiny` with a" in errors(capsys)
     args = ["--target", "synthetic-fog", "--data-root", synthetic_root, "--no-progress"]
     assert rein("eval", "--backbone", "dinov2-s", *args) == 1
     err = errors(capsys)

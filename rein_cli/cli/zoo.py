@@ -23,12 +23,16 @@ def pull(
             "and URL, and replace the record once the new file passes the checks.",
         ),
     ] = False,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="For a backbone: the Hub commit, branch or tag of its weights (main)."),
+    ] = None,
     progress: Progress = None,
 ) -> None:
     """Download, verify, convert and cache a backbone or a released adapter, so later commands work offline."""
     from rein_cli.zoo.pull import pull as pull_
 
-    pulled = pull_(name, crop=crop, progress=bars(progress), refresh=refresh)
+    pulled = pull_(name, crop=crop, revision=revision, progress=bars(progress), refresh=refresh)
     sha = f" (SHA-256 {pulled.sha256})" if pulled.sha256 else ""
     typer.echo(f"{pulled.kind} {pulled.name} ready: {pulled.path}{sha}")
 
@@ -46,7 +50,8 @@ def push(
 
 
 def models() -> None:
-    """Backbones and released adapters: on disk or not, size, licence, published figures."""
+    """Backbones and released adapters: on disk or not, size (of the files on disk; ? before a download), licence,
+    published figures."""
     from rein_cli.zoo.listing import format_models, list_adapters, list_backbones
 
     typer.echo(format_models(list_backbones(), list_adapters()))

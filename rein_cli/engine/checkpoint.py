@@ -197,16 +197,17 @@ def _is_triple(value: Any) -> bool:
 def checkpoint_missing(folder: Path) -> list[str]:
     """What loading checkpoint ``folder`` would need that is not on disk while the Hub is offline (its pretrained
     backbone's weights), as lines saying how to get it; a folder that is not a checkpoint is an error now."""
-    from rein_cli.hub import cached_file, offline
+    from rein_cli.hub import cached_weights, offline
     from rein_cli.models.backbone import backbone_spec
+    from rein_cli.models.segmentor import pull_command
 
     config = read_checkpoint_config(folder)
     model = config["model"]
     if config.get("backbone_in_checkpoint") or not model.get("pretrained", True) or model.get("weights"):
         return []
-    repo = backbone_spec(model["backbone"]).hub_repo
-    if cached_file(repo, revision=model.get("backbone_revision")) is None and offline():
-        return [f"the weights of {model['backbone']}: run `rein pull {model['backbone']}` with a connection"]
+    name, revision = model["backbone"], model.get("backbone_revision")
+    if cached_weights(backbone_spec(name).hub_repo, revision=revision) is None and offline():
+        return [f"the weights of {name}: run {pull_command(name, revision)} with a connection"]
     return []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +28,9 @@ class BackboneSpec:
 
     @property
     def hub_repo(self) -> str:
-        return f"timm/{self.arch}.{self.tag}"
+        """The Hub repo timm itself loads ``arch.tag``'s weights from (its pretrained config's ``hf_hub_id``): not
+        always ``timm/arch.tag`` (the QuickGELU CLIP models share the repo of the plain CLIP ones)."""
+        return timm_hub_repo(f"{self.arch}.{self.tag}")
 
 
 S_INDICES, L_INDICES, G_INDICES = (3, 5, 7, 11), (7, 11, 15, 23), (9, 19, 29, 39)  # 12, 24 and 40 blocks
@@ -53,6 +56,18 @@ BACKBONES: dict[str, BackboneSpec] = {
     "convnext-l": BackboneSpec("convnext", "convnext_large", "fb_in22k", (0, 1, 2, 3), "ConvNeXt-L, ImageNet-22k"),
     "vit-tiny": BackboneSpec("vit", "vit_tiny_patch16_224", "augreg_in21k_ft_in1k", (2, 5, 8, 11), "ViT-Ti/16 (demo)"),
 }
+
+
+@functools.cache
+def timm_hub_repo(model: str) -> str:
+    """``hf_hub_id`` of timm's pretrained config for ``arch.tag`` (no network: timm's registry)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model)
+    if cfg is None or not cfg.hf_hub_id:
+        raise ReinError(f"timm has no Hugging Face Hub weights for {model}; a timm version with them is needed")
+    return cfg.hf_hub_id
+
 
 PATCH_SIZE = 16  # every ViT runs at patch 16, as in the official implementation (14 -> 16 for DINOv2, EVA02, CLIP)
 

@@ -212,22 +212,27 @@ def model_config(config: ModelConfig | str, settings: Mapping[str, Any]) -> Mode
     return merge_keys(config, settings, "model.")
 
 
+def pull_command(backbone: str, revision: str | None = None) -> str:
+    """The command that puts a backbone's weights (at ``revision``) into the local Hub cache, in backticks."""
+    return f"`rein pull {backbone}" + (f" --revision {revision}`" if revision else "`")
+
+
 def pretrained_weights_path(backbone: str, *, download: bool, revision: str | None = None) -> str:
     """The backbone's timm weights (at a Hub ``revision``, default the latest): from the local Hub cache, or
-    downloaded when ``download`` is set."""
-    from rein_cli.hub import WEIGHTS_FILE, cached_file, download_file
+    downloaded when ``download`` is set and the Hub is online."""
+    from rein_cli.hub import cached_weights, download_weights, offline
 
     repo = backbone_spec(backbone).hub_repo
-    path = cached_file(repo, revision=revision)
+    path = cached_weights(repo, revision=revision)
     if path is None:
-        if not download:
-            at = f" --revision {revision}" if revision else ""
+        if offline() or not download:
+            why = "the Hub is offline (HF_HUB_OFFLINE=1 or --offline)" if offline() else "this build may not download"
+            at = f" at {revision}" if revision else ""
             raise ReinError(
-                f"pretrained weights for {backbone} ({repo}) are not on disk; download them with "
-                f"`rein pull {backbone}` (or `hf download {repo} {WEIGHTS_FILE}{at}`) or train with "
-                "--set model.pretrained=false"
+                f"the pretrained weights of {backbone} ({repo}{at}) are not in the local Hugging Face cache and {why}; "
+                f"run {pull_command(backbone, revision)} with a connection, then rerun"
             )
-        path = download_file(repo, revision=revision)
+        path = download_weights(repo, revision, fetch=pull_command(backbone, revision))
     return str(path)
 
 

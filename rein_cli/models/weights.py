@@ -92,6 +92,74 @@ def adapt_state_dict(state: dict[str, Tensor], model: nn.Module, pos_mode: str =
     return state
 
 
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt")  # PyTorch pickles: pytorch_model.bin of older timm Hub repos
+
+
+def read_weights(path: Path | str) -> dict[str, Tensor]:
+    """A backbone weights file as a state dict: safetensors, or a PyTorch pickle (by its suffix, `PICKLE_SUFFIXES`)
+    loaded with ``weights_only=True`` as timm loads ``pytorch_model.bin``: tensors only, no code run."""
+    path = Path(path)
+    redo = f"delete {path.resolve()} and rerun to download it again"  # a Hub cache link: its blob, not the link
+    if path.suffix not in PICKLE_SUFFIXES:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise ReinError(f"cannot read backbone weights {path}: {err}; {redo}") from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling error, a truncated zip, not a PyTorch file at all
+        raise ReinError(
+            f"cannot read backbone weights {path}: not a PyTorch file of tensors that loads safely "
+            f"({_unsafe_reason(err)}); {redo}"
+        ) from err
+    for key in ("state_dict", "model"):  # a training checkpoint around the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ReinError(f"backbone weights {path} are not a dictionary of tensors; {redo}")
+    return state
+
+
+def _unsafe_reason(err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words: the code it would need, or the error's
+    first line (never torch's advice on loading it anyway)."""
+    text = str(err)
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it refers to {found[1]}, code that a weights-only load does not run"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if first and "weights_only" not in first and "trust" not in first else type(err).__name__
+
+
+def timm_layout(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """``state`` with timm's names. A file that has none of ``model``'s keys but is in a layout timm converts when
+    it loads a ViT (OpenAI CLIP's ``visual.*``, as the ``pytorch_model.bin`` of timm's CLIP repos) is renamed by
+    timm's own filter, at the file's native patch size and grid so that nothing is resized there (the official
+    resizing is `adapt_state_dict`'s)."""
+    own = set(model.state_dict())
+    if own & {timm_name(k) for k in state} or not any(k.endswith("visual.class_embedding") for k in state):
+        return state
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    native = _native_geometry(model, state)
+    return checkpoint_filter_fn(state, native)
+
+
+def _native_geometry(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """A shape-only (meta) timm model of ``model``'s architecture at the patch size and grid of ``state``."""
+    import timm
+
+    conv = next(v for k, v in state.items() if k.endswith("visual.conv1.weight"))
+    positions = next(v for k, v in state.items() if k.endswith("visual.positional_embedding"))
+    patch, side = conv.shape[-1], math.isqrt(positions.shape[-2] - 1)
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if arch is None:
+        raise ReinError("weights in OpenAI CLIP's layout need a timm model to be converted for")
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, num_classes=0, img_size=side * patch, patch_size=patch)
+
+
 CONVERSION_VERSION = 1  # bump when the conversion changes: converted files of other versions are not reused
 
 
@@ -132,14 +200,9 @@ def load_backbone_weights(model: nn.Module, path: Path | str, spec=None, *, cach
 
     With ``cache`` (see `converted_path`), a conversion that resized anything is written there once and later
     loads read it instead of converting again."""
-    from safetensors.torch import load_file
-
     if cache is not None and Path(cache).is_file():
         path = cache
-    try:
-        source = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ReinError(f"cannot read backbone weights {path}: {err}; delete the file and download it again") from err
+    source = timm_layout(read_weights(path), model)
     state = adapt_state_dict(source, model, spec.pos_mode if spec is not None else "bicubic")
     missing = sorted(set(model.state_dict()) - set(state))
     if missing:
@@ -159,8 +222,6 @@ def convert_backbone_file(backbone: str, source: Path | str, crop_size: int, **t
     """The official conversion of a backbone weights file for ``crop_size``, on disk: written once to
     `converted_path` and reused; ``source`` itself when nothing needs resizing. ``timm_kwargs`` as in
     ``model.backbone_kwargs``."""
-    from safetensors.torch import load_file
-
     from rein_cli.models.backbone import backbone_spec, create_timm_model
 
     cache = converted_path(backbone, source, crop_size)
@@ -168,10 +229,7 @@ def convert_backbone_file(backbone: str, source: Path | str, crop_size: int, **t
         return cache
     with torch.device("meta"):  # only the shapes are needed
         model = create_timm_model(backbone, crop_size, **timm_kwargs)
-    try:
-        state = load_file(str(source))
-    except Exception as err:
-        raise ReinError(f"cannot read backbone weights {source}: {err}; delete the file and download it again") from err
+    state = timm_layout(read_weights(source), model)
     adapted = adapt_state_dict(state, model, backbone_spec(backbone).pos_mode)
     missing = sorted(set(model.state_dict()) - set(adapted))
     if missing:

@@ -40,6 +40,7 @@ def list_adapters() -> list[dict]:
     for name, release in RELEASES.items():
         file = zoo_home() / "releases" / name / release.file if release.file else None
         verified = "published" if release.sha256 else "first download" if name in hashes else "unverified"
+        on_disk = _bytes(file) or _bytes(checkpoint_path(name))
         rows.append(
             {
                 "name": name,
@@ -49,7 +50,7 @@ def list_adapters() -> list[dict]:
                 "description": release.description,
                 "licence": release.licence,
                 "pulled": release.backbone is not None and not release.unsupported and adapter_ready(name),
-                "bytes": _bytes(file) or _bytes(checkpoint_path(name)),
+                "bytes": on_disk or hashes.get(name, {}).get("size"),  # else the size its first download had
                 "sha256": release.sha256 or hashes.get(name, {}).get("sha256"),
                 "checksum": verified,
                 "unsupported": release.unsupported,
@@ -64,25 +65,35 @@ def list_adapters() -> list[dict]:
 
 def format_models(backbones: list[dict], adapters: list[dict]) -> str:
     """The two tables `rein models` prints."""
-    lines = ["backbones", f"  {'name':<15} {'on disk':<10} {'licence':<38} hub repo"]
+    lines = ["backbones (size: of the Hub file on disk; ? before it is downloaded, and `rein pull` says it first)"]
+    lines.append(f"  {'name':<15} {'on disk':<8} {'size':<9} {'licence':<38} hub repo")
     for row in backbones:
-        disk = _human(row["bytes"]) if row["cached"] else "-"
-        lines.append(f"  {row['name']:<15} {disk:<10} {row['licence']:<38} {row['hub_repo']}")
-    lines += ["", "released adapters (reported mIoU: target split value [source])"]
-    lines.append(f"  {'name':<27} {'backbone':<11} {'on disk':<10} {'checksum':<15} reported")
+        disk = "yes" if row["cached"] else "no"
+        lines.append(f"  {row['name']:<15} {disk:<8} {_human(row['bytes']):<9} {row['licence']:<38} {row['hub_repo']}")
+    lines += [
+        "",
+        "released adapters (size: of the release file, on disk or as first downloaded; "
+        "reported mIoU: target split value [source])",
+    ]
+    lines.append(f"  {'name':<27} {'backbone':<11} {'on disk':<8} {'size':<9} {'checksum':<15} reported")
     for row in adapters:
-        disk = _human(row["bytes"]) if row["pulled"] else "-"
+        disk = "yes" if row["pulled"] else "no"
+        size = _human(row["bytes"])
         figures = "; ".join(
             f"{target} {r['split']} {r['mIoU']:g} [{r['source']}]"
             for target, reported in row["reported"].items()
             for r in reported[:1]
         )
         status = f"unsupported: {row['unsupported']}" if row["unsupported"] else figures
-        lines.append(f"  {row['name']:<27} {row['backbone'] or '-':<11} {disk:<10} {row['checksum']:<15} {status}")
+        line = f"  {row['name']:<27} {row['backbone'] or '-':<11} {disk:<8} {size:<9} {row['checksum']:<15} {status}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 def _human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+    """A size in MB or GB; ``?`` when it is not known (nothing downloaded yet)."""
+    if not size:
+        return "?"
+    if size >= 1e9:
+        return f"{size / 1e9:.2f} GB"
+    return f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{max(size / 1e3, 1):.0f} kB"

@@ -15,6 +15,7 @@ from rein_cli.engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoin
 from rein_cli.errors import ReinError, unknown_name
 from rein_cli.io import write_json
 from rein_cli.models.backbone import BACKBONES, backbone_spec
+from rein_cli.models.segmentor import pull_command
 from rein_cli.zoo.backbones import BACKBONE_LICENCES
 from rein_cli.zoo.release_files import checked_release, read_records
 from rein_cli.zoo.releases import DEFAULT_RELEASES_URL, RELEASES, Release
@@ -69,10 +70,11 @@ def recorded_hashes() -> dict[str, dict]:
 
 
 def backbone_file(name: str, revision: str | None = None) -> Path | None:
-    """The backbone's pretrained weights in the local Hub cache, or None."""
-    from rein_cli.hub import cached_file
+    """The backbone's pretrained weights in the local Hub cache (``model.safetensors``, else ``pytorch_model.bin``,
+    as timm loads them), or None."""
+    from rein_cli.hub import cached_weights
 
-    return cached_file(backbone_spec(name).hub_repo, revision=revision)
+    return cached_weights(backbone_spec(name).hub_repo, revision=revision)
 
 
 def adapter_ready(name: str) -> bool:
@@ -99,15 +101,20 @@ class Pulled:
     sha256: str | None = None  # an adapter's release file
 
 
-def pull(name: str, *, crop: int | None = None, progress: bool = True, refresh: bool = False) -> Pulled:
-    """Make a backbone or a released adapter ready for offline use (see `pull_backbone`, `pull_adapter`)."""
+def pull(
+    name: str, *, crop: int | None = None, revision: str | None = None, progress: bool = True, refresh: bool = False
+) -> Pulled:
+    """Make a backbone (at a Hub ``revision``, default main) or a released adapter ready for offline use (see
+    `pull_backbone`, `pull_adapter`)."""
     if kind_of(name) == "backbone":
         if refresh:
             raise ReinError(
                 f"--refresh is for released adapters (rein-...), whose first download's SHA-256 rein records; "
                 f"{name} comes from the Hugging Face Hub, which checks its files itself: run `rein pull {name}`"
             )
-        return pull_backbone(name, crop=crop or 512)
+        return pull_backbone(name, crop=crop or 512, revision=revision)
+    if revision is not None:
+        raise ReinError(f"--revision is for backbones; {name} is a released adapter, pulled as published")
     return pull_adapter(name, progress=progress, refresh=refresh)
 
 
@@ -115,9 +122,10 @@ def pull_backbone(
     name: str, *, crop: int = 512, revision: str | None = None, timm_kwargs: Mapping[str, Any] | None = None
 ) -> Pulled:
     """Download a backbone's pretrained weights into the Hub cache (after saying what, how big and under which
-    licence) and write their official conversion for ``crop`` once under $REIN_HOME/weights. ``timm_kwargs``:
+    licence) and write their official conversion for ``crop`` once under $REIN_HOME/weights. The repo and file are
+    timm's: its pretrained config's Hub repo, ``model.safetensors`` or else ``pytorch_model.bin``. ``timm_kwargs``:
     architecture overrides, as ``model.backbone_kwargs``."""
-    from rein_cli.hub import download_file, file_size, offline, revision_of
+    from rein_cli.hub import download_weights, offline, revision_of, weights_file
     from rein_cli.models.weights import convert_backbone_file
 
     spec = backbone_spec(name)
@@ -126,12 +134,14 @@ def pull_backbone(
         if offline():
             raise ReinError(
                 f"the weights of {name} ({spec.hub_repo}) are not in the local Hugging Face cache and the Hub is "
-                f"offline; run `rein pull {name}` where there is a connection"
+                f"offline (HF_HUB_OFFLINE=1 or --offline); run {pull_command(name, revision)} with a connection "
+                "and without --offline, then rerun"
             )
-        size = file_size(spec.hub_repo, revision=revision)
+        fetch = pull_command(name, revision)
+        filename, size = weights_file(spec.hub_repo, revision, fetch=fetch)
         licence = BACKBONE_LICENCES.get(name, "see the Hub repo")
-        log.info("downloading %s: %s/model.safetensors (%s), licence %s", name, spec.hub_repo, _size(size), licence)
-        source = download_file(spec.hub_repo, revision=revision)
+        log.info("downloading %s: %s/%s (%s), licence %s", name, spec.hub_repo, filename, _size(size), licence)
+        source = download_weights(spec.hub_repo, revision, filename=filename, fetch=fetch)
     converted = convert_backbone_file(name, source, crop, **(timm_kwargs or {}))
     return Pulled(name, "backbone", converted, revision=revision_of(source))
 
