@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rein_cli.config.sections import Config, Head, InferenceMode, Method, Precision, choices
+from rein_cli.config.sections import Config, Head, InferenceMode, Method, Neck, Precision, choices
 from rein_cli.errors import ReinError
 
 
@@ -48,6 +48,8 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.backbone_revision": (_optional_name, "null or a Hub revision (branch, tag or commit)"),
     "model.method": (lambda v: v in choices(Method), " or ".join(choices(Method))),
     "model.head": (lambda v: v in choices(Head), " or ".join(choices(Head))),
+    "model.neck": (lambda v: v in choices(Neck), " or ".join(choices(Neck))),
+    "model.class_embedding_twice": (lambda v: isinstance(v, bool), "true or false"),
     "model.head_channels": (_positive, ">= 1"),
     "model.num_classes": (
         lambda v: v is None or 1 <= v <= 255,
