@@ -11,6 +11,7 @@ imported from here.
 
 from __future__ import annotations
 
+from rein_cli.config.figures import Published, Reported
 from rein_cli.config.recipes import (
     format_recipes,
     load_config,
@@ -69,7 +70,9 @@ __all__ = [
     "OptimConfig",
     "Precision",
     "PredictionIds",
+    "Published",
     "ReinConfig",
+    "Reported",
     "TrainConfig",
     "VPTConfig",
     "check_choice",
