@@ -142,7 +142,7 @@ def test_checkpoint_supplies_training_datasets_and_reported_figures(trained, syn
     )
     entry = json.loads((out / "results.json").read_text())["datasets"]["synthetic-fog"]
     assert entry["reported"] == [{"mIoU": 41.5, "split": "val", "source": "paper Table 9"}]
-    assert "41.50 (val, paper Table 9)" in (out / "report.md").read_text()
+    assert "41.5 (val, paper Table 9)" in (out / "report.md").read_text()
     # Only training datasets: the mean is over all of them.
     alone = evaluate(ckpt, ["synthetic"], data_dir=synthetic_root, mode="whole", progress=False)
     assert alone.mean_of == ["synthetic"] and "every evaluated dataset" in alone.mean_note

@@ -215,7 +215,7 @@ def test_eval_by_backbone_name_pulls_evaluates_and_reports(world, synthetic_root
     args = ["--target", "synthetic-fog", "--data-root", synthetic_root, "--mode", "whole", "--out", out]
     assert rein("eval", "--backbone", "dinov2-s", *args, "--no-progress") == 0
     printed = capsys.readouterr()
-    assert "synthetic-fog" in printed.out and "published  12.50 (val, test fixture)" in printed.out
+    assert "synthetic-fog" in printed.out and "published   12.5 (val, test fixture)" in printed.out
     assert f"model: {release.name} (the default release of dinov2-s)" in printed.err
     results = json.loads((out / "results.json").read_text())
     entry = results["datasets"]["synthetic-fog"]
@@ -223,7 +223,7 @@ def test_eval_by_backbone_name_pulls_evaluates_and_reports(world, synthetic_root
         {"mIoU": 12.5, "split": "val", "source": "test fixture"}
     ]
     assert results["trained_on"] == ["gta5"] and results["mean_of"] == ["synthetic-fog"]  # the release's source
-    assert "12.50 (val, test fixture)" in (out / "report.md").read_text()
+    assert "12.5 (val, test fixture)" in (out / "report.md").read_text()  # as published
     (model,) = results["models"]
     assert model["adapter"] == release.name and model["source"].endswith(RELEASE_PATH)
     assert model["sha256"] == hashlib.sha256(hub.files["/releases/" + RELEASE_PATH].data).hexdigest()

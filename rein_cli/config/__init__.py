@@ -11,6 +11,7 @@ imported from here.
 
 from __future__ import annotations
 
+from rein_cli.config.figures import Published, Reported
 from rein_cli.config.recipes import (
     format_recipes,
     load_config,
@@ -37,6 +38,7 @@ from rein_cli.config.sections import (
     LoRAConfig,
     Method,
     ModelConfig,
+    Neck,
     OptimConfig,
     Precision,
     PredictionIds,
@@ -64,10 +66,13 @@ __all__ = [
     "LoRAConfig",
     "Method",
     "ModelConfig",
+    "Neck",
     "OptimConfig",
     "Precision",
     "PredictionIds",
+    "Published",
     "ReinConfig",
+    "Reported",
     "TrainConfig",
     "VPTConfig",
     "check_choice",

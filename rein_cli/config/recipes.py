@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
+from rein_cli.config.figures import Published
 from rein_cli.config.rules import check_config
 from rein_cli.config.sections import Config, ModelConfig, config_from_dict, merge_keys
 from rein_cli.errors import ReinError, did_you_mean
@@ -143,7 +144,10 @@ def format_recipes() -> str:
         if cfg.reported:
             figures = "; ".join(
                 f"{dataset} "
-                + " / ".join(f"{float(f['mIoU'])}" + (" test" if f["split"] == "test" else "") for f in items)
+                + " / ".join(
+                    Published(f["mIoU"], f.get("checkpoint", "")).shown + (" test" if f["split"] == "test" else "")
+                    for f in items
+                )
                 for dataset, items in cfg.reported.items()
             )
             block.append(f"    reported: {figures}")

@@ -8,7 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rein_cli.config.sections import Config, Head, InferenceMode, Method, Precision, choices
+from rein_cli.config.figures import Published
+from rein_cli.config.sections import Config, Head, InferenceMode, Method, Neck, Precision, choices
 from rein_cli.errors import ReinError
 
 
@@ -25,14 +26,21 @@ def _optional_name(v: Any) -> bool:
 
 
 def _reported_ok(reported: Mapping[str, Any]) -> bool:
-    """The released adapters' ``reported`` schema: each dataset a list of {mIoU, split (val/test), source}."""
+    """The released adapters' ``reported`` schema: each dataset a list of {mIoU, split (val/test), source} and
+    optionally the checkpoint it was measured on; the mIoU a number, or text keeping its published digits."""
     for figures in reported.values():
         if not isinstance(figures, (list, tuple)) or not figures:
             return False
         for f in figures:
-            if not isinstance(f, Mapping) or set(f) != {"mIoU", "split", "source"}:
+            keys = {"mIoU", "split", "source"}
+            if not isinstance(f, Mapping) or not keys <= set(f) <= keys | {"checkpoint"}:
                 return False
-            if isinstance(f["mIoU"], bool) or not isinstance(f["mIoU"], (int, float)) or not 0 <= f["mIoU"] <= 100:
+            try:
+                if not 0 <= Published(f["mIoU"]) <= 100:
+                    return False
+            except ValueError:
+                return False
+            if not isinstance(f.get("checkpoint", ""), str):
                 return False
             if f["split"] not in ("val", "test") or not isinstance(f["source"], str) or not f["source"].strip():
                 return False
@@ -48,6 +56,8 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.backbone_revision": (_optional_name, "null or a Hub revision (branch, tag or commit)"),
     "model.method": (lambda v: v in choices(Method), " or ".join(choices(Method))),
     "model.head": (lambda v: v in choices(Head), " or ".join(choices(Head))),
+    "model.neck": (lambda v: v in choices(Neck), " or ".join(choices(Neck))),
+    "model.class_embedding_twice": (lambda v: isinstance(v, bool), "true or false"),
     "model.head_channels": (_positive, ">= 1"),
     "model.num_classes": (
         lambda v: v is None or 1 <= v <= 255,
@@ -72,7 +82,10 @@ RULES: dict[str, tuple[Any, str]] = {
     "model.adaptformer.scale": (lambda v: v > 0 and math.isfinite(v), "> 0"),
     "model.vpt.length": (_positive, ">= 1"),
     "description": (lambda v: "\n" not in v, "one line of text"),
-    "reported": (lambda v: _reported_ok(v), "a mapping {dataset: [{mIoU: number, split: val or test, source: text}]}"),
+    "reported": (
+        lambda v: _reported_ok(v),
+        "a mapping {dataset: [{mIoU: number, split: val or test, source: text, checkpoint: text (optional)}]}",
+    ),
     "data.train": (
         lambda v: len(v) > 0 and all(str(x).strip() for x in v),
         "a dataset name or prepared folder, or a list of them",

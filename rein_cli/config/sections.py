@@ -18,6 +18,8 @@ from rein_cli.errors import ReinError, did_you_mean, unknown_name
 # Rein; the frozen backbone alone; every backbone weight trained; the PEFT baselines of the paper's Table 3
 Method = Literal["rein", "frozen", "full", "lora", "adaptformer", "vpt"]
 Head = Literal["mask2former", "fpn", "semfpn"]  # the paper's head; a light per-pixel head; mmseg's Semantic FPN
+# between backbone and head: the bilinear pyramid of the Rein backbones; mmseg's MultiLevelNeck (official frozen CLIP-L)
+Neck = Literal["none", "multilevel"]
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
 PredictionIds = Literal["label-ids", "train-ids"]  # saved predictions: Cityscapes label ids (the servers'), train ids
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
@@ -95,6 +97,8 @@ class ModelConfig:
     backbone_revision: str | None = None  # the Hub commit of the pretrained weights (recorded; None: the latest)
     method: Method = "rein"
     head: Head = "mask2former"
+    neck: Neck = "none"  # multilevel: mmseg's MultiLevelNeck (1x1, resize x4/x2/x1/x0.5, 3x3) instead of the pyramid
+    class_embedding_twice: bool = False  # clip-l: the class token gets CLIP's class embedding twice (official quirk)
     head_channels: int = 256  # width of the fpn head
     num_classes: int | None = None  # None: the training data's classes (19 for the Cityscapes label space)
     crop_size: int = 512

@@ -2,15 +2,16 @@
 
 Training (rein-facts §6.3): random short-edge resize from a list of scales (with a cap on the long
 edge), random crop with ``cat_max_ratio`` (up to 10 tries), horizontal flip, photometric distortion
-(brightness, contrast, saturation, hue, as in mmcv's defaults), normalisation, padding to the crop
-(image 0 after normalisation, label 255). Images are (3, H, W) float tensors in 0..255 until
-normalised; labels are (H, W) uint8 tensors. Randomness comes from torch's global generator, which
-the data loader seeds per worker.
+(brightness, contrast, saturation, hue, as mmseg's defaults compute it), normalisation, padding to the crop
+(image 0 after normalisation, label 255). Images are (3, H, W) uint8 tensors until normalised, as the
+official pipeline keeps them (each resize and distortion step ends in uint8); labels are (H, W) uint8
+tensors. Randomness comes from torch's global generator, which the data loader seeds per worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,50 +66,105 @@ def random_crop(
     return image[:, y : y + crop, x : x + crop], label[y : y + crop, x : x + crop]
 
 
-def _rgb_to_hsv(rgb: Tensor) -> Tensor:
-    """(3, H, W) in [0, 1] -> HSV with H in [0, 1)."""
-    r, g, b = rgb
-    maxc, minc = rgb.max(0).values, rgb.min(0).values
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hue = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
-    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    return torch.stack([hue, sat, maxc])
+# OpenCV's 8-bit RGB <-> HSV (what mmcv's bgr2hsv / hsv2bgr call on uint8 images): hue in 0..179 (2 degrees a step),
+# saturation and value in 0..255. RGB -> HSV is integer arithmetic with 12-bit fixed-point reciprocal tables;
+# HSV -> RGB is float32 arithmetic truncated to an integer (OpenCV's color_hsv.simd.hpp: its vectorised loop, which
+# converts every pixel of a row but the last width % (4 x SIMD lanes); those few it rounds instead, and on a CPU
+# without fused multiply-add the loop rounds 1 - s * h twice).
+_HSV_SHIFT = 12
+_STEPS = torch.arange(256, dtype=torch.float64)
+_SDIV = torch.where(_STEPS > 0, torch.round((255 << _HSV_SHIFT) / _STEPS.clamp(min=1)), 0).int()
+_HDIV = torch.where(_STEPS > 0, torch.round((180 << _HSV_SHIFT) / (6 * _STEPS.clamp(min=1))), 0).int()
+# per hue sector (0..5), which of (v, v(1 - s), v(1 - s h), v(1 - s (1 - h))) is red, green and blue
+_SECTORS = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]]).T  # (3, 6)
 
 
-def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    h, s, v = hsv
-    k = (torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1) + h * 6.0) % 6.0
-    return v - v * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+def rgb_to_hsv_u8(rgb: Tensor) -> Tensor:
+    """(3, H, W) uint8 RGB -> uint8 HSV exactly as OpenCV's ``COLOR_RGB2HSV`` (``BGR2HSV`` on BGR) computes it."""
+    r, g, b = rgb.int().unbind(0)
+    v = torch.maximum(torch.maximum(r, g), b)
+    diff = v - torch.minimum(torch.minimum(r, g), b)
+    half = 1 << (_HSV_SHIFT - 1)
+    s = (diff * _SDIV[v] + half) >> _HSV_SHIFT
+    h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * _HDIV[diff] + half) >> _HSV_SHIFT  # an arithmetic shift: floor division, as in C on these ints
+    h = h + (h < 0) * 180
+    return torch.stack([h, s, v]).to(torch.uint8)
 
 
-def photometric_distortion(image: Tensor) -> Tensor:
-    """mmcv's PhotoMetricDistortion defaults on a (3, H, W) 0..255 image: brightness +-32, contrast and
-    saturation x[0.5, 1.5], hue by an integer in [-18, 18) of 180 steps, each with probability 1/2; contrast
-    before or after."""
+def hsv_to_rgb_u8(hsv: Tensor) -> Tensor:
+    """(3, H, W) uint8 HSV (hue 0..179) -> uint8 RGB exactly as OpenCV's ``COLOR_HSV2RGB`` computes it (see above)."""
+    h = hsv[0].float() * torch.tensor(6.0 / 180.0, dtype=torch.float32)
+    s = hsv[1].float() * torch.tensor(1.0 / 255.0, dtype=torch.float32)
+    v = hsv[2].float() * torch.tensor(1.0 / 255.0, dtype=torch.float32)
+    sector = h.trunc()
+    h = h - sector
+    # 1 - s * h in one rounding, as OpenCV's loop computes it (a fused multiply-add): the product of two float32 is
+    # exact in float64, and over every 8-bit input this gives the fused result (tested against OpenCV)
+    s64 = s.double()
+    tab = torch.stack([v, v * (1 - s), v * (1 - s64 * h.double()).float(), v * (1 - s64 * (1 - h).double()).float()])
+    rgb = tab.gather(0, _SECTORS[:, sector.long()])  # (3, H, W); s = 0 gives v everywhere, as OpenCV's s == 0 case
+    return (rgb * 255).to(torch.uint8)  # truncated, as OpenCV's vectorised loop converts
+
+
+@dataclass(frozen=True)
+class PhotometricDraws:
+    """The random choices of one PhotoMetricDistortion (None: the step is skipped), drawn in mmseg's order."""
+
+    brightness: float | None = None  # the delta added, in [-32, 32)
+    contrast_first: bool = False  # mmseg's mode 1: contrast before the HSV steps, else after them
+    contrast: float | None = None  # the factor, in [0.5, 1.5)
+    saturation: float | None = None  # the factor, in [0.5, 1.5)
+    hue: int | None = None  # the shift in hue steps (2 degrees), an integer in [-18, 18)
+
+
+def draw_photometric() -> PhotometricDraws:
+    """One draw from torch's global generator, each step with probability 1/2, in the order mmseg draws them:
+    brightness, the contrast mode, [contrast], saturation, hue, [contrast]."""
 
     def coin() -> bool:
-        return bool(torch.rand(()) < 0.5)
+        return bool(torch.randint(2, ()))
 
     def uniform(lo: float, hi: float) -> float:
-        return float(torch.empty(()).uniform_(lo, hi))
+        return float(torch.empty((), dtype=torch.float64).uniform_(lo, hi))
 
-    if coin():
-        image = (image + uniform(-32, 32)).clamp(0, 255)
+    brightness = uniform(-32, 32) if coin() else None
     contrast_first = coin()
-    if contrast_first and coin():
-        image = (image * uniform(0.5, 1.5)).clamp(0, 255)
-    saturate, shift = coin(), coin()
-    if saturate or shift:
-        hsv = _rgb_to_hsv(image / 255.0)
-        if saturate:
-            hsv[1] = (hsv[1] * uniform(0.5, 1.5)).clamp(0, 1)
-        if shift:
-            hsv[0] = (hsv[0] + int(torch.randint(-18, 18, ())) / 180.0) % 1.0  # mmcv: randint(-18, 18), 18 excluded
-        image = _hsv_to_rgb(hsv) * 255.0
+    contrast = uniform(0.5, 1.5) if contrast_first and coin() else None
+    saturation = uniform(0.5, 1.5) if coin() else None
+    hue = int(torch.randint(-18, 18, ())) if coin() else None  # mmseg: randint(-18, 18), 18 excluded
     if not contrast_first and coin():
-        image = (image * uniform(0.5, 1.5)).clamp(0, 255)
+        contrast = uniform(0.5, 1.5)
+    return PhotometricDraws(brightness, contrast_first, contrast, saturation, hue)
+
+
+def _convert(x: Tensor, alpha: float = 1.0, beta: float = 0.0) -> Tensor:
+    """mmseg's ``convert``: float32 ``x * alpha + beta``, clipped to 0..255, back to uint8 by truncation."""
+    return (x.float() * alpha + beta).clamp(0, 255).to(torch.uint8)
+
+
+def photometric_distortion(image: Tensor, draws: PhotometricDraws | None = None) -> Tensor:
+    """mmseg's PhotoMetricDistortion (defaults) on a (3, H, W) RGB image, uint8 after every step as mmcv keeps it:
+    brightness (+ delta), contrast (x factor; before or after the HSV steps), saturation (x factor on S) and hue
+    (+ shift on H, modulo 180), each HSV step with its own 8-bit RGB -> HSV -> RGB round trip. ``draws``: the random
+    choices (default: `draw_photometric`). A float image is rounded to uint8 first; the result is uint8."""
+    if image.dtype != torch.uint8:
+        image = image.round().clamp(0, 255).to(torch.uint8)
+    d = draws if draws is not None else draw_photometric()
+    if d.brightness is not None:
+        image = _convert(image, beta=d.brightness)
+    if d.contrast_first and d.contrast is not None:
+        image = _convert(image, alpha=d.contrast)
+    if d.saturation is not None:
+        hsv = rgb_to_hsv_u8(image)
+        hsv[1] = _convert(hsv[1], alpha=d.saturation)
+        image = hsv_to_rgb_u8(hsv)
+    if d.hue is not None:
+        hsv = rgb_to_hsv_u8(image)
+        hsv[0] = ((hsv[0].long() + d.hue) % 180).to(torch.uint8)
+        image = hsv_to_rgb_u8(hsv)
+    if not d.contrast_first and d.contrast is not None:
+        image = _convert(image, alpha=d.contrast)
     return image
 
 
@@ -139,16 +195,17 @@ class TrainTransform:
         self.cat_max_ratio, self.photometric = cat_max_ratio, photometric
 
     def __call__(self, image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-        image = image.permute(2, 0, 1).float()  # (H, W, 3) uint8 -> (3, H, W) float
+        image = image.permute(2, 0, 1)  # (H, W, 3) -> (3, H, W), uint8 until normalised, as mmcv keeps it
         if self.shorts:
             short = self.shorts[int(torch.randint(len(self.shorts), ()))]
-            image, label = resize(image, label, short_edge_size(*label.shape, short, self.max_size))
+            image, label = resize(image.float(), label, short_edge_size(*label.shape, short, self.max_size))
+            image = image.round().clamp(0, 255).to(torch.uint8)  # mmcv's resize of a uint8 image gives uint8
         image, label = random_crop(image, label, self.crop, self.cat_max_ratio)
         if torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
         if self.photometric:
             image = photometric_distortion(image)
-        image = normalize(image, self.mean, self.std)
+        image = normalize(image.float(), self.mean, self.std)
         pad_h, pad_w = self.crop - label.shape[0], self.crop - label.shape[1]
         image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
         label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)

@@ -265,7 +265,7 @@ def _paper(entry: DatasetResult | CorruptionSummary, split: str) -> float | None
     """The published figure of an entry's ``reported`` list: the one for ``split``, else the first; None without."""
     reported = [r for r in entry.reported if _number(r.mIoU)]
     paper = next((r for r in reported if r.split == split), reported[0] if reported else None)
-    return float(paper.mIoU) if paper else None
+    return paper.mIoU if paper else None  # a `Published`: printed as published, marked when from another checkpoint
 
 
 def _number(value: Any) -> bool:
@@ -297,6 +297,12 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
             rows.append(_row(name, group, columns))
             notes.append(label_note(name, group) or "")
     notes.insert(0, _mean_note(rows))
+    notes += [
+        f"{row.label}: the paper's {column} {cell.paper.shown} was measured on {cell.paper.note}"
+        for row in rows
+        for column, cell in row.cells.items()
+        if getattr(cell.paper, "note", "")
+    ]
     differences = paired_differences(rows, columns)
     unrecorded = [str(e.file) for e in evaluations if not (e.file.parent / IMAGES_FILE).is_file()]
     if len(rows) > 1 and unrecorded:

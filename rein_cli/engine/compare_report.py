@@ -15,6 +15,7 @@ from typing import Any
 from rein_cli.engine.charts import SOURCE_HATCH, headroom, save_figure, shorten
 from rein_cli.engine.compare import Cell, Comparison, Difference
 from rein_cli.engine.report import fmt
+from rein_cli.engine.results import Published
 from rein_cli.io import check_writable, write_text
 
 PAPER = "paper"
@@ -39,8 +40,13 @@ def _lines(table: Comparison) -> list[tuple[str, list[str]]]:
         cells = [cell_text(row.cells[c]) for c in table.columns]
         lines.append((row.label, [*cells, fmt(row.parameters), str(row.seeds)]))
         if any(row.cells[c].paper is not None for c in table.columns):
-            lines.append((PAPER, [fmt(row.cells[c].paper) for c in table.columns] + ["", ""]))
+            lines.append((PAPER, [_paper(row.cells[c].paper) for c in table.columns] + ["", ""]))
     return lines
+
+
+def _paper(value: float | None) -> str:
+    """A published figure as published (``*``: measured on another checkpoint, said in a note); else ``fmt``."""
+    return value.shown if isinstance(value, Published) else fmt(value)
 
 
 def header(table: Comparison) -> list[str]:
@@ -128,7 +134,7 @@ def format_csv(table: Comparison) -> str:
 
 
 def _csv(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
+    return "" if value is None else value.text if isinstance(value, Published) else f"{value:.2f}"
 
 
 def chart(table: Comparison) -> Any:

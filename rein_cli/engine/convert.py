@@ -21,13 +21,13 @@ from rein_cli.config import ModelConfig, ReinConfig, config_from_dict, to_dict
 from rein_cli.engine.checkpoint import CONFIG_FILE, save_checkpoint
 from rein_cli.errors import ReinError
 from rein_cli.io import atomic_path
-from rein_cli.models.backbone import PATCH_SIZE, backbone_spec, create_timm_model
+from rein_cli.models.backbone import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE, backbone_spec, create_timm_model
 from rein_cli.models.methods import METHODS
 from rein_cli.models.segmentor import Segmentor, build_segmentor
 from rein_cli.models.weights import META_NAMES, resize_patch_embed, resize_pos_embed
 
 # Every official model normalises its inputs with the ImageNet mean and std (in 0..1 units), whatever the backbone.
-OFFICIAL_MEAN, OFFICIAL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OFFICIAL_MEAN, OFFICIAL_STD = IMAGENET_MEAN, IMAGENET_STD
 
 # (ours, official) regular expressions, applied in order. Inverse rules are listed explicitly below.
 _TO_OFFICIAL = [

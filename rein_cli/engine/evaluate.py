@@ -313,6 +313,7 @@ def _evaluate_source(
         model=ModelInfo(model.config.backbone, model.config.backbone_revision, dict(model.provenance)),
         datasets=datasets,
         corruption=corruption_summary(datasets, corruption, reported) if corruption is not None else None,
+        assumed=list(source.assumed),
         image_stats=stats,
         manifests={key: by_name[entry.dataset or key] for key, entry in datasets.items()},
     )
@@ -323,6 +324,7 @@ def _merge(parts: list[tuple[ModelSource, list[str], Evaluation]], *, named: boo
     model's name when the models are named), the training datasets and corruption summaries of all."""
     last = parts[-1][2]
     results = replace(last, datasets={}, trained_on=[], models=[] if named else None, image_stats={}, manifests={})
+    results.assumed = []
     if last.corruption is not None:
         results.corruption = Corruption(last.corruption.spec, {})
     for source, given, part in parts:
@@ -331,6 +333,7 @@ def _merge(parts: list[tuple[ModelSource, list[str], Evaluation]], *, named: boo
         results.image_stats.update(part.image_stats)
         results.manifests.update(part.manifests)
         results.trained_on = list(dict.fromkeys([*results.trained_on, *part.trained_on]))
+        results.assumed = list(dict.fromkeys([*results.assumed, *part.assumed]))
         if part.corruption is not None:
             results.corruption.datasets.update(part.corruption.datasets)
         if named:

@@ -10,14 +10,16 @@ from typing import Any
 
 from rein_cli.engine.charts import confusion_chart, corruption_chart, iou_chart, save_figure
 from rein_cli.engine.estimate import CITED, RECOMMENDED
-from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval
+from rein_cli.engine.results import CorruptionSummary, Evaluation, Interval, Published
 from rein_cli.io import write_text
 
 REPORT_FILE = "report.md"
 
 
 def fmt(v: float | None) -> str:
-    """A figure with two decimals; ``-`` for none (or NaN)."""
+    """A figure with two decimals, a published one as published (``60.0``); ``-`` for none (or NaN)."""
+    if isinstance(v, Published):
+        return v.text
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
@@ -108,7 +110,12 @@ def format_table(results: Evaluation) -> str:
     for key in ("mAcc", "aAcc"):
         lines.append(row(key, [fmt(getattr(e, key)) for e in entries]))
     if any(e.reported for e in entries):
-        lines.append(row("reported mIoU", [fmt(e.reported[0].mIoU) if e.reported else "-" for e in entries]))
+        lines.append(row("reported mIoU", [e.reported[0].mIoU.shown if e.reported else "-" for e in entries]))
+        lines += [
+            f"  * {n}: {e.reported[0].label}"
+            for n, e in zip(names, entries, strict=True)
+            if e.reported and e.reported[0].checkpoint
+        ]
     if any(e.predictions is not None for e in entries):
         lines += [
             f"predictions of {n}: {e.predictions} ({e.prediction_ids})"
@@ -118,7 +125,17 @@ def format_table(results: Evaluation) -> str:
     mean = mean_line(results)
     if mean:
         lines.append(mean)
+    lines += assumed_lines(results)
     return "\n".join(lines)
+
+
+def assumed_lines(results: Evaluation) -> list[str]:
+    """The settings of a released model that its published files do not give and rein assumed, one line each."""
+    if not results.assumed:
+        return []
+    return ["assumed (the release does not publish these; the result depends on them):"] + [
+        f"  {line}" for line in results.assumed
+    ]
 
 
 def _iou(entry: Any, name: str) -> float | None:
@@ -167,7 +184,7 @@ def format_comparison(results: Evaluation) -> str:
     lines = []
     for name, entry in results.datasets.items():
         for r in entry.reported:
-            lines.append(f"  {name:<18} ours {entry.mIoU:6.2f}   published {r.mIoU:6.2f} ({r.split}, {r.source})")
+            lines.append(f"  {name:<18} ours {entry.mIoU:6.2f}   published {r.mIoU.text:>6} ({r.split}, {r.label})")
     return "\n".join(["ours vs published (mIoU):", *lines]) if lines else ""
 
 
@@ -193,6 +210,7 @@ def format_markdown(results: Evaluation) -> str:
         f"- trained on: {', '.join(results.trained_on) or 'unknown'}",
         f"- split: {results.split}; inference: {results.mode} (crop {results.crop}{stride})"
         f"; flip test-time augmentation: {'yes' if results.flip else 'no'}",
+        *(f"- assumed, not published with the release: {line}" for line in results.assumed),
         "",
         "## Results",
         "",
@@ -202,7 +220,7 @@ def format_markdown(results: Evaluation) -> str:
     mean_of = set(results.mean_of)
     for name in names:
         e = results.datasets[name]
-        reported = "; ".join(f"{r.mIoU:.2f} ({r.split}, {r.source})" for r in e.reported) or "-"
+        reported = "; ".join(f"{r.mIoU.text} ({r.split}, {r.label})" for r in e.reported) or "-"
         if not e.labeled:
             inside = "no (no labels)"
         elif name in mean_of:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rein_cli.config.figures import Published, Reported  # noqa: F401 (re-exported: results name their figures)
 from rein_cli.engine.estimate import Estimate
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
@@ -20,25 +21,9 @@ SCHEMA = 2  # results.json's version: 2 adds schema, mean_of, trained_on, method
 RESULTS_FILE = "results.json"
 
 
-@dataclass(frozen=True)
-class Reported:
-    """One published figure for a target dataset: its mIoU, the split it is on (``test``: the dataset's evaluation
-    server) and where it was published."""
-
-    mIoU: float
-    split: str
-    source: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mIoU": self.mIoU, "split": self.split, "source": self.source}
-
-    @classmethod
-    def from_json(cls, data: Any) -> Reported:
-        return cls(float(data["mIoU"]), str(data["split"]), str(data["source"]))
-
-
 def reported_figures(reported: Any) -> dict[str, tuple[Reported, ...]]:
-    """``{dataset: [{mIoU, split, source}]}`` (a recipe's, a checkpoint's or a release's) as `Reported` figures."""
+    """``{dataset: [{mIoU, split, source[, checkpoint]}]}`` (a recipe's, a checkpoint's or a release's) as
+    `Reported` figures."""
     return {
         str(name): tuple(f if isinstance(f, Reported) else Reported.from_json(f) for f in figures)
         for name, figures in (reported or {}).items()
@@ -323,6 +308,7 @@ class Evaluation:
     mean_note: str | None = None
     mean_interval: Interval | None = None  # the DG mean's 95% bootstrap interval (each dataset's images resampled)
     calibrated_on: str | None = None  # the labeled dataset the label-free estimates were calibrated on
+    assumed: list[str] = field(default_factory=list)  # a release's settings rein assumed: "name: key = value (why)"
     # per dataset key, what was recorded of each image (rein_cli.engine.imagestats.ImageStats; images.npz), and the
     # manifest it was read from; in memory only
     image_stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -364,6 +350,8 @@ class Evaluation:
             data["mean_interval"] = self.mean_interval.to_json()
         if self.calibrated_on is not None:
             data["calibrated_on"] = self.calibrated_on
+        if self.assumed:
+            data["assumed"] = list(self.assumed)
         return _json_safe(data)
 
     @classmethod
@@ -403,6 +391,7 @@ class Evaluation:
                 mean_note=data.get("mean_note"),
                 mean_interval=Interval.from_json(data.get("mean_interval")),
                 calibrated_on=data.get("calibrated_on"),
+                assumed=[str(line) for line in data.get("assumed") or []],
             )
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ReinError(

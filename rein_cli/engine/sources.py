@@ -28,7 +28,8 @@ class ModelSource:
     training datasets and published figures (None: what the checkpoint's config.json says); ``only``: the registry
     datasets (and their parts) it evaluates when several models share the targets (None: the rest); ``missing``:
     what must be got before anything can start, each a line saying how; ``pending``: how to get what ``fetch``
-    downloads before it is loaded (missing only when the network is off, or something else is missing anyway)."""
+    downloads before it is loaded (missing only when the network is off, or something else is missing anyway);
+    ``assumed``: the settings of a released model that its files do not give and rein assumed."""
 
     name: str
     checkpoint: str | Path | None = None
@@ -40,6 +41,7 @@ class ModelSource:
     missing: tuple[str, ...] = ()
     pending: str | None = None
     fetch: Callable[[bool], Any] | None = None  # progress -> None; makes ``checkpoint`` ready
+    assumed: tuple[str, ...] = ()  # a release's settings that rein assumed, one line each (shown beside the result)
 
 
 def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:

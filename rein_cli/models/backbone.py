@@ -78,6 +78,31 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
+# Every official Rein config normalises its inputs with ImageNet's mean and std (mmseg's SegDataPreProcessor:
+# mean 123.675, 116.28, 103.53 and std 58.395, 57.12, 57.375 on 0..255 RGB; rein-facts §12), whatever the backbone
+# was pretrained with; CLIP-L and EVA02-L too, for which timm gives OpenAI-CLIP's values. Here in 0..1 units.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The backbones of the official configs: in the repository (DINOv2-L, EVA02-L, CLIP-L), as release assets
+# (DINOv2-S/B, ConvNeXt-L, SAM-H, CLIP-L, EVA02-L) and the paper's Table 2 rows (MAE-L).
+OFFICIAL_BACKBONES = frozenset(
+    {"dinov2-s", "dinov2-b", "dinov2-l", "eva02-l", "clip-l", "sam-h", "mae-l", "convnext-l"}
+)
+
+
+def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a new model of backbone ``name`` trains with, in 0..1 units: ImageNet's for the backbones of
+    the official configs, as they all use; timm's pretrained config for the others (``vit-tiny``: 0.5, 0.5)."""
+    if name in OFFICIAL_BACKBONES:
+        return IMAGENET_MEAN, IMAGENET_STD
+    from timm.models import get_pretrained_cfg
+
+    spec = backbone_spec(name)
+    cfg = get_pretrained_cfg(f"{spec.arch}.{spec.tag}")
+    if cfg is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
 def create_timm_model(name: str, crop_size: int, **kwargs) -> nn.Module:
     """The timm model of a named backbone, randomly initialised, without classifier; ViTs at patch 16 and the crop."""
     import timm
@@ -127,7 +152,14 @@ class FrozenBackbone(nn.Module):
     (``reins.*`` for Rein, as the official implementation names them); `adapter` reaches it whatever the name."""
 
     def __init__(
-        self, model: nn.Module, adapter: nn.Module, crop_size: int, *, slot: str, trainable: bool = False
+        self,
+        model: nn.Module,
+        adapter: nn.Module,
+        crop_size: int,
+        *,
+        slot: str,
+        trainable: bool = False,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         self.vit = model
@@ -139,9 +171,10 @@ class FrozenBackbone(nn.Module):
         self.crop_size = crop_size  # training crop and slide window
         self.vit.requires_grad_(trainable)
         self.vit.eval()
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        if normalization is None:  # the timm model's own (`input_normalization` gives the official one by name)
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            normalization = (cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+        self.mean, self.std = (tuple(float(v) for v in values) for values in normalization)
 
     @property
     def adapter(self) -> nn.Module:
@@ -185,10 +218,16 @@ class ReinViT(FrozenBackbone):
         feature_indices: Sequence[int],
         crop_size: int,
         *,
-        slot: str,
-        trainable: bool = False,
+        pyramid: bool = True,
+        class_embedding_twice: bool = False,
+        **options,
     ) -> None:
-        super().__init__(vit, adapter, crop_size, slot=slot, trainable=trainable)
+        super().__init__(vit, adapter, crop_size, **options)
+        # False: the four stride-16 maps as they are, for a neck that resizes them (`MultiLevelNeck`)
+        self.pyramid = pyramid
+        # the official CLIP backbone's quirk (`rein/models/backbones/clip.py`): the class embedding is added to the
+        # class token and again to the class token's position, so the class token gets it twice
+        self.class_embedding_twice = class_embedding_twice
         depth = len(vit.blocks)
         indices = list(feature_indices)
         if len(indices) != 4 or indices != sorted(set(indices)) or not all(0 <= i < depth for i in indices):
@@ -204,7 +243,10 @@ class ReinViT(FrozenBackbone):
         vit = self.vit
         x = vit.patch_embed(images)  # (B, Hp, Wp, C) with dynamic_img_size
         grid = x.shape[1:3]
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(x))), grid, {}
+        x = vit._pos_embed(x)  # (B, P+N, C): the class token (+ its position) first
+        if self.class_embedding_twice:
+            x = torch.cat([x[:, :1] + vit.cls_token, x[:, 1:]], dim=1)
+        return vit.norm_pre(vit.patch_drop(x)), grid, {}
 
     def _tokens(self, x: Tensor) -> Tensor:
         return x  # (B, P+N, C) already
@@ -233,7 +275,7 @@ class ReinViT(FrozenBackbone):
             if i in self.feature_indices:
                 feats = tokens[:, self.num_prefix_tokens :]  # (B, N, C)
                 maps.append(feats.transpose(1, 2).reshape(feats.shape[0], -1, Hp, Wp))
-        return feature_pyramid(maps), self.adapter.queries()
+        return feature_pyramid(maps) if self.pyramid else maps, self.adapter.queries()
 
 
 class ReinEVA(ReinViT):
@@ -289,10 +331,8 @@ class ReinConvNeXt(FrozenBackbone):
 
     NORM_EPS = 1e-6  # mmpretrain's LayerNorm2d, and timm's final norm
 
-    def __init__(
-        self, model: nn.Module, adapter: nn.ModuleList, crop_size: int, *, slot: str, trainable: bool = False
-    ) -> None:
-        super().__init__(model, adapter, crop_size, slot=slot, trainable=trainable)
+    def __init__(self, model: nn.Module, adapter: nn.ModuleList, crop_size: int, **options) -> None:
+        super().__init__(model, adapter, crop_size, **options)
         if not isinstance(getattr(model.head, "norm", None), nn.LayerNorm):
             raise ReinError("ConvNeXt needs timm's final norm in its head (head_norm_first=False, the default)")
         self.patch_size = 32  # inputs must divide by the total stride

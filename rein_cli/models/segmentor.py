@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rein_cli.config import Head, Method, ModelConfig, check_choice, check_section, merge_keys
+from rein_cli.config import Head, Method, ModelConfig, Neck, check_choice, check_section, merge_keys
 from rein_cli.errors import ReinError
 from rein_cli.hub import revision_of
 from rein_cli.labels import default_classes, default_palette
@@ -22,15 +22,18 @@ from rein_cli.models.backbone import (
     ReinConvNeXt,
     backbone_spec,
     create_timm_model,
+    input_normalization,
 )
 from rein_cli.models.fpn_head import FPNHead
 from rein_cli.models.mask2former import Mask2FormerHead
 from rein_cli.models.methods import METHODS, check_supported, uses_rein_queries
+from rein_cli.models.neck import MultiLevelNeck
 from rein_cli.models.semfpn_head import SemanticFPNHead
 
 
 class Segmentor(nn.Module):
-    """``backbone(images) -> (pyramid, queries)``, then ``head(pyramid, queries)``.
+    """``backbone(images) -> (pyramid, queries)``, then ``head(pyramid, queries)``; with a ``neck`` (mmseg's
+    `MultiLevelNeck`) the backbone's four stride-16 maps go through it to make the pyramid.
 
     Inputs are normalised (B, 3, H, W) images. ``semantic_scores`` pads them to a multiple of the
     patch size and returns (B, K, H, W) per-class scores; ``training_loss`` returns named loss terms.
@@ -53,9 +56,12 @@ class Segmentor(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        neck: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        if neck is not None:  # state-dict keys neck.*, as the official model's
+            self.neck = neck
         self.head = head
         self.num_classes = num_classes
         self.config = config
@@ -74,6 +80,8 @@ class Segmentor(nn.Module):
 
     def forward(self, images: Tensor):
         features, queries = self.backbone(images)
+        if "neck" in self._modules:
+            features = self._modules["neck"](features)
         return self.head(features, queries)
 
     def semantic_scores(self, images: Tensor) -> Tensor:
@@ -125,8 +133,10 @@ def build_segmentor(
         cfg = dataclasses.replace(cfg, num_classes=len(classes) if classes is not None else len(default_classes(19)))
     check_choice("method", cfg.method, Method)
     check_choice("head", cfg.head, Head)
+    check_choice("neck", cfg.neck, Neck)
     spec = backbone_spec(cfg.backbone)
     check_supported(cfg.method, cfg.backbone)
+    check_official_options(cfg, spec.family)
     method = METHODS[cfg.method]
     if method.section:  # its settings, checked as the config's keys are (a built model may skip that)
         check_section(method.settings(cfg), f"model.{method.section}.")
@@ -152,32 +162,44 @@ def build_segmentor(
 
         load_backbone_weights(model, weights, spec, cache=converted_path(cfg.backbone, weights, cfg.crop_size))
     options = method.settings(cfg)
+    common = dict(slot=method.slot, trainable=method.trains_backbone, normalization=input_normalization(cfg.backbone))
     if spec.family == "convnext":  # one adapter per stage
         stages = [(len(stage.blocks), stage.blocks[0].conv_dw.out_channels) for stage in model.stages]
         adapter = nn.ModuleList(method.adapter(options, spec.family, d, c) for d, c in stages)
-        body = ReinConvNeXt(model, adapter, cfg.crop_size, slot=method.slot, trainable=method.trains_backbone)
+        body = ReinConvNeXt(model, adapter, cfg.crop_size, **common)
     else:
         indices = cfg.feature_indices if cfg.feature_indices is not None else spec.feature_indices
         adapter = method.adapter(options, spec.family, len(model.blocks), model.embed_dim)
         body = FAMILIES[spec.family](
-            model, adapter, indices, cfg.crop_size, slot=method.slot, trainable=method.trains_backbone
+            model,
+            adapter,
+            indices,
+            cfg.crop_size,
+            pyramid=cfg.neck == "none",
+            class_embedding_twice=cfg.class_embedding_twice,
+            **common,
         )
     if method.attach is not None:
         method.attach(body, options, spec.family)
+    neck, channels = None, body.out_channels
+    if cfg.neck == "multilevel":  # as the official frozen CLIP-L config: out_channels = the backbone's width
+        neck = MultiLevelNeck(body.out_channels, body.out_channels[-1])
+        channels = [neck.out_channels] * len(neck.scales)
     if cfg.head == "mask2former":
         decode = Mask2FormerHead(
-            body.out_channels,
+            channels,
             cfg.num_classes,
             num_queries=cfg.rein.token_length,
             learned_queries=not uses_rein_queries(cfg),
         )
     elif cfg.head == "semfpn":
-        decode = SemanticFPNHead(body.out_channels, cfg.num_classes)
+        decode = SemanticFPNHead(channels, cfg.num_classes)
     else:
-        decode = FPNHead(body.out_channels, cfg.num_classes, channels=cfg.head_channels)
+        decode = FPNHead(channels, cfg.num_classes, channels=cfg.head_channels)
     return Segmentor(
         body,
         decode,
+        neck=neck,
         num_classes=cfg.num_classes,
         config=cfg,
         classes=classes,
@@ -186,6 +208,21 @@ def build_segmentor(
         std=std,
         provenance=provenance,
     )
+
+
+def check_official_options(cfg: ModelConfig, family: str) -> None:
+    """``model.neck`` and ``model.class_embedding_twice`` where they apply: the neck reads a ViT's four stride-16
+    maps (ConvNeXt's stages already are a pyramid); the class embedding quirk is the official CLIP backbone's."""
+    if cfg.neck != "none" and family == "convnext":
+        raise ReinError(
+            f"model.neck = {cfg.neck} resizes a ViT's four stride-16 maps; {cfg.backbone}'s stages already are a "
+            "pyramid: leave model.neck at none"
+        )
+    if cfg.class_embedding_twice and cfg.backbone != "clip-l":
+        raise ReinError(
+            "model.class_embedding_twice reproduces the official CLIP backbone (its class token gets the class "
+            f"embedding twice); it applies to clip-l only, not {cfg.backbone}: leave it false"
+        )
 
 
 def model_config(config: ModelConfig | str, settings: Mapping[str, Any]) -> ModelConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rein_cli.engine.results import reported_figures
 from rein_cli.models.backbone import BACKBONES
 from rein_cli.zoo.backbones import BACKBONE_LICENCES, conversion
 from rein_cli.zoo.pull import adapter_ready, backbone_file, checkpoint_path, recorded_hashes, zoo_home
@@ -54,10 +55,7 @@ def list_adapters() -> list[dict]:
                 "sha256": release.sha256 or hashes.get(name, {}).get("sha256"),
                 "checksum": verified,
                 "unsupported": release.unsupported,
-                "reported": {
-                    target: [{"mIoU": r.mIoU, "split": r.split, "source": r.source} for r in figures]
-                    for target, figures in release.reported.items()
-                },
+                "reported": {target: [r.to_json() for r in figures] for target, figures in release.reported.items()},
             }
         )
     return rows
@@ -80,8 +78,8 @@ def format_models(backbones: list[dict], adapters: list[dict]) -> str:
         disk = "yes" if row["pulled"] else "no"
         size = _human(row["bytes"])
         figures = "; ".join(
-            f"{target} {r['split']} {r['mIoU']:g} [{r['source']}]"
-            for target, reported in row["reported"].items()
+            f"{target} {r.split} {r.mIoU.shown} [{r.label}]"  # as published: BDD100K's 60.0 stays 60.0
+            for target, reported in reported_figures(row["reported"]).items()
             for r in reported[:1]
         )
         status = f"unsupported: {row['unsupported']}" if row["unsupported"] else figures

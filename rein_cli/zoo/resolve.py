@@ -4,12 +4,14 @@ used and the published figures it carries. Nothing is downloaded here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from rein_cli.engine.checkpoint import CONFIG_FILE
 from rein_cli.engine.sources import ModelSource, checkpoint_source
 from rein_cli.errors import ReinError
 from rein_cli.zoo.pull import adapter_ready, checkpoint_path, find_release, pull_adapter
-from rein_cli.zoo.releases import ACDC_RELEASE, DEFAULT_RELEASE, Release
+from rein_cli.zoo.releases import ACDC_RELEASE, DEFAULT_RELEASE, RELEASES, Release
 
 
 def model_sources(
@@ -24,7 +26,7 @@ def model_sources(
             "name the model once: a checkpoint (folder or hf://org/name), --adapter NAME or --backbone NAME"
         )
     if checkpoint:
-        return [checkpoint_source(checkpoint)]
+        return [checkpoint_source(checkpoint, assumed=tuple(release_assumed(checkpoint)))]
     if adapter:
         return [release_source(find_release(adapter), "the adapter given")]
     if backbone not in DEFAULT_RELEASE:
@@ -66,4 +68,16 @@ def release_source(release: Release, why: str, only: tuple[str, ...] | None = No
         missing=missing,
         pending=pending,
         fetch=fetch,
+        assumed=tuple(release.assumed()),
     )
+
+
+def release_assumed(checkpoint: str | Path) -> list[str]:
+    """The assumed settings of the release a local checkpoint folder was converted from (its config.json names the
+    adapter), so that evaluating the folder says them too; none for anything else."""
+    config = Path(str(checkpoint)) / CONFIG_FILE
+    try:
+        adapter = json.loads(config.read_text()).get("provenance", {}).get("adapter")
+    except (OSError, ValueError, AttributeError):
+        return []  # not a local checkpoint (hf://), or one whose problems loading it will name
+    return RELEASES[adapter].assumed() if adapter in RELEASES else []
