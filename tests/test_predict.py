@@ -12,7 +12,7 @@ from PIL import Image
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.errors import ReinError
 
-from .helpers import errors, rein, truncate
+from .helpers import drop_rows, errors, rein, truncate
 
 
 def test_eval_and_predict_agree(trained, synthetic_root, tmp_path, capsys):
@@ -78,8 +78,25 @@ def test_a_truncated_later_input_stops_predict_before_anything_is_written(tiny_m
     from rein_cli.engine.predict import predict
 
     inputs = inputs_with_a_bad_last_one(synthetic_root, tmp_path / "in")
-    with pytest.raises(ReinError, match=rf"cannot decode image {re.escape(str(inputs[2]))} .*nothing was written"):
+    with pytest.raises(ReinError, match=rf"cannot decode image {re.escape(str(inputs[2]))}: the JPEG data ends early"):
         predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_png_with_rows_missing_stops_predict(tiny_model, synthetic_root, tmp_path):
+    from rein_cli.engine.predict import predict
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        image = synthetic_root / "synthetic" / "images" / "val" / f"{i:06d}.jpg"
+        Image.open(image).save(tmp_path / "in" / f"{i}.png")
+    assert drop_rows(tmp_path / "in" / "1.png", 0.5) == (32, 64)
+    with pytest.raises(ReinError) as err:
+        predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", progress=False)
+    assert str(err.value) == (
+        f"image {tmp_path / 'in' / '1.png'} is incomplete: its pixel data holds 32 of 64 rows; replace it with a "
+        "complete copy; nothing was written (--skip-bad segments the readable inputs)"
+    )
     assert not (tmp_path / "out").exists()
 
 
