@@ -197,3 +197,27 @@ def test_format_picks_what_is_written(trained, synthetic_root, tmp_path, capsys)
     assert rein(*base, "--out", tmp_path / "o4", "--format", "mask") == 1
     assert '--format "mask" is unknown; choose from label, colour, overlay' in errors(capsys)
     assert not (tmp_path / "o4").exists()
+
+
+@pytest.mark.parametrize("inside", ["pred", "."])
+def test_predict_never_reads_its_own_outputs(trained, synthetic_root, tmp_path, capsys, inside):
+    images = tmp_path / "in"
+    shutil.copytree(synthetic_root / "synthetic" / "images" / "val", images)
+    (images / "notes").mkdir()
+    shutil.copy(images / "000001.jpg", images / "notes" / "labels.jpg")  # an input merely named like an output
+    out = (images / inside).resolve() if inside == "." else images / inside
+    args = ("predict", trained / "checkpoints" / "last", images, "--out", out, "--mode", "whole", "--no-progress")
+    expected = sorted(["000000", "000001", "000002", "000003", "notes/labels"])
+    for run in (1, 2):  # the second run finds the first one's outputs in its input folder
+        assert rein(*args) == 0
+        labels = sorted(p.relative_to(out / "labels").with_suffix("").as_posix() for p in out.glob("labels/**/*.png"))
+        assert labels == expected, run
+        assert len(list(out.glob("overlay/**/*.jpg"))) == len(expected)
+        lines = [line for line in errors(capsys).splitlines() if "left out of the inputs" in line]
+        if inside == ".":
+            assert lines == [
+                f"--out {out} is the input folder: its labels/, color/, overlay/ (predict's outputs) are left out of "
+                "the inputs"
+            ]
+        else:
+            assert lines == [f"--out {out} is inside the input folder {images}: its files are left out of the inputs"]
