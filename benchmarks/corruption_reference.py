@@ -15,7 +15,9 @@ generator); ours gets ``np.random.RandomState(seed)``, the same stream. Frost re
 changing a formula: scikit-image's ``gaussian(multichannel=True)`` is ``channel_axis=-1``; ``np.float_`` is
 ``np.float64``; scikit-image's ``random_noise`` (impulse noise) draws from numpy's global generator (it uses a
 fresh unseeded one since 0.19). Prints ``{"shape": ..., "values": {"name-severity": {"seed", "sha256",
-"pooled"}}}``: the SHA-256 of the uint8 output and its mean over an 8 x 8 grid of cells.
+"pooled", "spread"}}}``: the SHA-256 of the uint8 output, and the mean and the standard deviation of each cell of
+an 8 x 8 grid (`summary`). The tests compare the two statistics within a tolerance, so that another build of numpy,
+libm or OpenCV, whose last-bit rounding moves a few values by one grey level, passes, and a wrong formula fails.
 """
 
 from __future__ import annotations
@@ -81,11 +83,14 @@ def seed_of(name: str, severity: int) -> int:
 
 
 def summary(out: np.ndarray) -> dict:
+    """The output's SHA-256, and over an 8 x 8 grid of cells the mean (``pooled``) and the standard deviation
+    (``spread``) of each cell's values, its three channels together."""
     h, w = out.shape[:2]
-    cells = out[: h - h % 8, : w - w % 8].astype(np.float64).reshape(8, h // 8, 8, w // 8, 3).mean(axis=(1, 3))
+    cells = out[: h - h % 8, : w - w % 8].astype(np.float64).reshape(8, h // 8, 8, w // 8, 3)
     return {
         "sha256": hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest(),
-        "pooled": np.round(cells.mean(-1), 3).ravel().tolist(),
+        "pooled": np.round(cells.mean(axis=(1, 3, 4)), 3).ravel().tolist(),
+        "spread": np.round(cells.std(axis=(1, 3, 4)), 3).ravel().tolist(),
     }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from rein_cli.errors import ReinError
 from rein_cli.parallel import track_temporary, untrack_temporary
@@ -179,11 +179,97 @@ def _open(path: Path, what: str) -> Image.Image:
 
 
 def _decode(image: Image.Image, path: Path, what: str) -> None:
-    """Decode every pixel; truncated or damaged data is an error (Pillow's LOAD_TRUNCATED_IMAGES is left False)."""
+    """Decode every pixel; truncated, incomplete or damaged data is an error naming the file. Pillow's
+    ``LOAD_TRUNCATED_IMAGES`` (which would fill what is missing with grey) is refused, whoever set it."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ReinError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on (set by a library or script in this process), which would read "
+            "cut-off images as complete; set it back to False"
+        )
     try:
-        image.load()
+        if image.format == "PNG":
+            _load_png(image, path, what)
+        else:
+            image.load()
     except _DECODE_ERRORS as err:
+        if str(err).startswith("image file is truncated"):  # Pillow's words for data that stops early
+            raise ReinError(
+                f"cannot decode {what} {path}: the {image.format} data ends early (the file was cut short, as an "
+                "interrupted copy or download leaves it); replace it with a complete copy"
+            ) from None
         raise ReinError(f"cannot decode {what} {path} ({err}); the file is damaged or truncated: replace it") from None
+
+
+def _load_png(image: Image.Image, path: Path, what: str) -> None:
+    """Decode a PNG, refusing one whose zlib stream ends (complete and valid) before the last row: Pillow reads that
+    without an error and leaves the missing rows as they were. So the last row is first filled with a pattern no
+    image would hold; only when it is still there after decoding are the rows counted (`png_rows`, which inflates
+    the stream once more). Should Pillow ever decode into memory of its own, an all-zero last row is the sign. An
+    interlaced PNG (rare; its last pass leaves the last row alone when the height is odd) is always counted."""
+    if image.info.get("interlace"):
+        image.load()
+        _check_png_rows(path, what)
+        return
+    width, height = image.size
+    blank = Image.new(image.mode, (width, 1)).tobytes()
+    row = Image.frombytes(image.mode, (width, 1), (np.arange(len(blank)) * 151 + 89).astype(np.uint8).tobytes())
+    pattern = row.tobytes()  # as the mode keeps it (a 1-bit row's padding bits dropped)
+    memory = Image.core.new(image.mode, image.size)
+    memory.paste(row.im, (0, height - 1, width, height))
+    image.im = memory
+    image.load()
+    last = image.crop((0, height - 1, width, height)).tobytes()
+    if last == (pattern if image.im is memory else blank):
+        _check_png_rows(path, what)
+
+
+def _check_png_rows(path: Path, what: str) -> None:
+    try:
+        rows, declared, passes = png_rows(path)
+    except (OSError, ValueError, struct.error, zlib.error) as err:
+        raise ReinError(f"cannot decode {what} {path} ({err}); the file is damaged or truncated: replace it") from None
+    if rows < declared:
+        interlaced = f" of its {passes} interlaced passes" if passes > 1 else ""
+        raise ReinError(
+            f"{what} {path} is incomplete: its pixel data holds {rows} of {declared} rows{interlaced}; replace it "
+            "with a complete copy"
+        )
+
+
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows(path: Path) -> tuple[int, int, int]:
+    """(rows its IDAT chunks' zlib stream holds in full, rows its header declares, passes) of a PNG file; an
+    interlaced PNG counts the rows of its 7 passes (Adam7: x0, y0, dx, dy of each)."""
+    data = Path(path).read_bytes()
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = depth * _PNG_SAMPLES.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    sizes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in passes]
+    rows = [(1 + (w * bits + 7) // 8, h) for w, h in sizes if w > 0 and h > 0]  # (bytes with the filter, rows)
+    left = _inflated_size(data, sum(size * n for size, n in rows))
+    held = 0
+    for size, n in rows:
+        held += min(left // size, n)
+        left -= min(left // size, n) * size
+    return held, sum(n for _, n in rows), len(passes)
+
+
+def _inflated_size(data: bytes, limit: int) -> int:
+    """How many bytes the zlib stream of a PNG's IDAT chunks inflates to, counted up to ``limit``."""
+    stream, size, at = zlib.decompressobj(), 0, 8
+    while at + 8 <= len(data) and size < limit and not stream.eof:
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        if kind == b"IEND":
+            break
+        chunk = data[at + 8 : at + 8 + length] if kind == b"IDAT" else b""
+        while chunk and size < limit and not stream.eof:
+            size += len(stream.decompress(chunk, limit - size))
+            chunk = stream.unconsumed_tail
+        at += 12 + length
+    return size
 
 
 def _raw_mode(image: Image.Image) -> str:
@@ -270,6 +356,7 @@ def _read_sixteen_bit_colour(path: Path, size: tuple[int, int]) -> np.ndarray:
         ) from err
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (H, W, 3 or 4) uint16, BGR(A)
     if array is None or array.ndim != 3 or array.shape[1::-1] != size:
+        _check_png_rows(path, "label")  # libpng refuses a PNG with rows missing: say how many
         raise ReinError(f"cannot decode label {path}; the file is damaged or truncated: replace it")
     return np.ascontiguousarray(array[:, :, 2])
 

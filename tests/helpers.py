@@ -117,6 +117,54 @@ def bomb_png(path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def hand_png(path, rows, height: int, *, colour: int = 0, depth: int = 8) -> None:
+    """A PNG written by hand whose header declares ``height`` rows while its (complete, valid) zlib stream holds
+    only ``rows`` ((n, width) or (n, width, channels) uint8, or (n, width) uint16 with ``depth=16``), filter 0."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    rows = np.asarray(rows)
+    data = rows.astype(">u2") if depth == 16 else rows
+    raw = b"".join(b"\0" + row.tobytes() for row in data)
+    header = struct.pack(">IIBBBBB", rows.shape[1], height, depth, colour, 0, 0, 0)
+    body = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def drop_rows(path, keep: float = 0.5) -> tuple[int, int]:
+    """Rewrite a (non-interlaced) PNG so that its zlib stream, complete and valid, holds only the first ``keep``
+    share of the rows its header declares, as a writer stopped early leaves it; every other chunk as it was.
+    Returns (rows kept, rows declared)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        chunks.append((kind, data[at + 8 : at + 8 + length]))
+        at += 12 + length
+    height = struct.unpack(">I", chunks[0][1][4:8])[0]
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    kept = int(height * keep)
+    first = next(k for k, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    idat = (b"IDAT", zlib.compress(raw[: kept * (len(raw) // height)]))
+    rest = [c for c in chunks if c[0] != b"IDAT"]
+    out = [*rest[:first], idat, *rest[first:]]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, body) for kind, body in out))
+    return kept, height
+
+
 def truncate(path, keep: float = 0.5) -> None:
     """Cut a file to its first ``keep`` share of bytes, as an interrupted copy leaves it."""
     data = path.read_bytes()

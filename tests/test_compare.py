@@ -9,12 +9,13 @@ import shutil
 import statistics
 
 import pytest
+import yaml
 
 from rein_cli.engine.compare import compare, model_settings
 from rein_cli.engine.compare_report import format_csv, format_markdown, format_text, write_comparison
 from rein_cli.errors import ReinError
 
-from .fake_results import results
+from .fake_results import fake_run, results
 from .helpers import errors, rein, sets
 
 
@@ -268,3 +269,72 @@ def test_write_comparison_is_atomic_over_an_earlier_one(tmp_path):
     b = results(tmp_path / "b", {"cityscapes": 52.0})
     write_comparison(compare([str(b)]), out)
     assert "52.00" in (out / "compare.csv").read_text() and len(list(out.iterdir())) == 3
+
+
+FIX = "correct it, or evaluate the model again with `rein eval`"
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        (["datasets", "cityscapes", "mIoU"], "abc", "datasets.cityscapes.mIoU must be a number or null, found 'abc'"),
+        (["datasets", "cityscapes", "mIoU"], "57.3", "datasets.cityscapes.mIoU must be a number or null, found '57.3'"),
+        (["trainable_parameters"], "abc", "trainable_parameters must be a whole number or null, found 'abc'"),
+        (["mean_mIoU"], True, "mean_mIoU must be a number or null, found true"),
+        (["mean_of"], "cityscapes", "mean_of must be a list of strings, found 'cityscapes'"),
+        (["datasets", "cityscapes"], [1, 2], "datasets.cityscapes must be an object of keys, found [1, 2]"),
+        (["datasets", "cityscapes", "reported"], ["x"], "datasets.cityscapes.reported[0] must be an object of keys"),
+        (["datasets", "cityscapes", "confusion"], "abc", "datasets.cityscapes.confusion must be a square list of"),
+        (["model"], "abc", "model must be an object of keys or null, found 'abc'"),
+        (
+            ["corruption"],
+            {"spec": "fog", "datasets": {"cityscapes": {"mIoU": 50.0, "per_corruption": {"fog": {"1": "abc"}}}}},
+            "corruption.datasets.cityscapes.per_corruption.fog.1 must be a number or null, found 'abc'",
+        ),
+    ],
+)
+def test_a_results_value_of_the_wrong_type_is_one_line_naming_file_and_key(tmp_path, capsys, where, value, message):
+    good = results(tmp_path / "good", {"cityscapes": 50.0, "bdd100k": 40.0})
+    odd = results(tmp_path / "odd", {"cityscapes": 52.0, "bdd100k": 41.0})
+    data = json.loads(odd.read_text())
+    inner = data
+    for key in where[:-1]:
+        inner = inner[key]
+    original, inner[where[-1]] = inner.get(where[-1]), value
+    odd.write_text(json.dumps(data))
+    assert rein("compare", good, odd, "--out", tmp_path / "cmp") == 1
+    lines = errors(capsys).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {odd}: {message}") and lines[0].endswith(f"; {FIX}")
+    assert not (tmp_path / "cmp").exists()
+    if original is None:
+        inner.pop(where[-1])
+    else:
+        inner[where[-1]] = original  # corrected, as the message says
+    odd.write_text(json.dumps(data))
+    assert rein("compare", good, odd, "--out", tmp_path / "cmp") == 0
+    assert "?" not in (tmp_path / "cmp" / "compare.md").read_text().split("\n\n")[0]
+
+
+def test_a_run_config_of_another_shape_is_one_line(tmp_path, capsys):
+    good = results(tmp_path / "good", {"cityscapes": 50.0})
+    run = fake_run(tmp_path / "run", {"cityscapes": 51.0})
+    config = run / "config.yaml"
+    text = config.read_text()
+    for section, key, message in (
+        ("train", None, "train must be an object of keys or null, found 'abc'"),  # was a traceback
+        ("train", "seed", "train.seed must be a whole number or null, found 'abc'"),
+        ("model", None, "model must be an object of keys or null, found 'abc'"),
+    ):
+        odd = yaml.safe_load(text)
+        if key is None:
+            odd[section] = "abc"
+        else:
+            odd[section][key] = "abc"
+        config.write_text(yaml.safe_dump(odd, sort_keys=False))
+        assert rein("compare", good, run, "--out", tmp_path / "cmp") == 1
+        assert errors(capsys) == f"error: {config}: {message}; correct it to the value the run was trained with"
+    config.write_text("train: [1\n")
+    assert rein("compare", good, run, "--out", tmp_path / "cmp") == 1
+    assert len(errors(capsys).splitlines()) == 1  # PyYAML's report, on one line
+    config.write_text(text)
+    assert rein("compare", good, run, "--out", tmp_path / "cmp") == 0

@@ -12,7 +12,7 @@ from PIL import Image
 from rein_cli.errors import ReinError
 
 from . import fake_datasets as fake
-from .helpers import errors, read_pairs, rein, sets, truncate
+from .helpers import drop_rows, errors, read_pairs, rein, sets, truncate
 
 
 def test_custom_folders(tmp_path, capsys):
@@ -166,7 +166,9 @@ def test_index_masks_without_colours_are_used_in_place(tmp_path):
         ("masks", lambda p: p.write_bytes(b""), "mask-or-image: the file is empty \\(0 bytes\\)"),
         ("images", lambda p: p.write_bytes(b""), "mask-or-image: the file is empty \\(0 bytes\\)"),
         ("images", lambda p: p.write_text("a note, not a photo"), "mask-or-image: not a PNG, JPEG"),
-        ("masks", lambda p: truncate(p, 0.5), "mask-or-image .*damaged or truncated"),
+        ("masks", lambda p: truncate(p, 0.5), "mask-or-image: the PNG data ends early"),
+        ("masks", lambda p: drop_rows(p, 0.5), "mask-or-image is incomplete: its pixel data holds 12 of 24 rows"),
+        ("images", lambda p: truncate(p, 0.5), "mask-or-image: the JPEG data ends early"),
         ("masks", lambda p: Image.new("RGB", (fake.W, fake.H)).save(p), "mask-or-image has mode RGB.*classes.yaml"),
     ],
 )

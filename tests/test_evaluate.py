@@ -25,7 +25,7 @@ from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS, CITYSCAPES_PALETTE, LABEL_FORMATS
 
-from .helpers import errors, odd_folder, rein, shard_worker, tiny_segmentor
+from .helpers import drop_rows, errors, odd_folder, rein, shard_worker, tiny_segmentor
 
 TARGETS = ["synthetic", "synthetic-fog", "synthetic-night"]
 
@@ -269,3 +269,19 @@ def test_bad_inputs_name_the_fix(trained, synthetic_root, tmp_path, capsys):
     assert "rein data prepare cityscapes --from" in errors(capsys)
     with pytest.raises(ReinError, match=r"missing before evaluation can start: the dataset acdc-fog: prepare it with "):
         evaluate(ckpt, ["acdc-fog"], data_dir=tmp_path / "empty", progress=False)
+
+
+def test_a_label_with_rows_missing_stops_the_evaluation(trained, synthetic_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root / "synthetic", root / "synthetic")
+    label = root / "synthetic" / read_manifest(root / "synthetic").splits["val"][1]["label"]
+    whole = label.read_bytes()
+    assert drop_rows(label, 0.5) == (32, 64)  # Pillow alone reads the lower half as class 0 (road)
+    args = ("eval", trained / "checkpoints" / "last", "-t", "synthetic", "--data-root", root, "--mode", "whole")
+    assert rein(*args, "--out", tmp_path / "ev", "--no-progress") == 1
+    assert errors(capsys).splitlines()[-1] == (
+        f"error: label {label} is incomplete: its pixel data holds 32 of 64 rows; replace it with a complete copy"
+    )
+    assert not (tmp_path / "ev" / "results.json").exists()
+    label.write_bytes(whole)  # a complete copy
+    assert rein(*args, "--out", tmp_path / "ev", "--no-progress") == 0

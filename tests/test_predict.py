@@ -12,7 +12,7 @@ from PIL import Image
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.errors import ReinError
 
-from .helpers import errors, rein, truncate
+from .helpers import drop_rows, errors, rein, truncate
 
 
 def test_eval_and_predict_agree(trained, synthetic_root, tmp_path, capsys):
@@ -78,8 +78,25 @@ def test_a_truncated_later_input_stops_predict_before_anything_is_written(tiny_m
     from rein_cli.engine.predict import predict
 
     inputs = inputs_with_a_bad_last_one(synthetic_root, tmp_path / "in")
-    with pytest.raises(ReinError, match=rf"cannot decode image {re.escape(str(inputs[2]))} .*nothing was written"):
+    with pytest.raises(ReinError, match=rf"cannot decode image {re.escape(str(inputs[2]))}: the JPEG data ends early"):
         predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_png_with_rows_missing_stops_predict(tiny_model, synthetic_root, tmp_path):
+    from rein_cli.engine.predict import predict
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        image = synthetic_root / "synthetic" / "images" / "val" / f"{i:06d}.jpg"
+        Image.open(image).save(tmp_path / "in" / f"{i}.png")
+    assert drop_rows(tmp_path / "in" / "1.png", 0.5) == (32, 64)
+    with pytest.raises(ReinError) as err:
+        predict(tiny_model, [tmp_path / "in"], tmp_path / "out", mode="whole", progress=False)
+    assert str(err.value) == (
+        f"image {tmp_path / 'in' / '1.png'} is incomplete: its pixel data holds 32 of 64 rows; replace it with a "
+        "complete copy; nothing was written (--skip-bad segments the readable inputs)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -180,3 +197,27 @@ def test_format_picks_what_is_written(trained, synthetic_root, tmp_path, capsys)
     assert rein(*base, "--out", tmp_path / "o4", "--format", "mask") == 1
     assert '--format "mask" is unknown; choose from label, colour, overlay' in errors(capsys)
     assert not (tmp_path / "o4").exists()
+
+
+@pytest.mark.parametrize("inside", ["pred", "."])
+def test_predict_never_reads_its_own_outputs(trained, synthetic_root, tmp_path, capsys, inside):
+    images = tmp_path / "in"
+    shutil.copytree(synthetic_root / "synthetic" / "images" / "val", images)
+    (images / "notes").mkdir()
+    shutil.copy(images / "000001.jpg", images / "notes" / "labels.jpg")  # an input merely named like an output
+    out = (images / inside).resolve() if inside == "." else images / inside
+    args = ("predict", trained / "checkpoints" / "last", images, "--out", out, "--mode", "whole", "--no-progress")
+    expected = sorted(["000000", "000001", "000002", "000003", "notes/labels"])
+    for run in (1, 2):  # the second run finds the first one's outputs in its input folder
+        assert rein(*args) == 0
+        labels = sorted(p.relative_to(out / "labels").with_suffix("").as_posix() for p in out.glob("labels/**/*.png"))
+        assert labels == expected, run
+        assert len(list(out.glob("overlay/**/*.jpg"))) == len(expected)
+        lines = [line for line in errors(capsys).splitlines() if "left out of the inputs" in line]
+        if inside == ".":
+            assert lines == [
+                f"--out {out} is the input folder: its labels/, color/, overlay/ (predict's outputs) are left out of "
+                "the inputs"
+            ]
+        else:
+            assert lines == [f"--out {out} is inside the input folder {images}: its files are left out of the inputs"]

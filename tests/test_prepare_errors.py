@@ -15,7 +15,7 @@ from rein_cli.errors import ReinError
 from rein_cli.io import relative_path
 
 from . import fake_datasets as fake
-from .helpers import bomb_png, truncate
+from .helpers import bomb_png, drop_rows, truncate
 
 
 def test_unsafe_archives_are_refused_with_nothing_extracted(tmp_path):
@@ -89,7 +89,8 @@ def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
 
 DAMAGES = {
     "empty": (lambda p: p.write_bytes(b""), "the file is empty \\(0 bytes\\)"),
-    "truncated": (lambda p: truncate(p, 0.6), "damaged or truncated"),
+    "truncated": (lambda p: truncate(p, 0.6), ": the PNG data ends early \\(the file was cut short"),
+    "rows missing": (lambda p: drop_rows(p, 0.5), " is incomplete: its pixel data holds 12 of 24 rows; replace it"),
     "not an image": (lambda p: p.write_text("<html>login</html>"), "not a PNG, JPEG"),
     "colour": (lambda p: Image.new("RGB", (fake.W, fake.H)).save(p), "has mode RGB; expected a single-channel"),
     "16-bit": (lambda p: Image.fromarray(np.full((fake.H, fake.W), 7, np.uint16)).save(p), "has mode I;16"),
@@ -127,6 +128,14 @@ def test_a_damaged_or_oversized_image_is_named(cityscapes_folder, tmp_path):
     with pytest.raises(ReinError, match=rf"image {re.escape(str(image))}: the file is empty"):
         prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False)
     image.write_bytes(data)
+    drop_rows(image, 0.5)  # a complete zlib stream of half the rows: Pillow alone reads it, the rest black
+    with pytest.raises(ReinError) as err:
+        prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False)
+    assert (
+        str(err.value)
+        == f"image {image} is incomplete: its pixel data holds 12 of 24 rows; replace it with a complete copy"
+    )
+    image.write_bytes(data)  # a complete copy, as the message says
     assert prepare("cityscapes", [folder], tmp_path / "out", workers=2, progress=False).is_file()
 
 
@@ -142,6 +151,7 @@ def test_a_truncated_synthia_label_is_named(tmp_path):
 # The same damage, once prepared: `rein data verify` and the training dataset say the same thing.
 PREPARED_DAMAGES = {
     "truncated": lambda p: truncate(p, 0.6),
+    "rows missing": lambda p: drop_rows(p, 0.5),
     "colour": lambda p: Image.new("RGB", (fake.W, fake.H)).save(p),
     "16-bit": lambda p: Image.fromarray(np.full((fake.H, fake.W), 3, np.uint16)).save(p),
     "size": lambda p: Image.fromarray(np.zeros((fake.H, fake.W - 8), np.uint8)).save(p),
@@ -161,7 +171,7 @@ def test_verify_and_training_share_the_checks_of_prepare(cityscapes_folder, tmp_
     victim = data.samples[1][1]
     PREPARED_DAMAGES[damage](victim)
     _, problems = verify(tmp_path / "out", tmp_path, workers=2, progress=False)
-    assert len(problems) == 1 and re.match(rf"(cannot decode )?label {re.escape(str(victim))} ", problems[0])
+    assert len(problems) == 1 and re.match(rf"(cannot decode )?label {re.escape(str(victim))}[: ]", problems[0])
     with pytest.raises(ReinError) as training:
         data[1]
     assert str(training.value) == problems[0]

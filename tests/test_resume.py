@@ -127,3 +127,24 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys, synthetic_root):
         (path / "training_state.pt").unlink()
     assert rein("train", "--resume", run, "--iters", 2) == 1
     assert "no checkpoint with a training state" in errors(capsys)
+
+
+def test_a_metrics_line_of_another_shape_is_one_line_naming_it(uninterrupted, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    advice = "correct that line or delete it, then resume again (the resumed run writes the records after its step)"
+    for bad, found in (('{"step": "abc", "loss": 1.0}', "step must be a whole number, found 'abc'"), ("[1, 2]", None)):
+        metrics.write_text("\n".join([*lines[:2], bad, *lines[2:]]) + "\n")
+        assert rein("train", "--resume", run, "--iters", 7, "--no-progress") == 1  # was a traceback
+        shown = found or "must hold an object of keys, found [1, 2]"
+        assert errors(capsys) == f"error: {metrics}, line 3: {shown}; {advice}"
+    metrics.write_text("\n".join([*lines[:2], "{not json", *lines[2:]]) + "\n")
+    assert rein("train", "--resume", run, "--iters", 7, "--no-progress") == 1
+    assert errors(capsys).startswith(f"error: {metrics}, line 3: not a JSON record (")
+    metrics.write_text("\n".join([*lines, '{"step": 6, "lo']) + "\n")  # the last line, cut by a kill: dropped
+    assert rein("train", "--resume", run, "--iters", 7, "--no-progress", "--set", "data.num_workers=0") == 0
+    assert steps(run) == [1, 2, 3, 4, 5, 6, 7]

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rein_cli.documents import Fields
+
 
 class Published(float):
     """A published figure: a float that prints with the digits it was published with. Given as a number, its
@@ -74,6 +76,16 @@ class Reported:
         if self.checkpoint:
             data["checkpoint"] = self.checkpoint
         return data
+
+    @classmethod
+    def read(cls, f: Fields) -> Reported:
+        """As `from_json`, each value's type checked (``f``: one figure of a results.json)."""
+        value: Any = f.text("published") if "published" in f.data else f.number("mIoU")
+        try:
+            figure = Published(value)
+        except ValueError:
+            raise f.error("published", "a number written as text", value) from None
+        return cls(figure, f.text("split"), f.text("source"), f.text("checkpoint", ""))
 
     @classmethod
     def from_json(cls, data: Any) -> Reported:

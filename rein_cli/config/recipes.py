@@ -10,6 +10,7 @@ from typing import Any
 from rein_cli.config.figures import Published
 from rein_cli.config.rules import check_config
 from rein_cli.config.sections import Config, ModelConfig, config_from_dict, merge_keys
+from rein_cli.documents import load_yaml
 from rein_cli.errors import ReinError, did_you_mean
 
 
@@ -63,9 +64,9 @@ def _read_recipe(recipe: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, A
 
     path = recipe_path(recipe)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8"), f"recipe {path}") or {}
     except yaml.YAMLError as err:
-        raise ReinError(f"recipe {path} is not valid YAML: {err}") from err
+        raise ReinError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from err
     except UnicodeDecodeError as err:
         raise ReinError(
             f"recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from rein_cli.config import rein_home
 from rein_cli.data import corruption_formulas as formulas
 from rein_cli.errors import ReinError
 from rein_cli.fetch import fetch
+from rein_cli.io import read_image, save_image
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -149,16 +149,13 @@ def corrupt_file(
     path = Path(cache if cache is not None else rein_home() / "corruptions" / "cache") / name / f"{digest}.png"
     if path.is_file():
         try:
-            with Image.open(path) as cached:
-                array = np.array(cached.convert("RGB"))  # writable, as a computed one
+            array = np.array(read_image(path))  # writable, as a computed one
             if array.shape == image.shape:
                 return array
-        except (OSError, ValueError):
-            pass  # a damaged entry: computed and written again
+        except ReinError:
+            pass  # a damaged or incomplete entry: computed and written again
     out = corrupt(image, name, severity, identity=identity)
     try:
-        from rein_cli.io import save_image
-
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(path, out, compress_level=1)
     except (OSError, ReinError):

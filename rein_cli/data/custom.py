@@ -13,6 +13,7 @@ import yaml
 
 from rein_cli.data.manifest import MANIFEST, write_manifest
 from rein_cli.data.pairs import check_size, unknown_values
+from rein_cli.documents import load_yaml
 from rein_cli.errors import ReinError, did_you_mean
 from rein_cli.io import IMAGE_SUFFIXES, check_image, read_image, read_label, relative_path, save_image
 from rein_cli.labels import default_palette
@@ -30,7 +31,7 @@ def read_classes(path: Path) -> tuple[list[str], list[list[int]] | None, int]:
     if not path.is_file():
         raise ReinError(f"{path} is missing; write the class names there, e.g. 'classes: [background, crack]'")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(), str(path)) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ReinError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):

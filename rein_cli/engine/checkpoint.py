@@ -19,6 +19,7 @@ import torch
 
 from rein_cli import __version__
 from rein_cli.config import check_section, config_from_dict, to_dict
+from rein_cli.documents import load_json
 from rein_cli.engine.runs import resolve_device
 from rein_cli.errors import ReinError
 from rein_cli.io import umask, write_json
@@ -147,7 +148,7 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
             )
         raise ReinError(f"{path} is not a rein checkpoint (no {CONFIG_FILE}); give a checkpoint directory")
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
+        config = load_json(file.read_text(encoding="utf-8"), str(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReinError(f"{file} is not valid JSON: {err}") from err
     if not isinstance(config, dict):

@@ -22,6 +22,7 @@ import yaml
 
 from rein_cli.config import ModelConfig, to_dict
 from rein_cli.data.registry import canonical
+from rein_cli.documents import Fields, load_yaml
 from rein_cli.engine.bootstrap import paired_difference
 from rein_cli.engine.imagestats import IMAGES_FILE, ImageStats, read_image_stats
 from rein_cli.engine.pooling import (
@@ -163,12 +164,20 @@ def find_results(path: Path) -> tuple[Path, RunDir | None]:
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
+    """A run's config.yaml, checked as far as the comparison reads it: each section a mapping, the recipe a name,
+    the seed a whole number."""
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = load_yaml(file.read_text(encoding="utf-8"), str(file))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
-        raise ReinError(f"cannot read {file} ({err}); is it a `rein train` run?") from err
+        raise ReinError(f"cannot read {file} ({' '.join(str(err).split())}); is it a `rein train` run?") from err
     if not isinstance(data, dict):
         raise ReinError(f"{file} is not a run configuration; is it a `rein train` run?")
+    fields = Fields(data, str(file), "correct it to the value the run was trained with")
+    for section in ("model", "data", "optim", "train", "eval"):
+        fields.object(section, None, null=True)
+    fields.text("recipe", None, null=True)
+    if (train := fields.object("train", None, null=True)) is not None:
+        train.integer("seed", None, null=True)
     return data
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from rein_cli.documents import Fields
 from rein_cli.errors import ReinError
 
 SCORES = ("max_prob", "neg_entropy")  # the maximum class probability; 1 - H(p) / log K; both in [0, 1], 1 = certain
@@ -117,11 +118,6 @@ class ScoreStats:
             return np.diag(confusion) / confusion.sum(0)
 
 
-def _nan(value: Any) -> Any:
-    """A figure read from results.json, which writes NaN as null."""
-    return math.nan if value is None else value
-
-
 @dataclass(frozen=True)
 class Estimate:
     """One estimate of a target's metric: ``value`` in percent (NaN where undefined), what calibrated it, its paper.
@@ -145,19 +141,27 @@ class Estimate:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping) -> Estimate:
-        calibration = {
-            k: [_nan(x) for x in v] if isinstance(v, list) else _nan(v) for k, v in data["calibration"].items()
-        }
-        per_class = data.get("per_class")
+    def read(cls, f: Fields) -> Estimate:
+        """An estimate as results.json holds it, every value checked (null figures are NaN)."""
+        calibration = f.object("calibration")
         return cls(
-            str(data["method"]),
-            data["metric"],
-            _nan(data["value"]),
-            str(data["citation"]),
-            calibration,
-            [_nan(x) for x in per_class] if per_class is not None else None,
+            f.text("method"),
+            _metric(f),
+            f.number("value", null=True),
+            f.text("citation"),
+            {
+                k: calibration.numbers(k) if isinstance(v, list) else calibration.number(k, null=True)
+                for k, v in calibration.data.items()
+            },
+            f.numbers("per_class", None, null=True),
         )
+
+
+def _metric(f: Fields) -> Literal["aAcc", "mIoU"]:
+    metric = f.text("metric")
+    if metric not in ("aAcc", "mIoU"):
+        raise f.error("metric", '"aAcc" or "mIoU"', metric)
+    return metric  # type: ignore[return-value]
 
 
 def share_above(counts: np.ndarray, threshold: float) -> float:

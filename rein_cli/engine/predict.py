@@ -7,6 +7,7 @@ write the previous results meanwhile, both through bounded queues, so memory hol
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,15 +53,23 @@ def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in chosen)
 
 
-def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[Path], out: Path | None = None) -> list[tuple[Path, Path]]:
     """(image file, output name relative to the output folder) for files and directories of images; a directory's
-    subfolders are kept (``a/x/1.png`` given ``a`` -> ``x/1``)."""
+    subfolders are kept (``a/x/1.png`` given ``a`` -> ``x/1``). Predict never reads its own outputs: an ``out``
+    inside an input directory is left out of it (when ``out`` is the directory itself, the folders predict writes
+    there), and a log line says so."""
     if not inputs:
         raise ReinError("no inputs given; name image files or directories")
     items: list[tuple[Path, Path]] = []
     for source in map(Path, inputs):
         if source.is_dir():
-            items += [(f, f.relative_to(source).with_suffix("")) for f in list_images(source)]
+            skipped, note = _own_outputs(source, out)
+            files = [f for f in list_images(source) if not any(f.is_relative_to(s) for s in skipped)]
+            if skipped:
+                log.info("%s", note)
+                if not files:
+                    raise ReinError(f"no images in {source} besides the outputs in --out {out}; point to the images")
+            items += [(f, f.relative_to(source).with_suffix("")) for f in files]
         elif source.is_file():
             if source.suffix.lower() not in IMAGE_SUFFIXES:
                 raise ReinError(f"{source} is not an image ({', '.join(IMAGE_SUFFIXES)})")
@@ -72,6 +81,23 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
         dup = next(n for n in names if names.count(n) > 1)
         raise ReinError(f"two inputs would both write {dup}; predict them into separate --out folders")
     return items
+
+
+def _own_outputs(source: Path, out: Path | None) -> tuple[list[Path], str]:
+    """The folders under the input directory ``source`` that predict writes into ``out`` (as paths below
+    ``source``), and the log line that says they are left out: ``out`` itself when it lies inside ``source``, its
+    format folders when it is ``source``; none when ``out`` is elsewhere."""
+    if out is None:
+        return [], ""
+    try:
+        inside = Path(os.path.realpath(out)).relative_to(os.path.realpath(source))
+    except ValueError:
+        return [], ""
+    if inside == Path():
+        names = ", ".join(f"{folder}/" for folder, _ in FORMATS.values())
+        note = f"--out {out} is the input folder: its {names} (predict's outputs) are left out of the inputs"
+        return [source / folder for folder, _ in FORMATS.values()], note
+    return [source / inside], f"--out {out} is inside the input folder {source}: its files are left out of the inputs"
 
 
 def _problem(path: Path) -> str | None:
@@ -162,7 +188,7 @@ def predict(
     formats = parse_formats(formats)
     if batch_size < 1:
         raise ReinError(f"batch size {batch_size} must be at least 1")
-    items = collect_inputs(inputs)
+    items = collect_inputs(inputs, out)
     bad = unreadable_inputs(items, progress=progress)
     if bad and not skip_bad:
         first, *others = bad.values()

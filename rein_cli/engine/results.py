@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from rein_cli.config.figures import Published, Reported  # noqa: F401 (re-exported: results name their figures)
+from rein_cli.documents import Fields, load_json
 from rein_cli.engine.estimate import Estimate
 from rein_cli.errors import ReinError
 from rein_cli.io import write_json
 
 SCHEMA = 2  # results.json's version: 2 adds schema, mean_of, trained_on, method, parameters, reported, confusion
 RESULTS_FILE = "results.json"
+FIX = "correct it, or evaluate the model again with `rein eval`"  # what to do about a value of the wrong type
 
 
 def reported_figures(reported: Any) -> dict[str, tuple[Reported, ...]]:
@@ -61,10 +63,10 @@ class Interval:
         return {"low": self.low, "high": self.high, "resamples": self.resamples, "seed": self.seed}
 
     @classmethod
-    def from_json(cls, data: Any) -> Interval | None:
-        if not isinstance(data, dict):
+    def read(cls, f: Fields | None) -> Interval | None:
+        if f is None:
             return None
-        return cls(_figure(data.get("low")), _figure(data.get("high")), int(data["resamples"]), int(data["seed"]))
+        return cls(f.number("low", null=True), f.number("high", null=True), f.integer("resamples"), f.integer("seed"))
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,14 @@ class ImageCase:
         return {"image": self.image, "mIoU": self.mIoU, "aAcc": self.aAcc, "files": dict(self.files)}
 
     @classmethod
-    def from_json(cls, data: Any) -> ImageCase:
-        return cls(str(data["image"]), _figure(data.get("mIoU")), _figure(data.get("aAcc")), dict(data["files"]))
+    def read(cls, f: Fields) -> ImageCase:
+        files = f.object("files")
+        return cls(
+            f.text("image"),
+            f.number("mIoU", None, null=True),
+            f.number("aAcc", None, null=True),
+            {str(k): files.text(k) for k in files.data},
+        )
 
 
 @dataclass
@@ -138,29 +146,30 @@ class DatasetResult:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatasetResult:
-        labeled = "mIoU" in data
+    def read(cls, f: Fields) -> DatasetResult:
+        labeled = "mIoU" in f.data
+        scores = f.object("per_class", None, null=True)
         return cls(
-            images=int(data.get("images", 0)),
-            mIoU=_figure(data.get("mIoU")) if labeled else None,
-            mAcc=_figure(data.get("mAcc")) if labeled else None,
-            aAcc=_figure(data.get("aAcc")) if labeled else None,
+            images=f.integer("images", 0),
+            mIoU=f.number("mIoU", null=True) if labeled else None,
+            mAcc=f.number("mAcc", None, null=True) if labeled else None,
+            aAcc=f.number("aAcc", None, null=True) if labeled else None,
             per_class={
-                c: ClassScore(_figure(s.get("IoU")), _figure(s.get("Acc")))
-                for c, s in data.get("per_class", {}).items()
+                c: ClassScore(s.number("IoU", None, null=True), s.number("Acc", None, null=True))
+                for c, s in (scores.entries() if scores else [])
             },
-            confusion=data.get("confusion"),
-            predictions=data.get("predictions"),
-            prediction_ids=data.get("prediction_ids"),
-            trained_on=bool(data.get("trained_on", False)),
-            reported=tuple(Reported.from_json(r) for r in data.get("reported") or []),
-            dataset=data.get("dataset"),
-            corruption=data.get("corruption"),
-            severity=data.get("severity"),
-            model=data.get("model"),
-            interval=Interval.from_json(data.get("interval")),
-            worst=tuple(ImageCase.from_json(c) for c in data.get("worst") or []),
-            estimates=tuple(Estimate.from_json(e) for e in data.get("estimates") or []),
+            confusion=f.matrix("confusion"),
+            predictions=f.text("predictions", None, null=True),
+            prediction_ids=f.text("prediction_ids", None, null=True),
+            trained_on=f.flag("trained_on", False),
+            reported=tuple(Reported.read(r) for r in f.objects("reported", [])),
+            dataset=f.text("dataset", None, null=True),
+            corruption=f.text("corruption", None, null=True),
+            severity=f.integer("severity", None, null=True),
+            model=f.text("model", None, null=True),
+            interval=Interval.read(f.object("interval", None, null=True)),
+            worst=tuple(ImageCase.read(c) for c in f.objects("worst", [])),
+            estimates=tuple(Estimate.read(e) for e in f.objects("estimates", [])),
         )
 
 
@@ -189,12 +198,13 @@ class CorruptionSummary:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CorruptionSummary:
+    def read(cls, f: Fields) -> CorruptionSummary:
+        rows = f.object("per_corruption", None, null=True)
         return cls(
-            _figure(data.get("mIoU")),
-            int(data.get("pairs", 0)),
-            {name: dict(row) for name, row in (data.get("per_corruption") or {}).items()},
-            tuple(Reported.from_json(r) for r in data.get("reported") or []),
+            f.number("mIoU", None, null=True),
+            f.integer("pairs", 0),
+            {name: {k: row.number(k, null=True) for k in row.data} for name, row in (rows.entries() if rows else [])},
+            tuple(Reported.read(r) for r in f.objects("reported", [])),
         )
 
 
@@ -209,9 +219,10 @@ class Corruption:
         return {"spec": self.spec, "datasets": {k: v.to_json() for k, v in self.datasets.items()}}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Corruption:
-        datasets = {k: CorruptionSummary.from_json(v) for k, v in (data.get("datasets") or {}).items()}
-        return cls(str(data.get("spec", "")), datasets)
+    def read(cls, f: Fields) -> Corruption:
+        datasets = f.object("datasets", None, null=True)
+        summaries = {k: CorruptionSummary.read(v) for k, v in (datasets.entries() if datasets else [])}
+        return cls(f.text("spec", ""), summaries)
 
 
 @dataclass(frozen=True)
@@ -235,9 +246,9 @@ class ModelInfo:
         return {"backbone": self.backbone, "revision": self.revision, **self.provenance}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> ModelInfo:
-        rest = dict(data or {})
-        return cls(str(rest.pop("backbone", "?")), rest.pop("revision", None), rest)
+    def read(cls, f: Fields) -> ModelInfo:
+        rest = {k: v for k, v in f.data.items() if k not in ("backbone", "revision")}
+        return cls(f.text("backbone", "?"), f.text("revision", None, null=True), rest)
 
 
 @dataclass(frozen=True)
@@ -265,21 +276,17 @@ class EvaluatedModel:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EvaluatedModel:
-        rest = dict(data)
-        fields = [
-            rest.pop(k, None) for k in ("name", "method", "trainable_parameters", "trained_on", "crop", "targets")
-        ]
-        name, method, parameters, trained_on, crop, targets = fields
-        info = ModelInfo.from_json(rest)
+    def read(cls, f: Fields) -> EvaluatedModel:
+        own = ("name", "method", "trainable_parameters", "trained_on", "crop", "targets")
+        info = ModelInfo.read(Fields({k: v for k, v in f.data.items() if k not in own}, f.source, f.advice, f.where))
         return cls(
-            str(name),
+            f.text("name"),
             info,
-            str(method),
-            int(parameters or 0),
-            tuple(trained_on or ()),
-            int(crop or 0),
-            tuple(targets or ()),
+            f.text("method"),
+            f.integer("trainable_parameters", None, null=True) or 0,
+            tuple(f.texts("trained_on", [])),
+            f.integer("crop", None, null=True) or 0,
+            tuple(f.texts("targets", [])),
         )
 
 
@@ -367,42 +374,38 @@ class Evaluation:
                 f"{source} is a results.json of {what}; {reader} reads schema {SCHEMA}: evaluate the model again "
                 "with this version (rein eval)"
             )
-        try:
-            corruption = data.get("corruption")
-            models = data.get("models")
-            return cls(
-                split=str(data.get("split", "val")),
-                mode=data.get("mode"),
-                crop=data.get("crop"),
-                stride=data.get("stride"),
-                flip=bool(data.get("flip", False)),
-                method=data.get("method"),
-                backbone=data.get("backbone"),
-                trainable_parameters=data.get("trainable_parameters"),
-                trained_on=list(data.get("trained_on") or []),
-                model=ModelInfo.from_json(data["model"]) if isinstance(data.get("model"), dict) else None,
-                datasets={name: DatasetResult.from_json(e) for name, e in data["datasets"].items()},
-                models=[EvaluatedModel.from_json(m) for m in models] if isinstance(models, list) else None,
-                corruption=Corruption.from_json(corruption) if isinstance(corruption, dict) else None,
-                mean_mIoU=_figure(data.get("mean_mIoU")),
-                mean_mAcc=_figure(data.get("mean_mAcc")),
-                mean_aAcc=_figure(data.get("mean_aAcc")),
-                mean_of=list(data.get("mean_of") or []),
-                mean_note=data.get("mean_note"),
-                mean_interval=Interval.from_json(data.get("mean_interval")),
-                calibrated_on=data.get("calibrated_on"),
-                assumed=[str(line) for line in data.get("assumed") or []],
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            raise ReinError(
-                f"{source} is a damaged results.json ({type(err).__name__}: {err}); evaluate again"
-            ) from err
+        f = Fields(data, str(source), FIX)
+        model, corruption = f.object("model", None, null=True), f.object("corruption", None, null=True)
+        models = f.objects("models") if f.get("models") is not None else None
+        return cls(
+            split=f.text("split", "val"),
+            mode=f.text("mode", None, null=True),
+            crop=f.integer("crop", None, null=True),
+            stride=f.integer("stride", None, null=True),
+            flip=f.flag("flip", False),
+            method=f.text("method", None, null=True),
+            backbone=f.text("backbone", None, null=True),
+            trainable_parameters=f.integer("trainable_parameters", None, null=True),
+            trained_on=f.texts("trained_on", []),
+            model=ModelInfo.read(model) if model is not None else None,
+            datasets={name: DatasetResult.read(e) for name, e in f.object("datasets").entries()},
+            models=[EvaluatedModel.read(m) for m in models] if models is not None else None,
+            corruption=Corruption.read(corruption) if corruption is not None else None,
+            mean_mIoU=f.number("mean_mIoU", None, null=True),
+            mean_mAcc=f.number("mean_mAcc", None, null=True),
+            mean_aAcc=f.number("mean_aAcc", None, null=True),
+            mean_of=f.texts("mean_of", []),
+            mean_note=f.text("mean_note", None, null=True),
+            mean_interval=Interval.read(f.object("mean_interval", None, null=True)),
+            calibrated_on=f.text("calibrated_on", None, null=True),
+            assumed=f.texts("assumed", []),
+        )
 
 
 def read_results(file: Path, reader: str = "this rein") -> Evaluation:
     """A results.json written by `rein eval` (schema `SCHEMA`), checked."""
     try:
-        data = json.loads(Path(file).read_text(encoding="utf-8"))
+        data = load_json(Path(file).read_text(encoding="utf-8"), str(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReinError(f"{file} is not valid JSON ({err}); give a results.json written by `rein eval`") from err
     except OSError as err:
@@ -415,11 +418,6 @@ def write_results_file(results: Evaluation, out: Path) -> Path:
     path = Path(out) / RESULTS_FILE
     write_json(path, results.to_json())
     return path
-
-
-def _figure(value: Any) -> float:
-    """A figure of results.json: null -> NaN."""
-    return math.nan if value is None else float(value)
 
 
 def _json_safe(value: Any) -> Any:

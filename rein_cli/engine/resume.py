@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from rein_cli.config import Config
+from rein_cli.documents import Fields, load_yaml
 from rein_cli.engine import distributed as dist
 from rein_cli.engine.checkpoint import CONFIG_FILE, TRAINING_STATE_FILE, load_training_state
 from rein_cli.engine.runs import RunDir
@@ -116,9 +117,9 @@ def run_settings(run: RunDir) -> dict[str, Any]:
     """A run's ``config.yaml``; an error for a folder that is not a run of `rein train`."""
     run.check("--resume")
     try:
-        saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        saved = load_yaml(run.config.read_text(encoding="utf-8"), str(run.config))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ReinError(f"{run.config} is not valid YAML: {err}") from err
+        raise ReinError(f"{run.config} is not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(saved, dict):
         raise ReinError(f"{run.config} is not a run configuration; give a run directory of `rein train`")
     return saved
@@ -145,6 +146,7 @@ def resume_point(run: RunDir, cfg: Config) -> tuple[Path, dict[str, Any]]:
             f"--resume {run.path}: no checkpoint with a training state (checkpoints/iter_<N>/{TRAINING_STATE_FILE}) "
             "yet; the run stopped before its first train.checkpoint_interval: start it again"
         )
+    read_metrics(run.metrics)  # checked now, before the model is built
     step, path = steps[-1]
     state = load_training_state(path)
     if state.get("format") != STATE_FORMAT or state["step"] != step:
@@ -173,16 +175,29 @@ def prune_checkpoints(run: RunDir, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the records of iterations after ``step`` (the resumed run writes them again)."""
+def read_metrics(path: Path) -> list[tuple[str, int]]:
+    """(line, its step) for each record of a run's metrics.jsonl, each checked: a JSON object whose ``step`` is a
+    whole number. Only the last line may be cut short (by a kill): it is left out. [] without the file."""
     if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return []
+    advice = "correct that line or delete it, then resume again (the resumed run writes the records after its step)"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the kill
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line + "\n")
-    write_text(path, "".join(kept))
+        except json.JSONDecodeError as err:
+            if n == len(lines):  # the line a kill cut short
+                continue
+            raise ReinError(f"{path}, line {n}: not a JSON record ({err.msg}); {advice}") from None
+        step = Fields.of(record, f"{path}, line {n}", advice).integer("step")
+        records.append((line, step))
+    return records
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of iterations after ``step`` (the resumed run writes them again)."""
+    if path.is_file():
+        write_text(path, "".join(line + "\n" for line, at in read_metrics(path) if at <= step))

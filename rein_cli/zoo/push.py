@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from rein_cli.documents import load_yaml
 from rein_cli.engine.checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, model_card, read_checkpoint_config
 from rein_cli.engine.results import Evaluation, read_results
 from rein_cli.engine.runs import RunDir
@@ -52,7 +53,9 @@ def _results(run: RunDir | None) -> Evaluation | None:
 
 def _recipe(run: RunDir | None) -> str | None:
     try:
-        return yaml.safe_dump(yaml.safe_load(run.config.read_text()), sort_keys=False).strip() if run else None
+        return (
+            yaml.safe_dump(load_yaml(run.config.read_text(), str(run.config)), sort_keys=False).strip() if run else None
+        )
     except (OSError, yaml.YAMLError):
         return None
 
