@@ -27,7 +27,7 @@ from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_mani
 from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.io import check_image, read_image, read_label, relative_path, save_image, write_text
+from rein_cli.io import check_folder, check_image, read_image, read_label, relative_path, save_image, write_text
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, LABEL_FORMATS
 from rein_cli.parallel import parallel_map
 
@@ -57,8 +57,7 @@ def ensure_prepared(dataset: str | Path | Located, data_root: Path, *, progress:
 
 def check_output(out: Path, overwrite: bool, command: str) -> None:
     """Refuse an output that is a file, or a complete prepared dataset unless ``overwrite`` (naming ``command``)."""
-    if out.exists() and not out.is_dir():
-        raise ReinError(f"{out} is a file, not a folder; give --out a folder to prepare the dataset in")
+    check_folder(out)
     manifest = out / MANIFEST
     if manifest.is_file() and not overwrite:
         try:
