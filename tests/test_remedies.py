@@ -1,0 +1,280 @@
+"""Every remedy works when followed: an interrupted run, a full disk, a stopped preparation, a file given as --out,
+frost offline. Each test takes the line the command printed, does what it says, and expects success."""
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from subprocess import PIPE
+
+import pytest
+
+from .helpers import errors, rein, sets
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals, process groups and file-size limits are POSIX")
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(*args)``: ``python ARGS`` with this checkout importable, output captured as text, in a process group
+    of its own (as a terminal's foreground job), killed whole after the test."""
+    started = []
+
+    def start(*args: object) -> subprocess.Popen:
+        command = [sys.executable, *map(str, args)]
+        started.append(subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True, env=ENV, start_new_session=True))
+        return started[-1]
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def follow(line: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the `rein ...` command that ``line`` names between backticks, as printed."""
+    found = re.search(r"`(rein [^`]+)`", line)
+    assert found, f"no command in {line!r}"
+    args = shlex.split(found[1])[1:]
+    command = [sys.executable, "-m", "rein_cli", "--quiet", *args, "--no-progress"]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+def training(run: Path, synthetic_root: Path, *extra: str, iters: int = 6) -> list[str]:
+    """A quiet ``rein train`` of the tiny model into ``run``, a checkpoint every 2 iterations unless told."""
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]", "train.checkpoint_interval=2", *extra)
+    return ["--quiet", "train", *args, "--iters", str(iters), "--out", str(run), "--no-progress"]
+
+
+def steps(run: Path) -> list[int]:
+    records = (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    return [r["step"] for r in records if "loss" in r]
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+# `rein` in a child that sends itself a signal at the start of an iteration (the one before it done), or as the
+# evaluation after training starts
+SIGNAL_AT = """
+import os, signal, sys
+import rein_cli.engine.evaluate as evaluation
+
+sig, at = getattr(signal, sys.argv[1]), sys.argv[2]
+del sys.argv[1:3]
+evaluate = evaluation.evaluate
+
+def signal_then_evaluate(*args, **kwargs):
+    if at == "evaluation":
+        os.kill(os.getpid(), sig)
+    return evaluate(*args, **kwargs)
+
+evaluation.evaluate = signal_then_evaluate  # before the training loop imports it
+from rein_cli.engine import train
+lr_at = train.lr_at
+
+def signal_then_lr(step, **kwargs):
+    if at.isdigit() and step == int(at):
+        os.kill(os.getpid(), sig)
+    return lr_at(step, **kwargs)
+
+train.lr_at = signal_then_lr
+from rein_cli.cli import run
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "at", "extra", "expected"),
+    [
+        ("SIGINT", "3", [], "continue the run with `rein train --resume {run}` (from its checkpoint of iteration 2)"),
+        (
+            "SIGTERM",
+            "1",
+            ["train.checkpoint_interval=4"],
+            "start the run again in its folder with `rein train --resume {run}` (it stopped before its first "
+            "checkpoint)",
+        ),
+        (
+            "SIGINT",
+            "evaluation",
+            ["data.eval=['synthetic-fog']"],
+            "finish the run (its evaluation after training) with `rein train --resume {run}`",
+        ),
+    ],
+    ids=["after-a-checkpoint", "before-the-first-checkpoint", "in-the-evaluation-after-training"],
+)
+def test_an_interrupted_run_names_the_command_that_continues_it_and_that_command_does(
+    spawn, synthetic_root, tmp_path, sig, at, extra, expected
+):
+    run = tmp_path / "run"
+    process = spawn("-c", SIGNAL_AT, sig, at, *training(run, synthetic_root, *extra))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert err == f"interrupted; {expected.format(run=run)}\n"
+    same = spawn("-m", "rein_cli", *training(run, synthetic_root, *extra))  # the same command is refused ...
+    assert "already exists and is not empty" in same.communicate(timeout=300)[1] and same.returncode == 1
+    done = follow(err)  # ... the one printed goes on
+    assert done.returncode == 0, done.stderr
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+    assert (run / "checkpoints" / "iter_6" / "training_state.pt").is_file()
+    assert (run / "eval" / "results.json").is_file() == bool(extra and "eval" in extra[0])
+
+
+# `rein` in a child whose iterations take a while (training is started as usual, every iteration 0.3 s longer)
+SLOW = """
+import sys, time
+from rein_cli.engine import train
+lr_at = train.lr_at
+
+def slowly(step, **kwargs):
+    time.sleep(0.3)
+    return lr_at(step, **kwargs)
+
+train.lr_at = slowly
+from rein_cli.cli import run
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_with_loader_workers_is_one_line_and_its_command_resumes(
+    spawn, synthetic_root, tmp_path, sig
+):
+    run = tmp_path / "run"
+    args = training(run, synthetic_root, "data.num_workers=2", iters=12)
+    process = spawn("-c", SLOW, *args)
+    wait_for(lambda: (run / "checkpoints" / "iter_2").is_dir() or process.poll() is not None)
+    os.killpg(process.pid, getattr(signal, sig))  # the command and its two loader workers, as a job scheduler does
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert re.fullmatch(
+        rf"interrupted; continue the run with `rein train --resume {re.escape(str(run))}` \(from its checkpoint of "
+        r"iteration \d+\)\n",
+        err,
+    ), err  # one line: no data-loader traceback, no "Exception ignored"
+    done = follow(err)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert steps(run) == list(range(1, 13))
+
+
+FULL_DISK = """
+import resource, signal, sys
+from rein_cli.engine import train
+
+save, saved = train.save_checkpoint, []
+
+def save_then_the_disk_is_full(*args, **kwargs):  # after the first step checkpoint (last, then iter_2)
+    saved.append(save(*args, **kwargs))
+    if len(saved) == 2:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return saved[-1]
+
+train.save_checkpoint = save_then_the_disk_is_full
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+from rein_cli.cli import run
+run(sys.argv[1:])
+"""
+
+
+def test_a_full_disk_in_training_names_the_file_and_the_command_that_continues_the_run(spawn, synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    process = spawn("-c", FULL_DISK, *training(run, synthetic_root))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(str(run))}/checkpoints/last/model.safetensors: the disk or the file-size "
+        r"limit is full \(File too large\); free space there \(`df -h`; `ulimit -f` shows the file-size limit\) and "
+        r"continue the run with "
+        rf"`rein train --resume {re.escape(str(run))}` \(from its checkpoint of iteration 2\)\n",
+        err,
+    ), err
+    done = follow(err)  # with space again
+    assert done.returncode == 0, done.stderr
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+# `rein data prepare` whose label conversions take a while, in 2 worker processes
+SLOW_PREPARE = """
+import sys, time
+from rein_cli.data import prepare
+convert = prepare.convert_pair
+
+def slowly(task):
+    time.sleep(0.2)
+    return convert(task)
+
+prepare.convert_pair = slowly
+from rein_cli.cli import run
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["process-group", "command-only"])
+def test_sigterm_during_a_preparation_is_one_line_leaves_no_temporary_file_and_the_same_command_completes(
+    spawn, tmp_path, group
+):
+    from rein_cli.data.verify import verify
+
+    from . import fake_datasets as fake
+
+    sources, _ = fake.cityscapes(tmp_path / "src")
+    out = tmp_path / "cityscapes"
+    args = ["--quiet", "data", "prepare", "cityscapes", "--out", out, "--workers", 2, "--no-progress"]
+    args += [arg for source in sources for arg in ("--from", source)]
+    process = spawn("-c", SLOW_PREPARE, *args)
+    wait_for(lambda: any((out / "labels").rglob("*.png")) or process.poll() is not None)
+    if group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.terminate()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "interrupted; run the same command again: a download or a preparation goes on where it stopped\n"
+    assert not list(out.rglob("*.tmp")) and not (out / "manifest.json").exists()
+    process = spawn("-m", "rein_cli", *args)  # the same command
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    manifest, problems = verify(out, tmp_path, workers=1, progress=False)
+    assert problems == [] and manifest.counts == {"train": 4, "val": 2, "test": 1}
+
+
+def test_an_out_that_is_a_file_is_named_as_such_by_every_command(trained, synthetic_root, tmp_path, capsys):
+    file = tmp_path / "taken"
+    file.write_text("not a folder")
+    checkpoint, images = trained / "checkpoints" / "last", synthetic_root / "synthetic" / "images" / "val"
+    commands = {
+        "train": ["train", *sets(f"data.root={synthetic_root}", "data.eval=[]"), "--iters", 1, "--no-progress"],
+        "eval": ["eval", checkpoint, "-t", "synthetic", "--data-root", synthetic_root, "--no-progress"],
+        "predict": ["predict", checkpoint, images, "--no-progress"],
+        "demo": ["demo", "--iters", 1, "--no-progress"],
+        "compare": ["compare", trained],
+        "convert": ["convert", tmp_path / "official.pth", "--backbone", "vit-tiny"],
+        "data prepare": ["data", "prepare", "cityscapes", "--from", tmp_path],
+    }
+    for name, args in commands.items():
+        assert rein(*args, "--out", file) == 1, name
+        assert errors(capsys).splitlines()[-1] == f"error: --out {file} is a file, not a folder; choose a folder", name
+    assert file.read_text() == "not a folder"
+    assert rein("compare", trained, "--out", file / "inside") == 1
+    assert (
+        errors(capsys)
+        == f"error: --out {file / 'inside'} lies in {file}, which is a file, not a folder; choose a folder"
+    )
+    assert rein("compare", trained, "--out", tmp_path / "a-folder") == 0  # a folder, as it says
+    assert (tmp_path / "a-folder" / "compare.md").is_file()
