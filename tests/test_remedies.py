@@ -278,3 +278,58 @@ def test_an_out_that_is_a_file_is_named_as_such_by_every_command(trained, synthe
     )
     assert rein("compare", trained, "--out", tmp_path / "a-folder") == 0  # a folder, as it says
     assert (tmp_path / "a-folder" / "compare.md").is_file()
+
+
+def test_frost_offline_names_what_is_missing_and_each_way_to_provide_it_works(
+    trained, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    import hashlib
+    import shutil
+
+    import numpy as np
+    from huggingface_hub import constants
+    from PIL import Image
+
+    from rein_cli.data import corruptions as C
+
+    pytest.importorskip("cv2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))  # --offline sets both: put back
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    monkeypatch.delenv("REIN_FROST_URL", raising=False)
+    monkeypatch.setattr(C, "_checked", {})
+    source = tmp_path / "frost-files"  # stand-ins for the six files, with the sizes and hashes frost checks
+    source.mkdir()
+    for k in range(1, 7):
+        image = np.random.RandomState(k).randint(0, 256, (80, 120, 3)).astype(np.uint8)
+        Image.fromarray(image).save(source / f"frost{k}.png")
+    table = [(p.name, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(source.iterdir())]
+    monkeypatch.setitem(C.frost_images.__kwdefaults__, "files", tuple(table))
+
+    home, out = tmp_path / "home", tmp_path / "eval"
+    monkeypatch.setenv("REIN_HOME", str(home))
+    checkpoint = trained / "checkpoints" / "last"
+    command = ["--offline", "eval", checkpoint, "-t", "synthetic-fog", "--data-root", synthetic_root]
+    command += ["--corruption", "frost:1", "--mode", "whole", "--out", out, "--no-progress"]
+    assert rein(*command) == 1
+    folder = home / "corruptions" / "frost"
+    assert errors(capsys) == (
+        f"error: the frost corruption needs imagecorruptions' six frost images in {folder}, and frost1.png, "
+        "frost2.png, frost3.png, frost4.png, frost5.png, frost6.png are not there; offline (--offline, "
+        "HF_HUB_OFFLINE=1) nothing is downloaded: run it once online, without --offline or HF_HUB_OFFLINE (they "
+        f"come from {C.FROST_BASE}), or copy those files (imagecorruptions 1.1.2's folder imagecorruptions/frost) "
+        f"into {folder}, or set REIN_FROST_URL to a place that has them (a mirror, or file:///a/folder)"
+    )
+    assert not out.exists()  # nothing made before the check
+    # a place that has them: REIN_FROST_URL, offline
+    monkeypatch.setenv("REIN_FROST_URL", source.as_uri())
+    assert rein(*command) == 0
+    assert (out / "results.json").is_file() and sorted(p.name for p in folder.iterdir()) == [n for n, _, _ in table]
+    # copied by hand into the folder
+    monkeypatch.delenv("REIN_FROST_URL")
+    monkeypatch.setattr(C, "_checked", {})
+    home2 = tmp_path / "home2"
+    monkeypatch.setenv("REIN_HOME", str(home2))
+    shutil.rmtree(out)
+    shutil.copytree(source, home2 / "corruptions" / "frost")
+    assert rein(*command) == 0
+    assert (out / "results.json").is_file()
