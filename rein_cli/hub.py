@@ -137,5 +137,34 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False, message: s
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
     except Exception as err:
-        raise hub_error(err, repo_id, "the upload") from err
+        raise push_error(err, repo_id) from err
     return str(getattr(commit, "commit_url", "") or f"https://huggingface.co/{repo_id}")
+
+
+def push_error(err: Exception, repo_id: str) -> ReinError:
+    """One line for a failed upload to ``repo_id``, with what makes the next try succeed: a login that may write
+    there, a repo of one's own, or the connection."""
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    owner = repo_id.split("/")[0]
+    where = hub_endpoint() or "https://huggingface.co"
+    if status == 401:
+        return ReinError(
+            f"pushing to {repo_id} needs a login to {where} with write access (HTTP 401): log in with `hf auth login` "
+            "(a token with the write role) or set HF_TOKEN, then run the same command again"
+        )
+    if status == 403:
+        return ReinError(
+            f"your login may not write to {repo_id} (HTTP 403): push to a repo under your own name or an "
+            f"organisation you may write to, or log in (`hf auth login`) with a token that may write to {owner}"
+        )
+    if status is not None:
+        text = " ".join(str(getattr(response, "text", "") or "").split())[:200]
+        return ReinError(
+            f"the Hugging Face Hub refused the upload to {repo_id} (HTTP {status}{': ' + text if text else ''}); "
+            "check the repo id and your rights to it, then run the same command again"
+        )
+    return ReinError(
+        f"could not reach the Hugging Face Hub at {where} to push {repo_id} ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else ''}); check the connection, then run the same command again"
+    )

@@ -333,3 +333,85 @@ def test_frost_offline_names_what_is_missing_and_each_way_to_provide_it_works(
     shutil.copytree(source, home2 / "corruptions" / "frost")
     assert rein(*command) == 0
     assert (out / "results.json").is_file()
+
+
+class _Hub:
+    """A Hub that creates repos (POST /api/repos/create) for a login (``token``) that may write under ``owner``:
+    401 without a login, 403 for another owner's repo."""
+
+    def __init__(self, token: str, owner: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.headers.get("Authorization") != f"Bearer {hub.token}":
+                    status, body = 401, {"error": "Invalid username or password."}
+                elif data.get("organization", hub.owner) != hub.owner:
+                    status, body = 403, {"error": "You don't have the rights to create a model under this namespace"}
+                else:
+                    status, body = 200, {"url": f"{hub.url}/{hub.owner}/{data.get('name')}"}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.token, self.owner = token, owner
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "_Hub":
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_failed_push_says_what_makes_the_next_one_succeed(trained, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from .fake_server import unused_port
+
+    uploaded = []
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message, **kwargs):  # the upload itself: not served here
+        uploaded.append(repo_id)
+        return type("Commit", (), {"commit_url": f"{self.endpoint}/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored login
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    checkpoint = trained / "checkpoints" / "last"
+    with _Hub(token="hf_write", owner="lab") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{unused_port()}")
+        assert rein("push", checkpoint, "lab/tiny") == 1
+        line = errors(capsys)
+        assert line.startswith("error: could not reach the Hugging Face Hub at http://127.0.0.1:") and line.endswith(
+            "; check the connection, then run the same command again"
+        ), line
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the connection back
+        assert rein("push", checkpoint, "lab/tiny") == 1
+        assert errors(capsys) == (
+            f"error: pushing to lab/tiny needs a login to {hub.url} with write access (HTTP 401): log in with `hf auth "
+            "login` (a token with the write role) or set HF_TOKEN, then run the same command again"
+        )
+        monkeypatch.setenv("HF_TOKEN", "hf_write")  # as it says
+        assert rein("push", checkpoint, "lab/tiny") == 0 and uploaded == ["lab/tiny"]
+        assert rein("push", checkpoint, "other-lab/tiny") == 1
+        assert errors(capsys) == (
+            "error: your login may not write to other-lab/tiny (HTTP 403): push to a repo under your own name or an "
+            "organisation you may write to, or log in (`hf auth login`) with a token that may write to other-lab"
+        )
+        assert rein("push", checkpoint, "lab/tiny-2") == 0 and uploaded == ["lab/tiny", "lab/tiny-2"]

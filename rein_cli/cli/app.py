@@ -71,6 +71,7 @@ def main(
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     logging.getLogger("rein_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Hub client logs every request at INFO
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the same, under its newer name
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry warnings; our errors say what failed
     if offline:
         _go_offline()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -89,7 +90,8 @@ def prepare_dataset(
             raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
         source = str(sources[0])
         target = Path(out or Path(data_root) / custom_name)
-        check_output(target, overwrite, f"rein data prepare custom --name {custom_name} --from {source} --overwrite")
+        again = shlex.join(["rein", "data", "prepare", "custom", "--name", custom_name, "--from", source])
+        check_output(target, overwrite, f"{again} --out {shlex.quote(str(target))} --overwrite")
         path = prepare_custom(
             source if source.startswith("hf://") else Path(source), custom_name, target, progress=progress
         )
@@ -267,7 +269,8 @@ def prepare(
     if spec.parent:  # acdc-fog: prepare acdc, which writes the per-condition manifests too
         spec = DATASETS[spec.parent]
     out = Path(out)
-    check_output(out, overwrite, f"rein data prepare {spec.name} --from ... --overwrite")
+    again = shlex.join(["rein", "data", "prepare", name, *(x for s in sources for x in ("--from", str(s)))])
+    check_output(out, overwrite, f"{again} --out {shlex.quote(str(out))} --overwrite")
     start = time.perf_counter()
     folders, records = _gather_sources(sources, out, spec, progress)
     root = find_root(folders, spec.root_marker)

@@ -253,7 +253,7 @@ def prepare_datasets(cfg: Config, root: Path, *, progress: bool) -> tuple[list[M
         if len(source.classes) != cfg.model.num_classes:
             raise ReinError(
                 f"dataset {source.dataset} has {len(source.classes)} classes but model.num_classes is "
-                f"{cfg.model.num_classes}; set --set model.num_classes={len(source.classes)}"
+                f"{cfg.model.num_classes}; give --set model.num_classes={len(source.classes)}"
             )
         if source.classes != manifest.classes:
             raise ReinError(
