@@ -415,3 +415,83 @@ def test_a_failed_push_says_what_makes_the_next_one_succeed(trained, tmp_path, m
             "organisation you may write to, or log in (`hf auth login`) with a token that may write to other-lab"
         )
         assert rein("push", checkpoint, "lab/tiny-2") == 0 and uploaded == ["lab/tiny", "lab/tiny-2"]
+
+
+def in_process(line: str) -> list[str]:
+    """The arguments of the `rein ...` command ``line`` names, to run in this process."""
+    found = re.search(r"`(rein [^`]+)`", line)
+    assert found, f"no command in {line!r}"
+    return shlex.split(found[1])[1:]
+
+
+def test_the_settings_a_refused_run_names_are_the_ones_that_train(synthetic_root, tmp_path, capsys):
+    from . import fake_datasets as fake
+
+    base = sets(f"data.root={synthetic_root}", "data.eval=[]")
+    assert rein("train", *base, "--set", "model.num_classes=5", "--iters", 1, "--out", tmp_path / "a") == 1
+    line = errors(capsys)
+    assert line.endswith("has 19 classes but model.num_classes is 5; give --set model.num_classes=19"), line
+    assert rein("train", *base, "--set", "model.num_classes=19", "--iters", 1, "--out", tmp_path / "a") == 0
+
+    src = fake.custom(tmp_path / "mine", {"train": 2, "val": 1}, [0, 1, 2], "classes: [a, b, c]\n")
+    assert rein("data", "prepare", "custom", "--from", src, "--name", "three", "--data-root", synthetic_root) == 0
+    three = sets(f"data.root={synthetic_root}", "data.train=three", "data.eval=[synthetic]")
+    assert rein("train", *three, "--iters", 1, "--out", tmp_path / "b") == 1
+    line = errors(capsys).splitlines()[-1]
+    assert line.endswith('e.g. --set "data.eval=[three]", or none with --set "data.eval=[]"'), line
+    for setting in re.findall(r'--set "([^"]+)"', line):  # either way, as written
+        capsys.readouterr()
+        out = tmp_path / f"run-{len(setting)}"
+        assert rein("train", *three, "--set", setting, "--iters", 1, "--out", out, "--no-progress") == 0, errors(capsys)
+
+
+def test_resume_with_another_out_names_the_way_and_it_resumes(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert rein("train", "--resume", run, "--iters", 4, "--out", tmp_path / "elsewhere") == 1
+    assert (
+        errors(capsys) == f"error: --resume {run} continues that run in place; leave out --out {tmp_path / 'elsewhere'}"
+    )
+    assert rein("train", "--resume", run, "--iters", 4, "--no-progress") == 0
+    assert steps(run) == [1, 2, 3, 4] and not (tmp_path / "elsewhere").exists()
+
+
+def test_compare_of_a_run_without_its_evaluation_names_the_eval_that_writes_it(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog']")
+    assert rein("train", *args, "--iters", 1, "--out", run, "--no-progress") == 0
+    (run / "eval" / "results.json").unlink()
+    capsys.readouterr()
+    assert rein("compare", run, "--out", tmp_path / "cmp") == 1
+    line = errors(capsys)
+    assert f"training run {run} has no final evaluation results" in line and "--target synthetic-fog" in line
+    assert rein(*in_process(line), "--no-progress") == 0  # the eval it names
+    assert rein("compare", run, "--out", tmp_path / "cmp") == 0
+    assert (tmp_path / "cmp" / "compare.md").is_file()
+
+
+def test_prepare_of_a_prepared_folder_names_the_command_that_prepares_it_again(cityscapes_folder, tmp_path, capsys):
+    folder, _ = cityscapes_folder
+    out = tmp_path / "prepared"
+    assert rein("data", "prepare", "cityscapes", "--from", folder, "--out", out, "--no-progress") == 0
+    before = (out / "manifest.json").stat().st_mtime_ns
+    assert rein("data", "prepare", "cityscapes", "--from", folder, "--out", out) == 1
+    line = errors(capsys)
+    assert line.endswith(
+        f"to prepare it again run `rein data prepare cityscapes --from {folder} --out {out} --overwrite`"
+    )
+    assert rein(*in_process(line), "--no-progress") == 0
+    assert (out / "manifest.json").stat().st_mtime_ns != before
+
+
+def test_a_cuda_device_without_cuda_names_the_cpu_and_the_cpu_trains(synthetic_root, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    args = [*sets(f"data.root={synthetic_root}", "data.eval=[]"), "--iters", 1, "--out", tmp_path / "run"]
+    assert rein("train", *args, "--device", "cuda") == 1
+    assert errors(capsys) == "error: device cuda requested but CUDA is not available; use --device cpu"
+    assert rein("train", *args, "--device", "cpu", "--no-progress") == 0
