@@ -129,7 +129,7 @@ def test_bad_pairs_name_the_file(cityscapes_folder, tmp_path):
         prepare("cityscapes", [folder], tmp_path / "o5", workers=1, progress=False)
 
 
-def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
+def test_a_full_disk_while_extracting_says_so_and_the_rerun_completes(tmp_path, monkeypatch):
     import errno
 
     from rein_cli.data import archives
@@ -145,6 +145,9 @@ def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
     ):
         prepare("cityscapes", sources, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
+    monkeypatch.undo()  # space again: the rerun it names completes
+    manifest = prepare("cityscapes", sources, tmp_path / "out", progress=False)
+    assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 2, "test": 1}
 
 
 DAMAGES = {
