@@ -181,3 +181,30 @@ def test_the_per_device_batch(batch, world, accumulation, expected):
     from rein_cli.config import per_device_batch
 
     assert per_device_batch(batch, world, accumulation) == expected
+
+
+def test_the_launcher_prints_the_cause_first(tmp_path):
+    from types import SimpleNamespace
+
+    from rein_cli.engine.launch import FAILURES, _crash, _first_failure, record_failure
+    from rein_cli.errors import Failure
+
+    def failed(**ranks):  # rank -> (exit code, when)
+        return SimpleNamespace(
+            name="rein_cli",
+            failures={int(r[1:]): SimpleNamespace(exitcode=c, timestamp=t) for r, (c, t) in ranks.items()},
+        )
+
+    os.environ[FAILURES], os.environ["RANK"] = str(tmp_path), "1"
+    try:
+        assert record_failure(Failure("the cause", 1), "")
+        os.environ["RANK"] = "0"
+        assert record_failure(Failure("interrupted; stopped by the launcher", 130), "")
+    finally:
+        del os.environ[FAILURES], os.environ["RANK"]
+    assert _first_failure(tmp_path) == (Failure("the cause", 1), "")  # a process stopped because of it comes after
+    assert _first_failure(tmp_path, rank=0) == (Failure("interrupted; stopped by the launcher", 130), "")
+    killed = _crash(failed(r0=(130, 2), r1=(-9, 1)), 2, killed_only=True)
+    assert killed[0].message.startswith("process 1 of 2 was killed by signal 9 without a word (most often for lack")
+    assert _crash(failed(r0=(1, 2)), 2, killed_only=True) is None  # it said why: its own line
+    assert _crash(failed(r0=(130, 2), r1=(3, 1)), 2)[0].message.startswith("process 1 of 2 ended with exit code 3")

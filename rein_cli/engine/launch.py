@@ -104,18 +104,24 @@ def launch_training(argv: Sequence[str], devices: int, run: Path, max_iters: int
         monitor_interval=0.5,
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: N processes must not each take every core
+    level = os.environ.get("LOGLEVEL")
     with tempfile.TemporaryDirectory(prefix="rein-launch-") as folder:
         os.environ[FAILURES] = folder
         _quiet_launcher()
         try:
             elastic_launch(config, sys.executable)("-u", "-m", "rein_cli", *args)
-        except ChildFailedError as err:
-            return _report(_first_failure(Path(folder)) or _crash(err, devices))
+        except ChildFailedError as err:  # a process's own failure first; else one that ended without a word
+            found = _crash(err, devices, killed_only=True) or _first_failure(Path(folder), stopped=False)
+            return _report(found or _crash(err, devices) or _first_failure(Path(folder)) or _unknown(err))
         except (SignalException, KeyboardInterrupt):
             first = _first_failure(Path(folder), rank=0)
             return _report(first or (Failure(_interrupted(run, max_iters, devices), EXIT_INTERRUPTED), ""))
         finally:
             os.environ.pop(FAILURES, None)
+            if level is None:
+                os.environ.pop("LOGLEVEL", None)
+            else:
+                os.environ["LOGLEVEL"] = level
     return 0
 
 
@@ -168,25 +174,30 @@ def _quiet_launcher() -> None:
     os.environ["LOGLEVEL"] = "CRITICAL"  # for the launcher's loggers made from now on
 
 
-def _first_failure(folder: Path, rank: int | None = None) -> tuple[Failure, str] | None:
-    """The failure recorded first (a stopped process's "interrupted" only when nothing else failed); ``rank``: only
-    that process's."""
+def _first_failure(folder: Path, rank: int | None = None, stopped: bool = True) -> tuple[Failure, str] | None:
+    """The failure recorded first (a stopped process's "interrupted" only when nothing else failed, and not at all
+    without ``stopped``); ``rank``: only that process's."""
     records = []
     for path in folder.glob("rank*.json"):
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-    records = [r for r in records if rank is None or r["rank"] == rank]
+    records = [r for r in records if (rank is None or r["rank"] == rank) and (stopped or r["code"] != EXIT_INTERRUPTED)]
     if not records:
         return None
     first = min(records, key=lambda r: (r["code"] == EXIT_INTERRUPTED, r["time"]))
     return Failure(first["message"], first["code"], bug=bool(first["traceback"])), first["traceback"]
 
 
-def _crash(err, devices: int) -> tuple[Failure, str]:
-    """A process that ended without recording why (killed, crashed)."""
-    rank, failure = min(err.failures.items(), key=lambda item: item[1].timestamp)
+def _crash(err, devices: int, *, killed_only: bool = False) -> tuple[Failure, str] | None:
+    """A process that ended without recording why: killed by a signal (the kernel's out-of-memory killer), which
+    is the cause whatever the others then said, or (not ``killed_only``) crashed."""
+    killed = {rank: f for rank, f in err.failures.items() if f.exitcode < 0}
+    crashed = killed or {rank: f for rank, f in err.failures.items() if f.exitcode != EXIT_INTERRUPTED}
+    if not killed and (killed_only or not crashed):
+        return None
+    rank, failure = min(crashed.items(), key=lambda item: item[1].timestamp)
     code = failure.exitcode
     how = f"was killed by signal {-code}" if code < 0 else f"ended with exit code {code}"
     return Failure(
@@ -194,6 +205,10 @@ def _crash(err, devices: int) -> tuple[Failure, str]:
         "`dmesg`, says); lower data.batch_size or data.num_workers, or use fewer --devices",
         EXIT_ERROR,
     ), ""
+
+
+def _unknown(err) -> tuple[Failure, str]:
+    return Failure(f"the processes failed without a word ({err.name}); rerun with --debug", EXIT_ERROR), ""
 
 
 def _interrupted(run: Path, max_iters: int, devices: int) -> str:
