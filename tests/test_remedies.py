@@ -128,7 +128,10 @@ def test_an_interrupted_run_names_the_command_that_continues_it_and_that_command
     assert process.returncode == 130, err
     assert err == f"interrupted; {expected.format(run=run)}\n"
     same = spawn("-m", "rein_cli", *training(run, synthetic_root, *extra))  # the same command is refused ...
-    assert "already exists and is not empty" in same.communicate(timeout=300)[1] and same.returncode == 1
+    refused = same.communicate(timeout=300)[1]
+    assert same.returncode == 1 and f"holds a run of `rein train`: continue it with `rein train --resume {run}`" in (
+        refused
+    )
     done = follow(err)  # ... the one printed goes on
     assert done.returncode == 0, done.stderr
     assert steps(run) == [1, 2, 3, 4, 5, 6]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +159,11 @@ def choose_run_dir(path: Path | None, base: Path = Path("runs"), name: str = "tr
         path = Path(path)
         check_folder(path)
         if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
+            if RunDir(path).is_run():
+                raise ReinError(
+                    f"output directory {path} holds a run of `rein train`: continue it with `rein train --resume "
+                    f"{shlex.quote(str(path))}` (a finished one with --iters beyond its end), or choose another --out"
+                )
             raise ReinError(f"output directory {path} already exists and is not empty; choose another --out")
         return path
     path, n = base / name, 1
