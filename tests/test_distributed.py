@@ -208,3 +208,17 @@ def test_the_launcher_prints_the_cause_first(tmp_path):
     assert killed[0].message.startswith("process 1 of 2 was killed by signal 9 without a word (most often for lack")
     assert _crash(failed(r0=(1, 2)), 2, killed_only=True) is None  # it said why: its own line
     assert _crash(failed(r0=(130, 2), r1=(3, 1)), 2)[0].message.startswith("process 1 of 2 ended with exit code 3")
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    from rein_cli.engine.launch import check_devices
+    from rein_cli.errors import ReinError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ReinError) as err:
+        check_devices(2, torch.device("cuda"))
+    assert str(err.value) == (
+        "--devices 2: this machine has 1 GPU(s); give --devices 1 or fewer (one process per GPU), or add steps with "
+        "train.accumulation to train with the same global batch on fewer"
+    )
+    check_devices(1, torch.device("cuda"))  # as it says
