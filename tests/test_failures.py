@@ -312,6 +312,8 @@ def test_a_full_disk_during_prediction_is_one_line_and_keeps_the_earlier_predict
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.*"))} == before  # no temporary file, nothing cut short
     assert all(read_image(p).size for p in before)
     assert load_segmentor(checkpoint, device="cpu").classes
+    process = spawn("-m", "rein_cli", *args)  # with space again, the same command, as it says
+    assert process.wait(timeout=300) == 0 and sorted(out.rglob("*.*")) == sorted(before)
 
 
 def test_a_full_disk_during_preparation_names_the_label_and_a_rerun_completes(spawn, tmp_path):

@@ -498,3 +498,36 @@ def test_a_cuda_device_without_cuda_names_the_cpu_and_the_cpu_trains(synthetic_r
     assert rein("train", *args, "--device", "cuda") == 1
     assert errors(capsys) == "error: device cuda requested but CUDA is not available; use --device cpu"
     assert rein("train", *args, "--device", "cpu", "--no-progress") == 0
+
+
+def test_a_dataset_not_prepared_names_the_prepare_that_makes_it_where_it_is_looked_for(
+    cityscapes_folder, trained, tmp_path, capsys
+):
+    from . import fake_datasets as fake
+
+    folder, _ = cityscapes_folder
+    root = tmp_path / "root"
+    # training: PATH is the user's download
+    train = [*sets(f"data.root={root}", "data.train=cityscapes", "data.eval=[]"), "--iters", 1, "--no-progress"]
+    assert rein("train", *train, "--out", tmp_path / "a") == 1
+    line = errors(capsys).splitlines()[-1]
+    assert f"run `rein data prepare cityscapes --from PATH --data-root {root}`" in line
+    assert rein(*[str(folder) if a == "PATH" else a for a in in_process(line)], "--no-progress") == 0
+    assert rein("train", *train, "--out", tmp_path / "a") == 0
+    # evaluation: "..." is the user's download
+    other = tmp_path / "other"
+    evaluate = ["eval", trained / "checkpoints" / "last", "-t", "cityscapes", "--data-root", other, "--mode", "whole"]
+    assert rein(*evaluate, "--out", tmp_path / "e", "--no-progress") == 1
+    line = errors(capsys).splitlines()[-1]
+    assert line.startswith("error: missing before evaluation can start: the dataset cityscapes: prepare it with ")
+    assert line.endswith("; then rerun")
+    assert rein(*[str(folder) if a == "..." else a for a in in_process(line)], "--no-progress") == 0
+    assert rein(*evaluate, "--out", tmp_path / "e", "--no-progress") == 0  # then rerun
+    # a custom folder as it comes: NAME is the user's choice
+    src = fake.custom(tmp_path / "mine", {"train": 2, "val": 1}, [0, 1, 2], "classes: [a, b, c]\n")
+    custom = [*sets(f"data.root={root}", "data.eval=[]"), "--iters", 1, "--no-progress"]
+    assert rein("train", *custom, "--data", src, "--out", tmp_path / "c") == 1
+    line = errors(capsys).splitlines()[-1]
+    assert line.endswith(f"run `rein data prepare custom --from {src} --name NAME --data-root {root}`, then use NAME")
+    assert rein(*[("three" if a == "NAME" else a) for a in in_process(line)], "--no-progress") == 0
+    assert rein("train", *custom, "--data", "three", "--out", tmp_path / "c") == 0
