@@ -199,7 +199,7 @@ def frost_images(
     key = (str(folder), tuple(files))
     if key not in _checked:
         missing = [name for name, _, _ in files if not (folder / name).is_file()]
-        if missing and offline() and not base.startswith("file:"):  # offline: no attempt, and what to do instead
+        if missing and offline() and not _local(base):  # offline: no attempt, and what to do instead
             raise ReinError(
                 f"the frost corruption needs imagecorruptions' six frost images in {folder}, and {', '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} not there; offline (--offline, HF_HUB_OFFLINE=1) nothing is "
@@ -213,6 +213,14 @@ def frost_images(
         except ReinError as err:
             raise ReinError(f"{err}; or else {_frost_remedy(folder, online=False)}") from err
     return _checked[key]
+
+
+def _local(url: str) -> bool:
+    """A place on this machine: a ``file:`` URL, or a server on the loopback address (a local mirror)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "file" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
 
 
 def _frost_remedy(folder: Path, online: bool = True) -> str:
