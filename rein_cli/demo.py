@@ -23,7 +23,7 @@ from rein_cli.engine.imagestats import IMAGES_FILE
 from rein_cli.engine.report import REPORT_FILE
 from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
-from rein_cli.io import save_image, write_json
+from rein_cli.io import check_folder, save_image, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,10 +52,9 @@ OUTPUTS = (
 def check_out(out: Path) -> bool:
     """Whether ``out`` holds an earlier demo's output (to be replaced); an error for anything else but an empty
     or missing folder."""
+    check_folder(out)
     if not out.exists():
         return False
-    if not out.is_dir():
-        raise ReinError(f"{out} exists and is not a directory; choose another --out")
     entries = list(out.iterdir())
     if entries and not (out / MARKER).is_file():
         raise ReinError(f"{out} is not empty and is not an earlier demo output; choose another --out")

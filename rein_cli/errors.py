@@ -17,6 +17,15 @@ class ReinError(Exception):
     """A problem with the user's input; the CLI prints its message as one line, without a traceback."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, told by the work it stopped how to go on: ``again`` completes "interrupted; ..." (e.g.
+    "continue the run with `rein train --resume runs/train`"); empty: the command's own words (`Advice.again`)."""
+
+    def __init__(self, again: str = "") -> None:
+        super().__init__(again)
+        self.again = again
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
@@ -41,7 +50,7 @@ class Failure:
     bug: bool = False
 
 
-INTERRUPTED = "interrupted; run the same command again to resume where it can"
+AGAIN = "run the same command again"  # the default way to go on after an interruption or a full disk
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # A DataLoader worker's exception arrives re-created from the worker's formatted traceback.
 _WORKER = re.compile(r"Caught (\w+) (in DataLoader worker process \d+)\.\nOriginal Traceback")
@@ -63,6 +72,7 @@ class Advice:
     workers: str = "worker processes"  # what to use fewer of when too many files are open
     retry: str = ""  # how to run again after a worker process died (" with fewer --workers")
     report: str = ""  # how to get the whole report of a bug (" (rerun with --debug for the full report)")
+    again: str = AGAIN  # how to go on after an interruption or a full disk: it follows "interrupted; " or "and "
 
 
 def explain(err: BaseException, advice: Advice | None = None) -> Failure:
@@ -70,23 +80,19 @@ def explain(err: BaseException, advice: Advice | None = None) -> Failure:
     expected failure is a bug."""
     advice = advice or Advice()
     if isinstance(err, KeyboardInterrupt):
-        return Failure(INTERRUPTED, EXIT_INTERRUPTED)
+        return Failure(interrupted(getattr(err, "again", "") or advice.again), EXIT_INTERRUPTED)
     name, text, where = type(err).__name__, str(err), ""
     if wrapped := _WORKER.match(text):
         name, text, where = wrapped[1], _original_message(text, wrapped[1]), f" ({wrapped[2]})"
     if isinstance(err, ReinError):
         return Failure(" ".join(text.split()) if where else text)
-    code, filename = (err.errno, err.filename) if isinstance(err, OSError) else (None, None)
-    if isinstance(err, OSError) and code is None and (found := _ERRNO.search(text)):
-        code, filename = int(found[1]), found[3]
+    code, filename = os_error(err, text)
     if code == errno.ENOMEM:
         return Failure(memory_message("RAM", text, advice))
-    if code is not None:
+    if code is not None and (isinstance(err, OSError) or code in _LIBRARY_ERRNOS):
         return Failure(os_message(code, filename, advice))
     if memory := _memory(err, text):
         return Failure(memory_message(memory, text, advice))
-    if (found := _OS_ERROR.search(text)) and int(found[1]) in _LIBRARY_ERRNOS:
-        return Failure(os_message(int(found[1]), None, advice))
     if isinstance(err, RuntimeError) and text.startswith("DataLoader worker (pid"):
         return Failure(
             f"a data-loading worker died ({_first_line(text)}), most often for lack of memory or of shared memory "
@@ -94,8 +100,8 @@ def explain(err: BaseException, advice: Advice | None = None) -> Failure:
         )
     if any(kind.__name__ == "BrokenProcessPool" for kind in type(err).__mro__):
         return Failure(
-            f"a worker process died (killed, most often for lack of memory); run the same command again"
-            f"{advice.retry}: it resumes where it stopped"
+            f"a worker process died (killed, most often for lack of memory); {AGAIN}{advice.retry}: it resumes where "
+            "it stopped"
         )
     report = f"{name}: {_first_line(text)}" if text.strip() else name
     return Failure(
@@ -111,7 +117,7 @@ def os_message(code: int, filename: str | os.PathLike | None, advice: Advice | N
     if code in DISK_FULL:
         return (
             f"cannot write{path}: the disk or the file-size limit is full ({reason}); free space there "
-            "(`df -h`; `ulimit -f` shows the file-size limit) and run the same command again"
+            f"(`df -h`; `ulimit -f` shows the file-size limit) and {(advice or Advice()).again}"
         )
     if code in (errno.EACCES, errno.EPERM):
         target = path.strip() or "a file or folder"
@@ -125,7 +131,25 @@ def os_message(code: int, filename: str | os.PathLike | None, advice: Advice | N
         return f"too many open files ({reason}{path and ':' + path}); raise `ulimit -n` or use fewer {workers}"
     if code == errno.ENOTDIR and path:
         return f"{path.strip()}: a part of this path is a file, not a folder; choose another path"
-    return f"{reason}{path and ':' + path}; check the path and run the same command again"
+    return f"{reason}{path and ':' + path}; check the path and {(advice or Advice()).again}"
+
+
+def interrupted(again: str = AGAIN) -> str:
+    """The line of an interrupted command: ``again`` says how to go on."""
+    return f"interrupted; {again}"
+
+
+def os_error(err: BaseException, text: str | None = None) -> tuple[int | None, str | None]:
+    """The ``errno`` and file name of an operating-system error: an `OSError`'s own, or as written in its message (an
+    error re-created from a worker's), or a Rust library's ``(os error N)`` (no file name); (None, None) else."""
+    text = str(err) if text is None else text
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno, err.filename
+    if isinstance(err, OSError) and (found := _ERRNO.search(text)):
+        return int(found[1]), found[3]
+    if found := _OS_ERROR.search(text):
+        return int(found[1]), None
+    return None, None
 
 
 def memory_message(memory: str, text: str, advice: Advice | None = None) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import secrets
 import struct
 import tempfile
 import warnings
@@ -36,14 +38,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        track_temporary(tmp)  # a worker process ended while writing removes it
     except OSError as err:
         raise ReinError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the file the usual permissions
-    tmp = Path(tmp)
+    tmp = _temporary(path)
     try:
+        while True:
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+                break
+            except FileExistsError:  # another write's file: left alone, another name taken
+                untrack_temporary(tmp)
+                tmp = _temporary(path)
+            except OSError as err:
+                raise ReinError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
@@ -55,15 +62,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         untrack_temporary(tmp)
 
 
-def check_writable(folder: Path, option: str = "--out") -> None:
-    """Fail now, not after hours of work, when ``folder`` cannot be created or written to."""
+def _temporary(path: Path) -> Path:
+    """A new temporary name beside ``path`` (``.NAME.*.tmp``), tracked before the file exists: a worker process
+    ended at any moment removes it (`rein_cli.parallel.track_temporary`)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    track_temporary(tmp)
+    return tmp
+
+
+def check_folder(folder: Path, option: str = "--out") -> None:
+    """An error when ``folder``, an output folder given as ``option``, is a file or lies under one."""
     folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                where = "is a file" if path == folder else f"lies in {path}, which is a file"
+                raise ReinError(f"{option} {folder} {where}, not a folder; choose a folder")
+            return
+
+
+def check_writable(folder: Path, option: str = "--out") -> None:
+    """Fail now, not after hours of work, when ``folder`` is a file or cannot be created or written to. Leaves
+    nothing behind: the folders made for the check are removed (the work makes them when it writes)."""
+    folder = Path(folder)
+    check_folder(folder, option)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".rein-write-test-"):
             pass
     except OSError as err:
         raise ReinError(f"cannot write to {folder}: {err.strerror}; choose a writable {option}") from err
+    finally:
+        for path in made:  # the deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def write_text(path: Path, text: str) -> None:

@@ -29,7 +29,8 @@ def parallel_map(
 
     ``progress``: a bar (else plain lines, see `rein_cli.progress`). The workers end with this process, whether it
     is killed (`end_with_parent`) or fails or is interrupted (the tasks not started are dropped, the workers stopped
-    at once); Ctrl-C is left to this process (the workers ignore SIGINT), which raises `KeyboardInterrupt`."""
+    at once, the pool's own threads ended before this returns, without a word); Ctrl-C is left to this process (the
+    workers ignore SIGINT), which raises `KeyboardInterrupt`."""
     workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
     results = []
     with Progress(len(tasks), desc, unit=unit, bar=progress) as bar:
@@ -41,10 +42,15 @@ def parallel_map(
                 initializer=_init_worker,
                 initargs=(os.getpid(),),
             )
+            size = max(1, min(32, len(tasks) // (4 * workers)))
             try:
-                for result in pool.map(fn, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
-                    results.append(result)
-                    bar.update()
+                # submitted one by one, never cancelled (`_stop`): Executor.map cancels its futures as it is left,
+                # and a pool then broken by its workers' end fails on them in its own thread, with a traceback
+                futures = [pool.submit(_apply, fn, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+                for future in futures:
+                    for result in future.result():
+                        results.append(result)
+                        bar.update()
             except BaseException:
                 _stop(pool)
                 raise
@@ -54,6 +60,10 @@ def parallel_map(
                 results.append(fn(task))
                 bar.update()
     return results
+
+
+def _apply(fn: Callable, chunk: list) -> list:
+    return [fn(task) for task in chunk]
 
 
 # The temporary files this process is writing (`rein_cli.io.atomic_path` registers them): a worker process ended by
@@ -103,13 +113,18 @@ def _init_worker(parent: int) -> None:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """Drop the tasks not started and end the workers now, rather than after the tasks already handed out."""
+    """Drop the tasks not started and end the workers now, rather than after the tasks already handed out; return
+    once the pool's threads have ended (a SIGTERM to the whole process group may have ended some workers already)."""
     if hasattr(pool, "terminate_workers"):  # Python 3.14
         pool.terminate_workers()
         return
     processes = list((getattr(pool, "_processes", None) or {}).values())  # public only from Python 3.14 on
-    pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
-        process.terminate()
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # already ended and reaped
+            process.terminate()
     for process in processes:
-        process.join(5)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.join(5)
+    # with every worker gone the pool is broken: its thread fails the pending tasks (none was cancelled, so this
+    # raises nothing) and ends; a pool whose workers had not started yet has nothing pending
+    pool.shutdown(wait=bool(processes))

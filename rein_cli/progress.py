@@ -71,14 +71,14 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix(self.values, refresh=False)
 
-    def line(self, *, finished: bool = False) -> str:
+    def line(self, *, finished: bool = False, ended: str = "done") -> str:
         """One plain status line: description, count, values, speed and the estimated time left (or, ``finished``,
-        the time it took)."""
+        how it ``ended`` and the time it took: ``done``, ``interrupted``, ``failed``)."""
         elapsed, done = time.monotonic() - self._start, self.n - self._first
         count = self._amount(self.n) + (f"/{self._amount(self.total)}" if self.total is not None else "")
         parts = [self.desc, count, *(f"{k} {v}" for k, v in self.values.items())]
         if finished:
-            parts.append(f"done in {duration(elapsed)}")
+            parts.append(f"{ended} {'in' if ended == 'done' else 'after'} {duration(elapsed)}")
         elif done > 0 and elapsed > 0:
             per_second = done / elapsed
             if self.unit_scale:
@@ -105,20 +105,22 @@ class Progress:
             log.info(self.line())
             self._printed = True
 
-    def close(self) -> None:
+    def close(self, ended: str = "done") -> None:
+        """Stop reporting; a task that reported along the way says how it ``ended`` (done, interrupted, failed)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             if self._printed:  # a long task that reported along the way also says when it ended
-                log.info(self.line(finished=True))
+                log.info(self.line(finished=True, ended=ended))
         if self._bar is not None:
             self._bar.close()
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        failed = "interrupted" if kind is not None and issubclass(kind, KeyboardInterrupt) else "failed"
+        self.close("done" if kind is None else failed)
 
 
 def track(

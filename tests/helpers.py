@@ -190,6 +190,7 @@ def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str,
         results = evaluate(
             tiny_segmentor(), [folder], out=Path(out), data_dir=Path(root), mode="whole", progress=False, **options
         )
+        Path(out).mkdir(parents=True, exist_ok=True)  # rank 0 makes it as it writes results.json, maybe later
         Path(out, f"rank{rank}.json").write_text(json.dumps({k: e.confusion for k, e in results.datasets.items()}))
         dist.barrier()  # no process leaves the group while another still works in it
     finally:

@@ -96,11 +96,84 @@ def test_rein_train_devices_starts_torchrun_and_rank_0_alone_writes(synthetic_ro
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
-def test_a_failing_process_fails_the_command(tmp_path):
-    done = launch("-m", "rein_cli", "train", "--devices", 2, "--set", "data.batch_size=3", "--out", tmp_path / "r")
-    assert done.returncode != 0
-    assert "data.batch_size = 3 (the global batch) does not divide into 2 device(s)" in done.stderr
-    assert not (tmp_path / "r").exists()
+def test_what_can_be_checked_before_the_processes_start_is_one_line_and_none_starts(synthetic_root, tmp_path):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    common = ["--set", f"data.root={synthetic_root}", "--set", "data.eval=[]", "--out", tmp_path / "r"]
+    cases = {  # the options, and the line
+        "a batch that does not divide": (
+            ["--devices", 2, "--set", "data.batch_size=3"],
+            "data.batch_size = 3 (the global batch) does not divide into 2 device(s) x 1 accumulation step(s) as "
+            "train.accumulation = 1; choose a multiple of 2",
+        ),
+        "more processes than the machine has": (
+            ["--devices", cores + 1, "--set", "train.device=cpu"],
+            f"--devices {cores + 1}: training runs on the CPU here (no GPU), which has {cores} core(s) for this "
+            f"command; give --devices {cores} or fewer (one process per core at least), or train on a machine with "
+            "GPUs",
+        ),
+        "a dataset not prepared": (
+            ["--devices", 2, "--set", "train.device=cpu", "--data", "gta5", "--set", f"data.root={tmp_path / 'none'}"],
+            f"dataset gta5 is not prepared under {tmp_path / 'none'}; run `rein data prepare gta5 --from PATH "
+            f"--data-root {tmp_path / 'none'}` (see `rein data info gta5`)",
+        ),
+    }
+    for name, (options, line) in cases.items():
+        done = launch("-m", "rein_cli", "train", *common, *options)
+        assert done.returncode == 1, name
+        assert done.stderr == f"error: {line}\n", name  # before any process: no torchrun line, nothing else
+        assert not (tmp_path / "r").exists(), name
+
+
+def test_a_failing_rank_ends_in_one_line(synthetic_root, tmp_path):
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]", f"train.init_from={tmp_path / 'missing'}")
+    done = launch("-m", "rein_cli", "--quiet", "train", *args, "--devices", 2, "--out", tmp_path / "r")
+    assert done.returncode == 1
+    # every process fails the same way (the launcher stops the others): the first one's line, alone
+    assert (
+        done.stderr
+        == f"error: {tmp_path / 'missing'} is not a rein checkpoint (no config.json); give a checkpoint directory\n"
+    )
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_an_interrupted_launch_names_the_command_with_its_devices_and_that_command_resumes(synthetic_root, tmp_path):
+    import re
+    import shlex
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]", "train.checkpoint_interval=2", "train.log_interval=2")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "rein_cli", "--quiet", "train", *args, "--iters", "100", "--devices", "2"]
+    process = subprocess.Popen(
+        [*command, "--out", str(run), "--no-progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "iter_2").is_dir() and process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the launcher and both processes
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    found = re.fullmatch(
+        rf"interrupted; continue the run with `(rein train --resume {re.escape(str(run))} --devices 2)` \(from its "
+        r"checkpoint of iteration \d+\)\n",
+        err,
+    )
+    assert found, err
+    done = launch("-m", "rein_cli", "--quiet", *shlex.split(found[1])[1:], "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 101, 2))
 
 
 @pytest.mark.parametrize(("batch", "world", "accumulation", "expected"), [(8, 2, 2, 2), (16, 1, 4, 4), (2, 2, 1, 1)])
@@ -108,3 +181,44 @@ def test_the_per_device_batch(batch, world, accumulation, expected):
     from rein_cli.config import per_device_batch
 
     assert per_device_batch(batch, world, accumulation) == expected
+
+
+def test_the_launcher_prints_the_cause_first(tmp_path):
+    from types import SimpleNamespace
+
+    from rein_cli.engine.launch import FAILURES, _crash, _first_failure, record_failure
+    from rein_cli.errors import Failure
+
+    def failed(**ranks):  # rank -> (exit code, when)
+        return SimpleNamespace(
+            name="rein_cli",
+            failures={int(r[1:]): SimpleNamespace(exitcode=c, timestamp=t) for r, (c, t) in ranks.items()},
+        )
+
+    os.environ[FAILURES], os.environ["RANK"] = str(tmp_path), "1"
+    try:
+        assert record_failure(Failure("the cause", 1), "")
+        os.environ["RANK"] = "0"
+        assert record_failure(Failure("interrupted; stopped by the launcher", 130), "")
+    finally:
+        del os.environ[FAILURES], os.environ["RANK"]
+    assert _first_failure(tmp_path) == (Failure("the cause", 1), "")  # a process stopped because of it comes after
+    assert _first_failure(tmp_path, rank=0) == (Failure("interrupted; stopped by the launcher", 130), "")
+    killed = _crash(failed(r0=(130, 2), r1=(-9, 1)), 2, killed_only=True)
+    assert killed[0].message.startswith("process 1 of 2 was killed by signal 9 without a word (most often for lack")
+    assert _crash(failed(r0=(1, 2)), 2, killed_only=True) is None  # it said why: its own line
+    assert _crash(failed(r0=(130, 2), r1=(3, 1)), 2)[0].message.startswith("process 1 of 2 ended with exit code 3")
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    from rein_cli.engine.launch import check_devices
+    from rein_cli.errors import ReinError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ReinError) as err:
+        check_devices(2, torch.device("cuda"))
+    assert str(err.value) == (
+        "--devices 2: this machine has 1 GPU(s); give --devices 1 or fewer (one process per GPU), or add steps with "
+        "train.accumulation to train with the same global batch on fewer"
+    )
+    check_devices(1, torch.device("cuda"))  # as it says

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rein_cli.cli import advice_for
-from rein_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED, Failure, ReinError, explain
+from rein_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, Failure, Interrupted, ReinError, explain
 from rein_cli.parallel import parallel_map
 
 
@@ -17,9 +17,12 @@ def test_a_rein_error_is_its_own_message():
     assert explain(ReinError('unknown dataset "x"; known: a, b')) == Failure('unknown dataset "x"; known: a, b')
 
 
-def test_ctrl_c_is_one_line_and_exit_130():
-    assert explain(KeyboardInterrupt()) == Failure(INTERRUPTED, EXIT_INTERRUPTED)
-    assert INTERRUPTED == "interrupted; run the same command again to resume where it can"
+def test_ctrl_c_is_one_line_and_exit_130_with_the_way_on_of_the_command_or_of_the_work():
+    assert explain(KeyboardInterrupt()) == Failure("interrupted; run the same command again", EXIT_INTERRUPTED)
+    data = "interrupted; run the same command again: a download or a preparation goes on where it stopped"
+    assert explain(KeyboardInterrupt(), advice_for("data")) == Failure(data, EXIT_INTERRUPTED)
+    again = "continue the run with `rein train --resume runs/x` (from its checkpoint of iteration 2)"
+    assert explain(Interrupted(again), advice_for("train")) == Failure(f"interrupted; {again}", EXIT_INTERRUPTED)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EDQUOT])

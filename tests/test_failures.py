@@ -197,6 +197,9 @@ def test_ctrl_c_stops_preparation_workers_at_once_without_their_tracebacks(spawn
     assert err == "interrupted\n" and not alive(workers)
 
 
+AGAIN = "start the run again in its folder with `rein train --resume {run}` (it stopped before its first checkpoint)"
+
+
 def test_ctrl_c_during_training_is_one_line_and_exit_130(spawn, synthetic_root, tmp_path):
     run = tmp_path / "run"
     args = training(run, synthetic_root, "data.num_workers=1", "train.log_interval=1")
@@ -205,7 +208,7 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(spawn, synthetic_root, 
     os.killpg(process.pid, signal.SIGINT)  # the whole group, data-loader worker included, as Ctrl-C does
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert err == "interrupted; run the same command again to resume where it can\n"
+    assert err == f"interrupted; {AGAIN.format(run=run)}\n"  # followed in test_remedies.py
 
 
 @needs_proc
@@ -219,7 +222,7 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_its_workers_with_it(spawn, sy
     process.terminate()  # SIGTERM to the main process only, as `kill PID` or a job scheduler sends it
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert err == "interrupted; run the same command again to resume where it can\n"  # no worker's traceback
+    assert err == f"interrupted; {AGAIN.format(run=run)}\n"  # no worker's traceback
     wait_for(lambda: not alive(workers), timeout=5)
 
 
@@ -309,6 +312,8 @@ def test_a_full_disk_during_prediction_is_one_line_and_keeps_the_earlier_predict
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.*"))} == before  # no temporary file, nothing cut short
     assert all(read_image(p).size for p in before)
     assert load_segmentor(checkpoint, device="cpu").classes
+    process = spawn("-m", "rein_cli", *args)  # with space again, the same command, as it says
+    assert process.wait(timeout=300) == 0 and sorted(out.rglob("*.*")) == sorted(before)
 
 
 def test_a_full_disk_during_preparation_names_the_label_and_a_rerun_completes(spawn, tmp_path):
@@ -326,7 +331,8 @@ def test_a_full_disk_during_preparation_names_the_label_and_a_rerun_completes(sp
     assert process.returncode == 1, err
     assert re.fullmatch(
         rf"error: cannot write {re.escape(str(out))}/labels/train/\S+\.png: the disk or the file-size limit is "
-        r"full \(File too large\); .* and run the same command again\n",
+        r"full \(File too large\); .* and run the same command again: a download or a preparation goes on where it "
+        r"stopped\n",
         err,
     ), err
     assert not (out / "manifest.json").exists() and not list(out.rglob("*.tmp"))

@@ -1,5 +1,6 @@
 """`rein data prepare` on unsafe, truncated or damaged inputs and a full disk: the file named, nothing half-made."""
 
+import io
 import json
 import re
 import tarfile
@@ -30,10 +31,69 @@ def test_unsafe_archives_are_refused_with_nothing_extracted(tmp_path):
         info = tarfile.TarInfo("leftImg8bit/escape")
         info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
         t.addfile(info)
-    with pytest.raises(ReinError, match="pointing outside"):
+    with pytest.raises(
+        ReinError, match=re.escape("its link 'leftImg8bit/escape' -> '../../../etc/passwd' leads outside")
+    ):
         prepare("cityscapes", [link], tmp_path / "out", progress=False)
     assert not (tmp_path / "evil.txt").exists()
     assert not list((tmp_path / "out").rglob("*.txt")) and not list((tmp_path / "out").rglob("escape"))
+
+
+def _tar(path, members) -> None:
+    """A tar of (name, kind, link or data) members: kind "sym", "hard" or "file"."""
+    with tarfile.open(path, "w") as t:
+        for name, kind, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(value)
+                t.addfile(info, io.BytesIO(value))
+                continue
+            info.type, info.linkname = (tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE), value
+            t.addfile(info)
+
+
+LINK_CHAINS = {  # members, what the line says was refused
+    "a chain of links": (
+        [("leftImg8bit/a", "sym", ".."), ("leftImg8bit/x", "sym", "a/..")],
+        "its link 'leftImg8bit/x' -> 'a/..' leads outside the folder it is extracted into through its link "
+        "'leftImg8bit/a' -> '..'",
+    ),
+    "a link to a link": (
+        [("leftImg8bit/s", "sym", "t.txt"), ("leftImg8bit/h", "hard", "leftImg8bit/s")],
+        "its hard link 'leftImg8bit/h' -> 'leftImg8bit/s' is a link to a link",
+    ),
+    "a hard link outside": (
+        [("leftImg8bit/sub/h", "hard", "../x")],
+        "its hard link 'leftImg8bit/sub/h' -> '../x' leads outside the folder it is extracted into",
+    ),
+    "a file written through a link": (
+        [("leftImg8bit/up", "sym", ".."), ("leftImg8bit/up/../evil.txt", "file", b"evil")],
+        "its member 'leftImg8bit/up/../evil.txt' would be written through a link that leads outside",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LINK_CHAINS)
+def test_links_that_lead_outside_are_refused_by_name_and_the_way_out_works(tmp_path, case):
+    members, refused = LINK_CHAINS[case]
+    sources, _ = fake.cityscapes(tmp_path / "src")
+    images = tmp_path / "leftImg8bit.tar"  # the images archive as a tar, with the bad members added
+    good = [(n, "file", zipfile.ZipFile(sources[0]).read(n)) for n in zipfile.ZipFile(sources[0]).namelist()]
+    _tar(images, good + members)
+    with pytest.raises(ReinError) as err:
+        prepare("cityscapes", [images, sources[1]], tmp_path / "data" / "out", progress=False)
+    line = str(err.value)
+    assert line.startswith(f"archive {images}: {refused}") or line.startswith(f"archive {images} "), line
+    assert refused in line and "nothing was extracted" in line
+    assert "extract it yourself, check what it holds, and give the folder to --from" in line
+    assert not (tmp_path / "data" / "out" / "source").exists() and not list(tmp_path.rglob("evil.txt"))
+    # the way out: extract it by hand, leave out what does not belong, give the folder
+    folder = tmp_path / "by-hand"
+    with tarfile.open(images) as t:
+        t.extractall(folder, members=[m for m in t.getmembers() if m.isfile() and "evil" not in m.name], filter="data")
+    zipfile.ZipFile(sources[1]).extractall(folder)
+    manifest = prepare("cityscapes", [folder], tmp_path / "data" / "out", progress=False)
+    assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 2, "test": 1}
 
 
 def test_a_truncated_archive_is_a_clear_error(tmp_path):
@@ -69,7 +129,7 @@ def test_bad_pairs_name_the_file(cityscapes_folder, tmp_path):
         prepare("cityscapes", [folder], tmp_path / "o5", workers=1, progress=False)
 
 
-def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
+def test_a_full_disk_while_extracting_says_so_and_the_rerun_completes(tmp_path, monkeypatch):
     import errno
 
     from rein_cli.data import archives
@@ -85,6 +145,9 @@ def test_a_full_disk_while_extracting_says_so(tmp_path, monkeypatch):
     ):
         prepare("cityscapes", sources, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
+    monkeypatch.undo()  # space again: the rerun it names completes
+    manifest = prepare("cityscapes", sources, tmp_path / "out", progress=False)
+    assert json.loads(manifest.read_text())["counts"] == {"train": 4, "val": 2, "test": 1}
 
 
 DAMAGES = {

@@ -70,6 +70,17 @@ def test_plain_lines_come_at_the_interval_and_stop_with_the_work(caplog):
     assert len(caplog.records) == count  # the reporting thread ended with the work
 
 
+@pytest.mark.parametrize(("error", "ended"), [(KeyboardInterrupt, "interrupted after"), (ValueError, "failed after")])
+def test_work_that_stops_early_says_so_not_done(caplog, error, ended):
+    caplog.set_level(logging.INFO, logger="rein_cli.progress")
+    with pytest.raises(error), Progress(100, "training", bar=False, interval=0.02) as progress:
+        progress.update(7)
+        time.sleep(0.1)
+        raise error
+    last = [r.getMessage() for r in caplog.records if r.name == "rein_cli.progress"][-1]
+    assert last.startswith(f"training 7/100 {ended} ") and "done" not in last
+
+
 def test_nothing_is_reported_when_info_is_off(caplog):
     caplog.set_level(logging.WARNING, logger="rein_cli.progress")
     with Progress(10, "quiet", bar=False, interval=0.01) as progress:

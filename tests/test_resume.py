@@ -115,7 +115,7 @@ def test_resume_refuses_other_settings_and_may_train_further(uninterrupted, tmp_
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_7", "last"]
 
 
-def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys, synthetic_root):
+def test_resume_of_a_folder_that_is_not_a_run_and_of_one_without_a_checkpoint(tmp_path, capsys, synthetic_root):
     (tmp_path / "empty").mkdir()
     assert rein("train", "--resume", tmp_path / "empty") == 1
     assert f"--resume {tmp_path / 'empty'}: not a training run (no config.yaml)" in errors(capsys)
@@ -125,8 +125,9 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys, synthetic_root):
     assert rein("train", *args, "--iters", 1, "--out", run, "--no-progress") == 0
     for path in (run / "checkpoints").glob("iter_*"):
         (path / "training_state.pt").unlink()
-    assert rein("train", "--resume", run, "--iters", 2) == 1
-    assert "no checkpoint with a training state" in errors(capsys)
+    assert rein("train", "--resume", run, "--iters", 2, "--no-progress") == 0  # starts again, in place
+    assert steps(run) == [1, 2]
+    assert (run / "checkpoints" / "iter_2" / "training_state.pt").is_file()
 
 
 def test_a_metrics_line_of_another_shape_is_one_line_naming_it(uninterrupted, tmp_path, capsys):

@@ -62,9 +62,16 @@ def test_train_the_baselines(synthetic_root, tmp_path, method):
     assert not any(k.startswith("backbone.reins") for k in keys)
 
 
-def test_existing_run_dir_is_never_overwritten(trained, capsys):
+def test_existing_run_dir_is_never_overwritten(trained, tmp_path, capsys):
     assert rein("train", *sets(), "--out", trained) == 1
-    assert "already exists and is not empty" in errors(capsys)
+    assert errors(capsys) == (
+        f"error: output directory {trained} holds a run of `rein train`: continue it with `rein train --resume "
+        f"{trained}` (a finished one with --iters beyond its end), or choose another --out"
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert rein("train", *sets(), "--out", tmp_path / "other") == 1
+    assert errors(capsys).endswith("already exists and is not empty; choose another --out")
 
 
 def test_a_corrupt_training_image_in_a_worker_is_one_line(synthetic_root, tmp_path, capsys):

@@ -71,6 +71,7 @@ def main(
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     logging.getLogger("rein_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Hub client logs every request at INFO
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the same, under its newer name
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry warnings; our errors say what failed
     if offline:
         _go_offline()
@@ -90,19 +91,29 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point. SIGTERM (``kill``, a job scheduler's stop) ends a command as Ctrl-C does: cleanly, with
     its one line and exit code 130."""
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
+        previous = {}
     options = Options(argv=tuple(sys.argv[1:] if argv is None else argv))
     try:
         app(args=argv, prog_name="rein", obj=options)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _terminate(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: the command ends as interrupted. Its worker processes end with it, some by the same signal
+    (a process group's): torch's check of its data-loader workers (its SIGCHLD handler) would report their end as a
+    failure, in a traceback, up to the last moment of this process, so that check ends here (a handler that does
+    nothing: with none, a SIGCHLD already pending would be reported as "ignored")."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
 
 
 @app.command()
@@ -170,8 +181,6 @@ def train(
     if list_:
         typer.echo(config.format_recipes())
         return
-    if devices is not None and devices > 1 and not distributed.under_torchrun():
-        raise typer.Exit(distributed.relaunch(ctx.obj.argv, devices))
     from rein_cli.engine.runs import RunDir
     from rein_cli.engine.train import train as train_
 
@@ -188,6 +197,11 @@ def train(
     if resume is not None and recipe is None:  # the run's own settings, with the options given now on top
         recipe = str(RunDir(resume).check("--resume").config)
     cfg = config.load_config(recipe, sets, **flags)
+    if devices is not None and devices > 1 and not distributed.under_torchrun():  # N processes, checked first
+        from rein_cli.engine.launch import check_launch, launch_training
+
+        folder = check_launch(cfg, devices, out=out, resume=resume, progress=bars(progress))
+        raise typer.Exit(launch_training(ctx.obj.argv, devices, folder, cfg.train.max_iters))
     run = RunDir(train_(cfg, out, progress=bars(progress), resume=resume, recipe=name))
     if distributed.launch_rank() == 0:  # under torchrun, one process answers
         typer.echo(f"run directory: {run.path}\ncheckpoint: {run.checkpoint()}")

@@ -30,7 +30,12 @@ ADVICE = {
     "predict": replace(
         _ALL, memory="use --mode slide (crop-sized windows) rather than --mode whole, or a smaller --size"
     ),
-    "data": replace(_ALL, memory="use fewer --workers", retry=" with fewer --workers"),
+    "data": replace(
+        _ALL,
+        memory="use fewer --workers",
+        retry=" with fewer --workers",
+        again="run the same command again: a download or a preparation goes on where it stopped",
+    ),
 }
 ANY_ADVICE = replace(
     _ALL,
@@ -65,10 +70,15 @@ class ReinGroup(TyperGroup):
         except _CLICK_EXITS:
             raise
         except (Exception, KeyboardInterrupt) as err:
+            from rein_cli.engine.launch import quiet_rank, record_failure
+
             failure = explain(err, advice_for(ctx.invoked_subcommand))
             debug = isinstance(ctx.obj, Options) and ctx.obj.debug
             if debug:  # the traceback first, the line last
                 traceback.print_exception(err, file=sys.stderr)
+            # one of the processes of `rein train --devices N`: the launcher prints the line (one for all of them)
+            if record_failure(failure, "".join(traceback.format_exception(err))) or (quiet_rank() and not failure.bug):
+                ctx.exit(failure.code)
             typer.echo(("" if failure.code == EXIT_INTERRUPTED else "error: ") + failure.message, err=True)
             if failure.bug and not debug:  # the line first: it says what the traceback is
                 traceback.print_exception(err, file=sys.stderr)

@@ -47,15 +47,28 @@ def recipe_name(recipe: str | Path | None) -> str | None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], value); values are Python literals, or plain strings."""
+    """``a.b=value`` -> (["a", "b"], value); values are Python literals, YAML lists and mappings of plain words
+    (``[gta5, synthia]``, as recipes write them), or plain strings."""
     if "=" not in text:
         raise ReinError(f'--set "{text}" must look like key=value, e.g. optim.lr=2e-4')
     key, raw = text.split("=", 1)
+    raw = raw.strip()
     try:
-        value = ast.literal_eval(raw.strip())
+        value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        value = raw.strip()
+        value = _flow(raw) if raw[:1] in "[{" else raw
     return key.strip().split("."), value
+
+
+def _flow(text: str) -> Any:
+    """A YAML list or mapping (``[a, b]``, ``{a: 1}``), or ``text`` itself when it is not one."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, list | dict) else text
 
 
 def _read_recipe(recipe: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from rein_cli.errors import DISK_FULL, ReinError
 from rein_cli.io import write_json
@@ -106,20 +107,29 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     return archive
 
 
-def _members(archive_path: Path) -> list[tuple[str, int, str | None, bool]]:
-    """(name, size, link target or None, is_dir) of every member; errors for unreadable archives."""
+class Member(NamedTuple):
+    """An archive member as extraction sees it: its name, size, kind ("file", "dir", "symlink", "hardlink") and
+    the target of a link (a symbolic link's relative to its folder, a hard link's to the archive's root)."""
+
+    name: str
+    size: int
+    kind: str
+    link: str | None = None
+
+
+def _members(archive_path: Path) -> list[Member]:
+    """Every member that extraction writes; errors for unreadable archives."""
     try:
         if archive_path.name.lower().endswith(".zip") or archive_path.suffix.lower().startswith(".z"):
             with _open_zip(archive_path) as z:
                 out = []
                 for info in z.infolist():
-                    mode = info.external_attr >> 16
-                    link = "(zip symlink)" if stat.S_ISLNK(mode) else None
-                    out.append((info.filename, info.file_size, link, info.is_dir()))
+                    kind = "symlink" if stat.S_ISLNK(info.external_attr >> 16) else "dir" if info.is_dir() else "file"
+                    out.append(Member(info.filename, info.file_size, kind, "" if kind == "symlink" else None))
                 return out
         with tarfile.open(archive_path) as t:
             return [
-                (m.name, m.size, m.linkname if (m.issym() or m.islnk()) else None, m.isdir())
+                Member(m.name, m.size, _KINDS[m.type], m.linkname if m.issym() or m.islnk() else None)
                 for m in t.getmembers()
                 if m.isfile() or m.isdir() or m.issym() or m.islnk()
             ]
@@ -127,17 +137,101 @@ def _members(archive_path: Path) -> list[tuple[str, int, str | None, bool]]:
         raise ReinError(f"cannot read archive {archive_path} ({err}); is it complete? download it again") from err
 
 
-def _check_member(archive: Path, name: str, link: str | None) -> None:
-    """Refuse absolute paths, '..' components and links that point outside the extraction folder."""
-    norm = posixpath.normpath(name.replace("\\", "/"))
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":") or norm == ".." or norm.startswith("../"):
-        raise ReinError(f"archive {archive} contains the unsafe path {name!r}; refusing to extract anything from it")
-    if link is not None:
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(norm), link.replace("\\", "/")))
-        if link == "(zip symlink)" or link.startswith("/") or target == ".." or target.startswith("../"):
+_KINDS = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.DIRTYPE: "dir"} | dict.fromkeys(
+    tarfile.REGULAR_TYPES, "file"
+)
+_FILTER_ERRORS = getattr(tarfile, "FilterError", ())  # Python 3.12, 3.11.4
+_MAX_HOPS = 40  # links followed in one path before it counts as a loop (Linux's own limit)
+REFUSED = (
+    "nothing was extracted; no dataset's own archive holds such a member: download the archive again from the "
+    "dataset's site, or extract it yourself, check what it holds, and give the folder to --from"
+)
+
+
+def _norm(name: str) -> str:
+    return posixpath.normpath(name.replace("\\", "/")).lstrip("/") if name else ""
+
+
+def _check_members(archive: Path, members: list[Member]) -> None:
+    """Refuse the whole archive, before anything is written, when a member would land outside the extraction
+    folder: an absolute path or '..', a symbolic link whose target leaves the folder (followed, as the file system
+    will, through the archive's other links), a member written through such a link, a hard link to a place outside
+    or to another link; and symbolic links in a zip. Each error names the member, its target and the way out."""
+    links = {_norm(m.name): m.link.replace("\\", "/") for m in members if m.kind == "symlink" and m.link}
+    kinds = {_norm(m.name): m.kind for m in members}
+    for member in members:
+        name = member.name.replace("\\", "/")
+        norm = posixpath.normpath(name)
+        if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":") or norm == ".." or norm.startswith("../"):
             raise ReinError(
-                f"archive {archive} contains the link {name!r} -> {link!r} pointing outside; refusing to extract"
+                f"archive {archive} contains the unsafe path {member.name!r} (outside the folder); {REFUSED}"
             )
+        where = _resolve(posixpath.dirname(name), links)  # as written: a '..' after a link goes where the link goes
+        if where is None:
+            raise ReinError(
+                f"archive {archive}: its member {member.name!r} would be written through a link that leads outside "
+                f"the folder it is extracted into; {REFUSED}"
+            )
+        if member.kind == "symlink" and not member.link:
+            raise ReinError(
+                f"archive {archive} contains the symbolic link {member.name!r}, which rein does not extract from a "
+                f"zip; {REFUSED}"
+            )
+        if member.kind == "symlink":
+            if member.link.startswith("/") or _resolve(posixpath.join(where, member.link), links) is None:
+                raise ReinError(
+                    f"archive {archive}: its link {member.name!r} -> {member.link!r} leads outside the folder it is "
+                    f"extracted into{_through(where, member.link, links)}; {REFUSED}"
+                )
+        elif member.kind == "hardlink":
+            target = posixpath.normpath(member.link.replace("\\", "/"))
+            if target.startswith(("/", "../")) or target == ".." or _resolve(target, links) is None:
+                raise ReinError(
+                    f"archive {archive}: its hard link {member.name!r} -> {member.link!r} leads outside the folder it "
+                    f"is extracted into; {REFUSED}"
+                )
+            if kinds.get(_norm(target)) == "symlink" or _resolve(target, links) != _norm(target):
+                raise ReinError(
+                    f"archive {archive}: its hard link {member.name!r} -> {member.link!r} is a link to a link, which "
+                    f"extraction refuses; {REFUSED}"
+                )
+
+
+def _resolve(path: str, links: dict[str, str]) -> str | None:
+    """``path`` (relative to the extraction folder) with every part that is one of the archive's symbolic ``links``
+    replaced by its target, as the file system follows them; None when it leaves the folder or loops."""
+    parts, done, hops = [p for p in path.split("/") if p not in ("", ".")], [], 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if not done:
+                return None
+            done.pop()
+            continue
+        here = "/".join([*done, part])
+        if here in links:
+            hops += 1
+            if hops > _MAX_HOPS or links[here].startswith("/"):
+                return None
+            parts = [p for p in links[here].split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    return "/".join(done)
+
+
+def _through(folder: str, link: str, links: dict[str, str]) -> str:
+    """ " (through its link 'a' -> '..')": the first of the archive's links that the target passes, if any."""
+    parts, done = [p for p in posixpath.join(folder, link).split("/") if p not in ("", ".")], []
+    for part in parts:
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        done.append(part)
+        here = "/".join(done)
+        if here in links:
+            return f" through its link {here!r} -> {links[here]!r}"
+    return ""
 
 
 def _signature(archive_path: Path) -> dict:
@@ -168,9 +262,8 @@ def extract(
         return dest
     marker, signature = dest / ".extracted" / f"{archive_path.name}.json", _signature(archive_path)
     members = _members(archive_path)
-    for name, _, link, _ in members:
-        _check_member(archive_path, name, link)
-    need = sum(size for _, size, _, _ in members)
+    _check_members(archive_path, members)
+    need = sum(m.size for m in members)
     dest.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest).free
     if need > free:
@@ -212,6 +305,16 @@ def extract(
             ) from err
         raise ReinError(
             f"extracting {archive_path} failed: {err.strerror} ({err.filename or dest}); check {dest}"
+        ) from err
+    except _FILTER_ERRORS as err:  # what the checks above did not foresee, refused by tarfile's own "data" filter
+        member = getattr(err, "tarinfo", None)
+        name = (
+            f" {member.name!r}" + (f" -> {member.linkname!r}" if member and member.linkname else "") if member else ""
+        )
+        raise ReinError(
+            f"archive {archive_path}: extraction refused its member{name} ({err}); what was extracted before it is in "
+            f"{dest}: delete it, then download the archive again from the dataset's site, or extract it yourself, "
+            "check it, and give the folder to --from"
         ) from err
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, zlib.error) as err:
         raise ReinError(

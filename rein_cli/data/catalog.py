@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,22 @@ def locate(dataset: str | Path, data_root: Path) -> Located:
     if not manifest.is_file():
         if (path / "classes.yaml").is_file():  # a custom folder as it comes, not yet checked and converted
             raise ReinError(
-                f"{path} is a custom dataset folder that is not prepared yet; run `rein data prepare custom --from "
-                f"{path} --name NAME`, then use NAME"
+                f"{path} is a custom dataset folder that is not prepared yet; run "
+                f"`{prepare_command('custom', data_root, path, '--name', 'NAME')}`, then use NAME"
             )
         raise ReinError(f"{path} is not a prepared dataset (no {MANIFEST} there); check the path or prepare it")
     return Located(manifest, None, text)
+
+
+def prepare_command(name: str, data_root: Path, source: str | Path = "PATH", *extra: str) -> str:
+    """The `rein data prepare` that prepares ``name`` where ``data_root`` looks for it (``--data-root`` when that
+    is not the default), from ``source`` (PATH: the user's archives or folder)."""
+    from rein_cli.config import DataConfig
+    from rein_cli.config import data_root as default_root
+
+    words = ["rein", "data", "prepare", name, "--from", str(source), *extra]
+    words += [] if Path(data_root) == default_root(DataConfig()) else ["--data-root", str(data_root)]
+    return shlex.join(words)
 
 
 def prepare_target(spec: DatasetSpec, data_root: Path) -> Path:

@@ -24,6 +24,7 @@ from rein_cli.config import rein_home
 from rein_cli.data import corruption_formulas as formulas
 from rein_cli.errors import ReinError
 from rein_cli.fetch import fetch
+from rein_cli.hub import offline
 from rein_cli.io import read_image, save_image
 
 CORRUPTIONS = (
@@ -194,8 +195,38 @@ def frost_images(
     base = (base_url or os.environ.get("REIN_FROST_URL") or FROST_BASE).rstrip("/")
     key = (str(folder), tuple(files))
     if key not in _checked:
-        _checked[key] = [
-            fetch(f"{base}/{name}", folder / name, size=size, sha256=sha256, progress=progress).path
-            for name, size, sha256 in files
-        ]
+        missing = [name for name, _, _ in files if not (folder / name).is_file()]
+        if missing and offline() and not _local(base):  # offline: no attempt, and what to do instead
+            raise ReinError(
+                f"the frost corruption needs imagecorruptions' six frost images in {folder}, and {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not there; offline (--offline, HF_HUB_OFFLINE=1) nothing is "
+                f"downloaded: {_frost_remedy(folder)}"
+            )
+        try:
+            _checked[key] = [
+                fetch(f"{base}/{name}", folder / name, size=size, sha256=sha256, progress=progress).path
+                for name, size, sha256 in files
+            ]
+        except ReinError as err:
+            raise ReinError(f"{err}; or else {_frost_remedy(folder, online=False)}") from err
     return _checked[key]
+
+
+def _local(url: str) -> bool:
+    """A place on this machine: a ``file:`` URL, or a server on the loopback address (a local mirror)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "file" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
+
+
+def _frost_remedy(folder: Path, online: bool = True) -> str:
+    """The ways to give frost its images: a connection (``online``), the files copied by hand, or another place to
+    take them from."""
+    ways = [
+        f"copy those files (imagecorruptions 1.1.2's folder imagecorruptions/frost) into {folder}",
+        "set REIN_FROST_URL to a place that has them (a mirror, or file:///a/folder)",
+    ]
+    if online:
+        ways.insert(0, f"run it once online, without --offline or HF_HUB_OFFLINE (they come from {FROST_BASE})")
+    return ", or ".join(ways)

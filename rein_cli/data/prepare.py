@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,12 +23,12 @@ import numpy as np
 from PIL import Image
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
-from rein_cli.data.catalog import Located, locate, prepare_target
+from rein_cli.data.catalog import Located, locate, prepare_command, prepare_target
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
 from rein_cli.errors import ReinError
-from rein_cli.io import check_image, read_image, read_label, relative_path, save_image, write_text
+from rein_cli.io import check_folder, check_image, read_image, read_label, relative_path, save_image, write_text
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, LABEL_FORMATS
 from rein_cli.parallel import parallel_map
 
@@ -45,7 +46,7 @@ def ensure_prepared(dataset: str | Path | Located, data_root: Path, *, progress:
         if spec is None or spec.synthetic is None:
             name = spec.name if spec else found.given
             raise ReinError(
-                f"dataset {name} is not prepared under {data_root}; run `rein data prepare {name} --from PATH` "
+                f"dataset {name} is not prepared under {data_root}; run `{prepare_command(name, data_root)}` "
                 f"(see `rein data info {name}`)"
             )
         from rein_cli.data.synthetic import generate_synthetic
@@ -57,8 +58,7 @@ def ensure_prepared(dataset: str | Path | Located, data_root: Path, *, progress:
 
 def check_output(out: Path, overwrite: bool, command: str) -> None:
     """Refuse an output that is a file, or a complete prepared dataset unless ``overwrite`` (naming ``command``)."""
-    if out.exists() and not out.is_dir():
-        raise ReinError(f"{out} is a file, not a folder; give --out a folder to prepare the dataset in")
+    check_folder(out)
     manifest = out / MANIFEST
     if manifest.is_file() and not overwrite:
         try:
@@ -90,7 +90,8 @@ def prepare_dataset(
             raise ReinError("custom needs --name NAME and one --from FOLDER (or --from hf://org/name)")
         source = str(sources[0])
         target = Path(out or Path(data_root) / custom_name)
-        check_output(target, overwrite, f"rein data prepare custom --name {custom_name} --from {source} --overwrite")
+        again = shlex.join(["rein", "data", "prepare", "custom", "--name", custom_name, "--from", source])
+        check_output(target, overwrite, f"{again} --out {shlex.quote(str(target))} --overwrite")
         path = prepare_custom(
             source if source.startswith("hf://") else Path(source), custom_name, target, progress=progress
         )
@@ -268,7 +269,8 @@ def prepare(
     if spec.parent:  # acdc-fog: prepare acdc, which writes the per-condition manifests too
         spec = DATASETS[spec.parent]
     out = Path(out)
-    check_output(out, overwrite, f"rein data prepare {spec.name} --from ... --overwrite")
+    again = shlex.join(["rein", "data", "prepare", name, *(x for s in sources for x in ("--from", str(s)))])
+    check_output(out, overwrite, f"{again} --out {shlex.quote(str(out))} --overwrite")
     start = time.perf_counter()
     folders, records = _gather_sources(sources, out, spec, progress)
     root = find_root(folders, spec.root_marker)

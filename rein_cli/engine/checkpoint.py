@@ -21,7 +21,7 @@ from rein_cli import __version__
 from rein_cli.config import check_section, config_from_dict, to_dict
 from rein_cli.documents import load_json
 from rein_cli.engine.runs import resolve_device
-from rein_cli.errors import ReinError
+from rein_cli.errors import ReinError, os_error
 from rein_cli.io import umask, write_json
 from rein_cli.models.methods import METHODS
 from rein_cli.models.segmentor import Segmentor, build_segmentor, trainable_state_dict
@@ -81,22 +81,36 @@ def save_checkpoint(
     except OSError as err:
         raise ReinError(f"cannot write checkpoint {path}: {err.strerror}") from err
     try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
+        try:
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
+        except Exception as err:  # safetensors (Rust) names the operating system's error only in its message
+            code, _ = os_error(err)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(path / WEIGHTS_FILE)) from err
         os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())
         write_json(tmp / CONFIG_FILE, config)
         (tmp / CARD_FILE).write_text(model_card(config))
         if training_state is not None:
             try:
-                torch.save(training_state, tmp / TRAINING_STATE_FILE)
-            except RuntimeError as err:  # torch's file writer reports a failed write (a full disk) this way
+                with open(tmp / TRAINING_STATE_FILE, "wb") as file:  # through Python: a failed write keeps its errno
+                    torch.save(training_state, file)
+            except (OSError, RuntimeError) as err:  # torch's writer turns a failed write (a full disk) into this
+                cause = err if isinstance(err, OSError) else err.__context__
+                if isinstance(cause, OSError) and cause.errno is not None:
+                    raise OSError(cause.errno, cause.strerror, str(path / TRAINING_STATE_FILE)) from err
                 raise ReinError(
                     f"cannot write {path / TRAINING_STATE_FILE}: the write failed ({err}); the disk may be full: "
-                    "free space there (`df -h`) and continue the run with `rein train --resume`"
+                    "free space there (`df -h`)"
                 ) from err
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        if err.filename is None:  # a failed write of an open file names none: name the checkpoint
+            err.filename = str(path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -152,7 +152,7 @@ def find_results(path: Path) -> tuple[Path, RunDir | None]:
             extra = f" (only the periodic {', '.join(periodic)}: give one as PATH/eval/iter_N)" if periodic else ""
             raise ReinError(
                 f"training run {path} has no final evaluation results ({run.results}){extra}; evaluate it with "
-                f"`rein eval {run.checkpoint()} --target ...` or give a results.json"
+                f"`{_eval_command(run)}` or give a results.json"
             )
         return run.results, run
     if (path / RESULTS_FILE).is_file():
@@ -161,6 +161,24 @@ def find_results(path: Path) -> tuple[Path, RunDir | None]:
         f"{path} holds neither {RESULTS_FILE} nor a training run ({RunDir.CONFIG}); give a results.json, the --out "
         "folder of `rein eval` or a `rein train` run directory"
     )
+
+
+def _eval_command(run: RunDir) -> str:
+    """The `rein eval` that writes a run's final evaluation where the run keeps it: its last checkpoint on the
+    run's evaluation datasets (else its training data), from its data folder, in its mode."""
+    import shlex
+
+    try:
+        settings = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        settings = None
+    settings = settings if isinstance(settings, dict) else {}
+    data, evaluation = settings.get("data") or {}, settings.get("eval") or {}
+    targets = [str(t) for t in (data.get("eval") or data.get("train") or [])] or ["NAME"]
+    words = ["rein", "eval", str(run.checkpoint()), *(x for t in targets for x in ("--target", t))]
+    words += ["--data-root", str(data["root"])] if data.get("root") else []
+    words += ["--mode", str(evaluation["mode"])] if evaluation.get("mode") else []
+    return shlex.join(words)
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:

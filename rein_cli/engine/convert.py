@@ -20,7 +20,7 @@ from torch import Tensor
 from rein_cli.config import ModelConfig, ReinConfig, config_from_dict, to_dict
 from rein_cli.engine.checkpoint import CONFIG_FILE, save_checkpoint
 from rein_cli.errors import ReinError
-from rein_cli.io import atomic_path
+from rein_cli.io import atomic_path, check_folder
 from rein_cli.models.backbone import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE, backbone_spec, create_timm_model
 from rein_cli.models.methods import METHODS
 from rein_cli.models.segmentor import Segmentor, build_segmentor
@@ -341,6 +341,7 @@ def convert(src: Path | str, backbone: str, out: Path | str, *, crop_size: int =
     replaced only with ``overwrite``."""
     backbone_spec(backbone)  # an unknown name fails before the file is read
     out = Path(out)
+    check_folder(out.parent if out.suffix == ".safetensors" else out)  # a weights file is named, a checkpoint not
     existing = out if out.suffix == ".safetensors" and out.exists() else out / CONFIG_FILE
     if existing.exists() and not overwrite:
         raise ReinError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -53,30 +52,6 @@ def under_torchrun() -> bool:
 def launch_rank() -> int:
     """The rank torchrun gave this process (``RANK``; 0 without torchrun), also once the process group is gone."""
     return int(os.environ.get("RANK", 0))
-
-
-def relaunch(argv: Sequence[str], devices: int) -> int:
-    """Run the command line ``argv`` (the arguments after ``rein``) again under torchrun with ``devices`` processes on
-    this machine, ``--devices`` left out; its exit code."""
-    import subprocess
-    import sys
-
-    args, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--devices":
-            skip = True
-        elif not arg.startswith("--devices="):
-            args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}"]
-    log.info(
-        "starting %d processes: torchrun --standalone --nproc-per-node=%d -m rein_cli %s",
-        devices,
-        devices,
-        " ".join(args),
-    )
-    return subprocess.run([*command, "-m", "rein_cli", *args]).returncode
 
 
 def init_from_env(device: torch.device) -> bool:

@@ -167,12 +167,12 @@ def _evaluate_shares(
             prepare = isinstance(target, Located)
             manifest = ensure_prepared(target, data_dir, progress=main and settings["progress"]) if prepare else target
             manifests[id(target)] = manifest, check_split(manifest, split, settings["unlabeled"])
-    if out is not None and main:
-        check_writable(Path(out))
-    if save_predictions is not None:
-        check_writable(Path(save_predictions), "--save-predictions")
     if settings["corruption"] is not None:  # OpenCV there, frost's overlays downloaded once
         prepare_corruptions(settings["pairs"], progress=main and settings["progress"])
+    if out is not None and main:
+        check_writable(Path(out))
+    if save_predictions is not None and main:
+        check_writable(Path(save_predictions), "--save-predictions")
     if main:
         distributed.barrier()
     parts = []

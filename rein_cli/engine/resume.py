@@ -4,11 +4,15 @@ data position, the best score so far), which settings a resumed run may change, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from rein_cli.documents import Fields, load_yaml
 from rein_cli.engine import distributed as dist
 from rein_cli.engine.checkpoint import CONFIG_FILE, TRAINING_STATE_FILE, load_training_state
 from rein_cli.engine.runs import RunDir
-from rein_cli.errors import ReinError
+from rein_cli.errors import DISK_FULL, Advice, Interrupted, ReinError, os_error, os_message
 from rein_cli.io import write_text
 
 log = logging.getLogger(__name__)
@@ -125,9 +129,9 @@ def run_settings(run: RunDir) -> dict[str, Any]:
     return saved
 
 
-def resume_point(run: RunDir, cfg: Config) -> tuple[Path, dict[str, Any]]:
+def resume_point(run: RunDir, cfg: Config) -> tuple[Path | None, dict[str, Any] | None]:
     """The newest complete step checkpoint of ``run`` and its training state, after checking that ``cfg`` differs
-    from the run's ``config.yaml`` only in `RESUMABLE` keys."""
+    from the run's ``config.yaml`` only in `RESUMABLE` keys; (None, None) for a run stopped before its first."""
     ours, theirs = flat_config(cfg), flat_config(run_settings(run))
     changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k) and k not in RESUMABLE)
     if changed:
@@ -141,11 +145,8 @@ def resume_point(run: RunDir, cfg: Config) -> tuple[Path, dict[str, Any]]:
         for step, path in run.step_checkpoints()
         if (path / TRAINING_STATE_FILE).is_file() and (path / CONFIG_FILE).is_file()
     ]
-    if not steps:
-        raise ReinError(
-            f"--resume {run.path}: no checkpoint with a training state (checkpoints/iter_<N>/{TRAINING_STATE_FILE}) "
-            "yet; the run stopped before its first train.checkpoint_interval: start it again"
-        )
+    if not steps:  # stopped before its first checkpoint: it starts again, in place, with its own settings
+        return None, None
     read_metrics(run.metrics)  # checked now, before the model is built
     step, path = steps[-1]
     state = load_training_state(path)
@@ -153,11 +154,45 @@ def resume_point(run: RunDir, cfg: Config) -> tuple[Path, dict[str, Any]]:
         raise ReinError(f"{path / TRAINING_STATE_FILE} does not match its folder; resume from an earlier checkpoint")
     if state.get("config_hash") != config_hash(cfg):
         raise ReinError(f"{path} was saved with other settings than {run.config}; the run directory was edited")
-    if step >= cfg.train.max_iters and step > 0:
+    if step >= cfg.train.max_iters and step > 0 and (run.results.is_file() or not cfg.data.eval):
         raise ReinError(
             f"--resume {run.path}: the run already reached iteration {step}; give --iters beyond it to train further"
         )
-    return path, state
+    return path, state  # a run trained to its end but not evaluated goes on with its evaluation
+
+
+def how_to_continue(run: RunDir, max_iters: int, world: int | None = None) -> str:
+    """What goes on with an interrupted run (it completes "interrupted; ..."): `rein train --resume RUN`, with the
+    ``world`` processes it ran on (default: this one's), and where it goes on from."""
+    command = f"rein train --resume {shlex.quote(str(run.path))}"
+    world = world or dist.world_size()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if world > 1 and local == world:  # one machine: `rein train --devices N` starts the processes
+        command += f" --devices {world}"
+    command = f"`{command}`" + (" under torchrun, as the run was started" if local != world else "")
+    steps = [step for step, path in run.step_checkpoints() if (path / TRAINING_STATE_FILE).is_file()]
+    if not steps:
+        return f"start the run again in its folder with {command} (it stopped before its first checkpoint)"
+    if steps[-1] >= max_iters:
+        return f"finish the run (its evaluation after training) with {command}"
+    return f"continue the run with {command} (from its checkpoint of iteration {steps[-1]})"
+
+
+@contextlib.contextmanager
+def resumable(run: RunDir, max_iters: int) -> Iterator[None]:
+    """Around a run's work once its folder exists: Ctrl-C, SIGTERM and a full disk end with the command that
+    continues the run (`how_to_continue`), in the line the command line prints."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if not run.is_run():
+            raise
+        raise Interrupted(how_to_continue(run, max_iters)) from err
+    except Exception as err:
+        code, filename = os_error(err)
+        if code not in DISK_FULL or not run.is_run():
+            raise
+        raise ReinError(os_message(code, filename, Advice(again=how_to_continue(run, max_iters)))) from err
 
 
 def clean_checkpoints(folder: Path) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rein_cli.engine.results import RESULTS_FILE
 from rein_cli.errors import ReinError
+from rein_cli.io import check_folder
 
 if TYPE_CHECKING:
     import torch
@@ -155,7 +157,13 @@ def choose_run_dir(path: Path | None, base: Path = Path("runs"), name: str = "tr
     """``path`` if it is new or empty (else an error); without one, the first free runs/train, runs/train-2, ..."""
     if path is not None:
         path = Path(path)
+        check_folder(path)
         if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
+            if RunDir(path).is_run():
+                raise ReinError(
+                    f"output directory {path} holds a run of `rein train`: continue it with `rein train --resume "
+                    f"{shlex.quote(str(path))}` (a finished one with --iters beyond its end), or choose another --out"
+                )
             raise ReinError(f"output directory {path} already exists and is not empty; choose another --out")
         return path
     path, n = base / name, 1
@@ -166,6 +174,7 @@ def choose_run_dir(path: Path | None, base: Path = Path("runs"), name: str = "tr
 
 
 def make_dir(path: Path) -> None:
+    check_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

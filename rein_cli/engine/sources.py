@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from rein_cli.data.catalog import Located, locate
+from rein_cli.data.catalog import Located, locate, prepare_command
 from rein_cli.data.manifest import MANIFEST, Manifest, image_folder
 from rein_cli.data.registry import canonical_list
 from rein_cli.engine.checkpoint import checkpoint_missing, read_checkpoint_config
@@ -100,9 +100,10 @@ def preflight(shares: Sequence[tuple[ModelSource, list]]) -> None:
                 and not target.prepared
                 and (target.spec is None or not target.spec.synthetic)
             ):
+                command = prepare_command(target.name, target.manifest.parent.parent, "...")
                 missing.append(
-                    f"the dataset {target.name}: prepare it with `rein data prepare {target.name} --from ...` "
-                    f"(`rein data info {target.name}` says where to get it)"
+                    f"the dataset {target.name}: prepare it with `{command}` (`rein data info {target.name}` says "
+                    "where to get it)"
                 )
     pending = [source.pending for source, _ in shares if source.pending]
     if missing or (pending and offline()):

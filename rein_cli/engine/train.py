@@ -35,6 +35,7 @@ from rein_cli.engine.resume import (
     clean_checkpoints,
     prune_checkpoints,
     restore_rng,
+    resumable,
     resume_point,
     rng_state,
     training_state,
@@ -84,7 +85,8 @@ def train(
         if out is not None and Path(out).resolve() != run.path.resolve():
             raise ReinError(f"--resume {run.path} continues that run in place; leave out --out {out}")
         resumed_from, state = resume_point(run, cfg)
-        recipe = recipe or read_checkpoint_config(resumed_from).get("recipe")
+        if resumed_from is not None:
+            recipe = recipe or read_checkpoint_config(resumed_from).get("recipe")
     else:
         run = RunDir(dist.broadcast_object(choose_run_dir(out) if main else None))
     root = data_root(cfg.data)
@@ -122,10 +124,10 @@ def train(
 
     lock = contextlib.nullcontext()
     if main:  # only once the model and the data are known to be fine; held until the run ends
-        lock = run.lock() if state is not None else run.claim()
-    with lock:
+        lock = run.lock() if resume is not None else run.claim()
+    with lock, resumable(run, max_iters):  # an interrupt or a full disk from now on names `rein train --resume RUN`
         if main:
-            if state is not None:
+            if resume is not None:
                 clean_checkpoints(run.checkpoints)
                 truncate_metrics(run.metrics, start)
             write_text(run.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -143,7 +145,7 @@ def train(
                 accumulation,
                 ", bf16 autocast" if autocast is not None else "",
             )
-            if state is not None:
+            if resume is not None:
                 log.info("resuming %s at iteration %d of %d", run.path, start, max_iters)
         dist.barrier()
         board = tensorboard(run) if main else None
@@ -251,7 +253,7 @@ def prepare_datasets(cfg: Config, root: Path, *, progress: bool) -> tuple[list[M
         if len(source.classes) != cfg.model.num_classes:
             raise ReinError(
                 f"dataset {source.dataset} has {len(source.classes)} classes but model.num_classes is "
-                f"{cfg.model.num_classes}; set --set model.num_classes={len(source.classes)}"
+                f"{cfg.model.num_classes}; give --set model.num_classes={len(source.classes)}"
             )
         if source.classes != manifest.classes:
             raise ReinError(
