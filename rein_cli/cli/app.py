@@ -159,6 +159,7 @@ def train(
         typer.Option("--resume", help="Continue a killed or finished run exactly, from its latest step checkpoint."),
     ] = None,
     out: Out = None,
+    data_root: DataRoot = None,
     progress: Progress = None,
     list_: Annotated[
         bool, typer.Option("--list", help="List the shipped recipes (setting, data, schedule, published figures).")
@@ -183,6 +184,7 @@ def train(
         "train.max_iters": iters,
         "data.batch_size": batch_size,
         "train.device": device,
+        "data.root": str(data_root.absolute()) if data_root is not None else None,  # as --set data.root=DIR
     }
     name = config.recipe_name(recipe)  # recorded in the checkpoints (a resumed run keeps its own)
     if resume is not None and recipe is None:  # the run's own settings, with the options given now on top
@@ -190,6 +192,12 @@ def train(
     cfg = config.load_config(recipe, sets, **flags)
     run = RunDir(train_(cfg, out, progress=bars(progress), resume=resume, recipe=name))
     if distributed.launch_rank() == 0:  # under torchrun, one process answers
+        if cfg.data.eval and run.results.is_file():  # the evaluation after training, as `rein eval` shows it
+            from rein_cli.engine.report import REPORT_FILE, format_table
+            from rein_cli.engine.results import read_results
+
+            typer.echo(format_table(read_results(run.results), per_class=False))
+            typer.echo(f"per-class IoU and charts: {run.eval_dir() / REPORT_FILE}")
         typer.echo(f"run directory: {run.path}\ncheckpoint: {run.checkpoint()}")
 
 

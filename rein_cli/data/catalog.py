@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rein_cli import config
 from rein_cli.data.manifest import MANIFEST, read_manifest
 from rein_cli.data.registry import DATASETS, DatasetSpec, find_spec, lookup
 from rein_cli.errors import ReinError
@@ -60,6 +62,12 @@ def locate(dataset: str | Path, data_root: Path) -> Located:
             )
         raise ReinError(f"{path} is not a prepared dataset (no {MANIFEST} there); check the path or prepare it")
     return Located(manifest, None, text)
+
+
+def root_option(data_root: Path) -> str:
+    """`` --data-root DIR`` for a command to suggest when ``data_root`` is not the default one, else nothing."""
+    same = Path(data_root).absolute() == config.data_root(config.DataConfig()).absolute()
+    return "" if same else f" --data-root {shlex.quote(str(data_root))}"
 
 
 def prepare_target(spec: DatasetSpec, data_root: Path) -> Path:
