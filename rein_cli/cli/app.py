@@ -22,14 +22,12 @@ from rein_cli.cli.options import (
     Head,
     InferenceMode,
     Method,
-    Mode,
     Options,
     Out,
     PredictionIds,
     Progress,
     Sets,
     bars,
-    datasets_folder,
 )
 from rein_cli.cli.predict import compare, predict
 from rein_cli.cli.zoo import convert, models, pull, push
@@ -214,24 +212,45 @@ def eval_(
             "-t",
             "--data",
             "-d",
-            help="Dataset name, alias or prepared folder (repeatable, or a,b); with --estimate a folder of images too.",
+            help="Dataset name, alias or prepared folder (repeatable, or a,b); with --estimate a folder of images too "
+            "(default: a run's checkpoint: its run's data.eval).",
         ),
     ] = None,
     backbone: Annotated[
         str | None, typer.Option("--backbone", help="Evaluate this backbone's released adapter, e.g. dinov2-l.")
     ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="A released adapter (see `rein models`).")] = None,
-    out: Out = None,
-    mode: Mode = InferenceMode.slide,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output directory (default: RUN/eval-NAME for RUN/checkpoints/NAME, else eval/NAME)."
+        ),
+    ] = None,
+    mode: Annotated[
+        InferenceMode | None,
+        typer.Option(
+            "--mode",
+            help="slide: crop-sized windows, averaged; whole: the image at once (default: a run's checkpoint as its "
+            "run evaluates, else slide).",
+        ),
+    ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", min=1, help="Slide stride (default: 2/3 of the crop).")
+        int | None,
+        typer.Option(
+            "--stride", min=1, help="Slide stride (default: a run's checkpoint as its run, else 2/3 of the crop)."
+        ),
     ] = None,
     split: Annotated[
         str, typer.Option("--split", help="The split to evaluate (val; test only with --save-predictions).")
     ] = "val",
     flip: Annotated[
-        bool, typer.Option("--flip", help="Test-time augmentation: average with the mirrored image's scores.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Test-time augmentation: average with the mirrored image's scores (default: a run's checkpoint as "
+            "its run, else off).",
+        ),
+    ] = None,
     save_predictions: Annotated[
         Path | None,
         typer.Option("--save-predictions", help="Write each prediction as a PNG here, for the benchmark servers."),
@@ -279,7 +298,13 @@ def eval_(
         int | None,
         typer.Option("--worst", min=0, help="The worst images per dataset drawn for the shift report (default 8)."),
     ] = None,
-    data_root: DataRoot = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-root",
+            help="Prepared datasets (default: a run's checkpoint: its run's data.root; else $REIN_HOME/datasets).",
+        ),
+    ] = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
@@ -297,9 +322,9 @@ def eval_(
     results = evaluate(
         model_sources(checkpoint=checkpoint, adapter=adapter, backbone=backbone),
         targets or [],
-        data_dir=datasets_folder(data_root),
+        data_dir=data_root,
         out=out,
-        mode=mode.value,
+        mode=mode and mode.value,
         stride=stride,
         flip=flip,
         split=split,
