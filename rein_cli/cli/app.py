@@ -302,7 +302,8 @@ def eval_(
         Path | None,
         typer.Option(
             "--data-root",
-            help="Prepared datasets (default: a run's checkpoint: its run's data.root; else $REIN_HOME/datasets).",
+            help="Prepared datasets (default $REIN_HOME/datasets; a run's checkpoint without --target: its run's "
+            "data.root).",
         ),
     ] = None,
     device: Device = "auto",

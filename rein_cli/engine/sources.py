@@ -64,8 +64,9 @@ def as_the_run_did(
     data_dir: Path | None,
 ) -> tuple[str | None, int | None, bool | None, Sequence[Any], Path | None]:
     """The settings an evaluation leaves unset (None, no datasets) taken from the training run whose checkpoint it
-    evaluates, as that run evaluated (its config.yaml: ``eval.mode``, ``eval.stride``, ``eval.flip``, ``data.eval``,
-    ``data.root`` where it set one that is there), said in one line; everything else as given."""
+    evaluates, as that run evaluated (its config.yaml: ``eval.mode``, ``eval.stride``, ``eval.flip``; without
+    datasets its ``data.eval``, and then its ``data.root`` where it set one that is there), said in one line;
+    everything else as given (datasets named here are found under ``data_dir`` or the default folder)."""
     checkpoint = sources[0].checkpoint if len(sources) == 1 else None
     if checkpoint is None or parse_hf_uri(str(checkpoint)) or not Path(checkpoint).is_dir():
         return mode, stride, flip, datasets, data_dir
@@ -83,12 +84,12 @@ def as_the_run_did(
     if flip is None:
         flip = cfg.eval.flip
         taken.append("--flip" if flip else "--no-flip")
-    if not datasets and cfg.data.eval:
+    if not datasets and cfg.data.eval:  # the run's targets, where the run found them
         datasets = list(cfg.data.eval)
         taken.append(f"--target {','.join(cfg.data.eval)}")
-    if data_dir is None and cfg.data.root and Path(cfg.data.root).is_dir():
-        data_dir = Path(cfg.data.root)
-        taken += [root_option(data_dir).strip()] if root_option(data_dir) else []
+        if data_dir is None and cfg.data.root and Path(cfg.data.root).is_dir():
+            data_dir = Path(cfg.data.root)
+            taken += [root_option(data_dir).strip()] if root_option(data_dir) else []
     if taken:
         log.info(
             "evaluating %s as its run evaluates (%s): %s; give another value to change one",
