@@ -1,11 +1,13 @@
 """Progress of long work: a bar on a terminal, plain log lines at a steady pace everywhere else.
 
 Without a terminal (CI logs, nohup, job schedulers) or with ``--no-progress``, one line every `LINE_INTERVAL`
-seconds, e.g. ``training 1200/40000 loss 1.234 1.64 s/it ETA 17h40m``.
+seconds, e.g. ``training 1200/40000 loss 1.234 1.64 s/it ETA 17h40m``. Work cut short (Ctrl-C, an error) ends with
+a line that says so: ``training 1200/40000 interrupted after 32m48s``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,7 +25,9 @@ T = TypeVar("T")
 class Progress:
     """Counts work done towards ``total`` (None: unknown). With ``bar`` a tqdm bar is drawn; without, a background
     thread logs `line()` at INFO level every ``interval`` seconds while the work lasts (nothing when INFO is off).
-    ``set(loss=1.23)`` adds values to the bar and the lines. Use it as a context manager, or call `close`."""
+    ``set(loss=1.23)`` adds values to the bar and the lines; `paused` sets other work aside (it is neither counted in
+    the speed nor reported). Use it as a context manager (an exception inside marks the work interrupted), or call
+    `close`."""
 
     def __init__(
         self,
@@ -41,7 +45,8 @@ class Progress:
         self.n = self._first = initial
         self.values: dict[str, str] = {}
         self._start = time.monotonic()
-        self._printed = False
+        self._printed = self._closed = False
+        self._paused = threading.Event()
         self._bar = None
         if bar:
             self._bar = tqdm(
@@ -70,6 +75,20 @@ class Progress:
         self.values = {**self.values, **{k: str(v) for k, v in values.items()}}
         if self._bar is not None:
             self._bar.set_postfix(self.values, refresh=False)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Other work done meanwhile (an evaluation between training steps, with its own progress): no line is
+        reported, and its time counts neither in the speed nor in the time left."""
+        self._paused.set()
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._start += time.monotonic() - start
+            if self._bar is not None:
+                self._bar.unpause()  # tqdm's clock skips the pause too
+            self._paused.clear()
 
     def line(self, *, finished: bool = False, ended: str = "done") -> str:
         """One plain status line: description, count, values, speed and the estimated time left (or, ``finished``,
@@ -102,17 +121,25 @@ class Progress:
 
     def _tick(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            log.info(self.line())
-            self._printed = True
+            if not self._paused.is_set():
+                log.info(self.line())
+                self._printed = True
 
     def close(self, ended: str = "done") -> None:
-        """Stop reporting; a task that reported along the way says how it ``ended`` (done, interrupted, failed)."""
+        """End the work (once; later calls do nothing). A task that reported along the way says how it ``ended``
+        (done, interrupted, failed); a bar cut short stays on screen and says so too."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             if self._printed:  # a long task that reported along the way also says when it ended
                 log.info(self.line(finished=True, ended=ended))
         if self._bar is not None:
+            if ended != "done":
+                self._bar.set_description_str(f"{self.desc} ({ended})", refresh=False)
+                self._bar.leave = True
             self._bar.close()
 
     def __enter__(self) -> Progress:

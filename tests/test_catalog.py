@@ -1,5 +1,7 @@
 """The one resolver from a dataset name or folder to its manifest, and `rein data list` / `info`."""
 
+import re
+
 import pytest
 
 from rein_cli.data.catalog import dataset_info, list_datasets, locate, prepare_target
@@ -65,3 +67,27 @@ def test_list_and_info_show_what_is_prepared(tmp_path):
     assert info.startswith("cityscapes: ") and "test-time resize (keep ratio): 1024x512 (512 crops), 2048x1024" in info
     assert f"prepared: {tmp_path / 'cityscapes'} {{'val': 1}}" in info
     assert "prepared: no" in dataset_info("bdd", tmp_path) and "rein data download cityscapes" in info
+
+
+def test_info_describes_what_list_shows(tmp_path, capsys):
+    from . import fake_datasets as fake
+    from .helpers import rein
+
+    src = fake.custom(tmp_path / "mine", {"train": 2, "val": 1}, [0, 1, 2], "classes: [road, crack, pothole]\n")
+    root = tmp_path / "root"
+    assert rein("data", "prepare", "custom", "--from", src, "--name", "cracks", "--data-root", root) == 0
+    assert rein("data", "list", "--data-root", root) == 0
+    assert re.search(r"^cracks\s+train 2, val 1\s+custom dataset$", capsys.readouterr().out, re.M)
+    assert rein("data", "info", "cracks", "--data-root", root) == 0
+    info = capsys.readouterr().out.splitlines()
+    assert info[0] == "cracks: custom dataset (3 classes: road, crack, pothole)"
+    assert "  train: 2 images" in info and "  val: 1 images" in info
+    assert f"  prepared from: {src.resolve()}" in info
+    assert info[-1] == f"  prepared: {root / 'cracks'} {{'train': 2, 'val': 1}}"
+    assert rein("data", "info", root / "cracks") == 0  # by its folder, too
+    assert capsys.readouterr().out.splitlines()[0] == info[0]
+    prepared(tmp_path / "elsewhere" / "citys-copy", "cityscapes")  # a registry dataset prepared elsewhere: its entry
+    text = dataset_info(tmp_path / "elsewhere" / "citys-copy", root)
+    assert text.startswith("cityscapes: ") and f"prepared: {tmp_path / 'elsewhere' / 'citys-copy'} " in text
+    assert rein("data", "info", "crcks", "--data-root", root) == 1  # an unknown name: as everywhere
+    assert 'unknown dataset "crcks"' in capsys.readouterr().err

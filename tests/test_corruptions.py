@@ -238,25 +238,31 @@ def test_slow_corruptions_are_cached(tmp_path, monkeypatch):
 
 def test_eval_with_corruptions_from_the_command_line(trained, synthetic_root, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["--target", "synthetic-fog", "--data-root", synthetic_root, "--out", out, "--no-progress"]
+    args = [
+        "--target",
+        "synthetic-fog",
+        "--data-root",
+        synthetic_root,
+        "--out",
+        out,
+        "--no-progress",
+        "--mode",
+        "slide",
+    ]
     assert rein("eval", trained / "checkpoints" / "last", *args, "--corruption", "fog:1,contrast") == 0
     captured = capsys.readouterr()
     printed = captured.out
     # the time estimate counts every image once per (corruption, severity) pair
     from rein_cli.data.manifest import read_manifest
     from rein_cli.engine.checkpoint import load_segmentor
-    from rein_cli.engine.inference import cpu_estimate
+    from rein_cli.engine.scoring import cpu_estimate
 
     def windows(text: str) -> int:
         return int(re.search(r"\((\d+) windows of", text).group(1))
 
-    once = cpu_estimate(
-        load_segmentor(trained / "checkpoints" / "last"),
-        [read_manifest(synthetic_root / "synthetic-fog")],
-        "slide",
-        None,
-    )
-    assert windows(captured.err) == 6 * windows(once)
+    model, manifest = load_segmentor(trained / "checkpoints" / "last"), read_manifest(synthetic_root / "synthetic-fog")
+    once = cpu_estimate(model, [(manifest, True)], split="val", mode="slide", stride=43, flip=False, pairs=[None])
+    assert windows(captured.err) == 6 * windows(str(once)) == 6 * once.passes
     assert "synthetic-fog: mIoU per corruption and severity" in printed and "mean mIoU over 6" in printed
     results = json.loads((out / "results.json").read_text())
     assert Evaluation.from_json(results).to_json() == results  # the corruption summary and the pairs read back

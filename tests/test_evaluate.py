@@ -285,3 +285,67 @@ def test_a_label_with_rows_missing_stops_the_evaluation(trained, synthetic_root,
     assert not (tmp_path / "ev" / "results.json").exists()
     label.write_bytes(whole)  # a complete copy
     assert rein(*args, "--out", tmp_path / "ev", "--no-progress") == 0
+
+
+def test_a_runs_checkpoint_is_evaluated_as_its_run_evaluates(trained, synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    ckpt = run / "checkpoints" / "last"
+    own = (run / "eval" / "results.json").read_bytes()  # the run's own evaluation, in whole mode (TINY_SETS)
+    assert rein("eval", ckpt, "--no-progress") == 0
+    captured = capsys.readouterr()
+    line = (
+        f"evaluating {ckpt} as its run evaluates ({run / 'config.yaml'}): --mode whole --no-flip --target "
+        f"synthetic-fog --data-root {synthetic_root}; give another value to change one"
+    )
+    assert line in captured.err.splitlines()
+    assert f"results: {run / 'eval-last' / 'results.json'}" in captured.out
+    assert (run / "eval" / "results.json").read_bytes() == own  # never overwritten
+    ours, theirs = (json.loads((run / name / "results.json").read_text()) for name in ("eval-last", "eval"))
+    assert ours["mode"] == theirs["mode"] == "whole" and list(ours["datasets"]) == ["synthetic-fog"]
+    assert ours["datasets"]["synthetic-fog"]["mIoU"] == pytest.approx(theirs["datasets"]["synthetic-fog"]["mIoU"])
+    given = ["--mode", "slide", "-t", "synthetic", "--flip", "--data-root", synthetic_root, "--no-progress"]
+    assert rein("eval", ckpt, *given) == 0  # what is given wins; all is given: no line
+    assert "as its run evaluates" not in capsys.readouterr().err
+    slide = json.loads((run / "eval-last" / "results.json").read_text())
+    assert slide["mode"] == "slide" and slide["flip"] is True and list(slide["datasets"]) == ["synthetic"]
+    assert (run / "eval" / "results.json").read_bytes() == own
+    results = evaluate(ckpt, [], progress=False)  # in Python too
+    assert results.mode == "whole" and list(results.datasets) == ["synthetic-fog"]
+
+
+def test_the_cpu_estimate_counts_what_the_evaluation_runs(synthetic_root):
+    from rein_cli.engine.scoring import REPORT_SECONDS, REPORT_SECONDS_PER_ENTRY, cpu_estimate
+    from rein_cli.progress import duration
+
+    model = tiny_segmentor()  # crop 64; the synthetic scenes here are 128x64: 3 windows of 64x64 each (stride 43)
+    fog = [(read_manifest(synthetic_root / "synthetic-fog"), True)]
+    settings = dict(split="val", stride=43, pairs=[None])
+    slide = cpu_estimate(model, fog, mode="slide", flip=False, **settings)
+    assert (slide.images, slide.passes) == (4, 12) and "12 windows of up to 64x64 at " in str(slide)
+    flipped = cpu_estimate(model, fog, mode="slide", flip=True, **settings)
+    assert flipped.passes == 24  # each window again, mirrored
+    whole = cpu_estimate(model, fog, mode="whole", flip=False, **settings)
+    assert (whole.images, whole.passes) == (4, 4) and "4 whole images at " in str(whole)
+    both = cpu_estimate(model, fog, mode="whole", flip=False, **settings | {"pairs": [None, ("fog", 1)]})
+    assert (both.images, both.passes) == (8, 8)  # every image once per corruption pair
+    for estimate, entries in ((slide, 1), (flipped, 1), (whole, 1), (both, 2)):  # images, model calls, the report
+        parts = estimate.images * estimate.per_image + estimate.passes * estimate.per_pass  # one window size
+        report = REPORT_SECONDS + entries * REPORT_SECONDS_PER_ENTRY
+        assert estimate.per_pass > 0 and estimate.seconds == pytest.approx(parts + report)
+        assert str(estimate).startswith(f"on the CPU this takes about {duration(estimate.seconds)} (")
+
+
+def test_the_estimate_comes_after_every_check(trained, synthetic_root, tmp_path, capsys):
+    ckpt = trained / "checkpoints" / "last"
+    odd = odd_folder(synthetic_root, tmp_path / "odd")
+    args = ["--data-root", synthetic_root, "--out", tmp_path / "e", "--no-progress"]
+    assert rein("eval", ckpt, "-t", odd, *args) == 0
+    assert "on the CPU this takes about " in capsys.readouterr().err  # a CPU evaluation says what it will take
+    source = read_manifest(synthetic_root / "synthetic")
+    folder = tmp_path / "three"
+    items = [{k: relative_path(source.root / v, folder) for k, v in item.items()} for item in source.splits["val"]]
+    write_manifest(folder, dataset="three", classes=["a", "b", "c"], palette=[[0, 0, 0]] * 3, splits={"val": items})
+    assert rein("eval", ckpt, "-t", folder, *args) == 1
+    err = errors(capsys)
+    assert "has 3 (a, b, c, ...)" in err and "on the CPU this takes" not in err  # refused: no estimate first

@@ -2,6 +2,7 @@
 
 import itertools
 import logging
+import re
 import time
 
 import pytest
@@ -98,3 +99,62 @@ def test_track_counts_what_it_yields(caplog, monkeypatch):
         seen.append(item)
     assert seen == [0, 1, 2, 3, 4]
     assert caplog.records[-1].getMessage().startswith("eval 5/5 done in")
+
+
+@pytest.mark.parametrize("cause", [KeyboardInterrupt, RuntimeError])
+def test_a_plain_line_cut_short_says_interrupted(caplog, cause):
+    caplog.set_level(logging.INFO, logger="rein_cli.progress")
+    with pytest.raises(cause), Progress(100, "training", bar=False, interval=0.02) as progress:
+        progress.update(7)
+        time.sleep(0.1)
+        raise cause("stop")  # Ctrl-C (or SIGTERM, which rein turns into it), or an error
+    last = caplog.records[-1].getMessage()
+    assert re.fullmatch(r"training 7/100 interrupted after \d+s", last), last
+    assert not any("done" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("leave", [True, False])
+def test_a_bar_cut_short_stays_and_says_interrupted(capsys, leave):
+    with pytest.raises(KeyboardInterrupt), Progress(10, "eval synthetic", unit="img", leave=leave) as progress:
+        progress.update(4)
+        raise KeyboardInterrupt
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("eval synthetic (interrupted):") and "4/10" in last, last
+    with Progress(10, "eval synthetic", unit="img", leave=True) as progress:
+        progress.update(10)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("eval synthetic:") and "10/10" in last and "interrupted" not in last, last
+
+
+def test_tracked_work_cut_short_says_interrupted(caplog, monkeypatch):
+    monkeypatch.setattr(module, "LINE_INTERVAL", 0.02)
+    caplog.set_level(logging.INFO, logger="rein_cli.progress")
+    with pytest.raises(ValueError):
+        for item in track(range(5), desc="eval", bar=False):
+            time.sleep(0.03)
+            if item == 3:
+                raise ValueError("a bad image")
+    assert re.fullmatch(r"eval 3/5 interrupted after \d+s", caplog.records[-1].getMessage())
+
+
+def test_paused_work_counts_neither_in_the_speed_nor_in_the_time_left(clock):
+    with Progress(100, "training", bar=False) as progress:
+        clock.now += 20
+        progress.update(10)
+        with progress.paused():  # an evaluation of 10 minutes between two steps
+            clock.now += 600
+        assert progress.line() == "training 10/100 2.00 s/it ETA 3m00s"
+        clock.now += 2
+        progress.update()
+        assert progress.line(finished=True) == "training 11/100 done in 22s"
+
+
+def test_no_line_is_reported_while_paused(caplog):
+    caplog.set_level(logging.INFO, logger="rein_cli.progress")
+    with Progress(100, "training", bar=False, interval=0.02) as progress:
+        progress.update()
+        with progress.paused():
+            time.sleep(0.2)
+            assert not caplog.records  # the evaluation reports itself; the training line keeps quiet
+        time.sleep(0.1)
+    assert len(caplog.records) >= 2  # lines again once the pause is over, and the last one

@@ -207,3 +207,62 @@ def test_periodic_evaluation_logs_each_result_and_keeps_the_best(synthetic_root,
     top = max(evals, key=lambda r: r["mean_mIoU"])  # the first of equal ones
     assert best["mean_mIoU"] == top["mean_mIoU"] and best["iterations"] == top["step"]
     assert (run / "eval" / "iter_1" / "results.json").is_file() and (run / "eval" / "results.json").is_file()
+
+
+def test_training_ends_with_its_evaluation_shown_and_recorded(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = sets("data.eval=['synthetic-fog','synthetic-night']")  # train.eval_interval left at 0
+    assert rein("train", *args, "--data-root", synthetic_root, "--iters", 2, "--out", run, "--no-progress") == 0
+    out = capsys.readouterr().out
+    results = json.loads((run / "eval" / "results.json").read_text())
+    table = out.split("run directory:")[0]
+    header, _, miou = table.splitlines()[:3]
+    assert header.split() == ["synthetic-fog", "synthetic-night"]  # compact: no per-class rows
+    fog, night = (results["datasets"][n]["mIoU"] for n in ("synthetic-fog", "synthetic-night"))
+    assert miou.split() == ["mIoU", f"{fog:.2f}", f"{night:.2f}"] and "road" not in table
+    assert re.search(rf"^DG mean mIoU {results['mean_mIoU']:.2f} .*over synthetic-fog, synthetic-night$", table, re.M)
+    assert f"per-class IoU and charts: {run / 'eval' / 'report.md'}" in table
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1] == {"step": 2, "eval": {"synthetic-fog": fog, "synthetic-night": night}, "mean_mIoU": results[
+        "mean_mIoU"]}  # fmt: skip
+    assert not (run / "checkpoints" / "best").exists()  # best: with periodic evaluation only
+
+
+def test_data_root_option_is_where_training_finds_its_data(
+    synthetic_root, cityscapes_folder, tmp_path, monkeypatch, capsys
+):
+    import shlex
+
+    import yaml
+
+    monkeypatch.chdir(synthetic_root.parent)
+    args = sets("data.eval=[]")
+    assert rein("train", *args, "--data-root", synthetic_root.name, "--iters", 1, "--out", tmp_path / "r") == 0
+    config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert config["data"]["root"] == str(synthetic_root)  # as --set data.root=DIR, made absolute
+    root = tmp_path / "root"
+    args = [*sets("data.eval=[]"), "--data", "cityscapes", "--data-root", root, "--iters", 1, "--out", tmp_path / "r2"]
+    assert rein("train", *args) == 1
+    err = errors(capsys)
+    assert f"dataset cityscapes is not prepared under {root}" in err
+    remedy = shlex.split(re.search(r"run `rein (data prepare [^`]+)`", err)[1])
+    assert remedy == ["data", "prepare", "cityscapes", "--from", "PATH", "--data-root", str(root)]
+    folder, _ = cityscapes_folder
+    assert rein(*(str(folder) if w == "PATH" else w for w in remedy), "--no-progress") == 0  # the remedy, followed
+    assert rein("train", *args) == 0  # and training finds the dataset where it looked
+
+
+def test_evaluation_during_training_has_its_own_progress_lines(synthetic_root, tmp_path, capsys, monkeypatch):
+    from rein_cli import progress
+
+    monkeypatch.setattr(progress, "LINE_INTERVAL", 0.005)
+    args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog']", "train.eval_interval=1")
+    assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("training ", "eval "))]
+    rate = re.compile(r"eval synthetic-fog \d+/4 .*(img/s|s/img)")  # the evaluation's own count and speed
+    assert any(rate.match(line) for line in lines), lines
+    final = max(i for i, line in enumerate(lines) if line.startswith("training "))
+    assert re.match(r"training 2/2 .* done in", lines[final]), lines[final]  # the training line ends first
+    assert all(line.startswith("eval ") for line in lines[final + 1 :])  # then only the final evaluation reports
+    periodic = [i for i, line in enumerate(lines[:final]) if line.startswith("eval ")]  # the one at step 1
+    assert periodic and all(lines[i].startswith("eval ") for i in range(periodic[0], periodic[-1] + 1))  # alone

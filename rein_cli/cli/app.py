@@ -22,14 +22,12 @@ from rein_cli.cli.options import (
     Head,
     InferenceMode,
     Method,
-    Mode,
     Options,
     Out,
     PredictionIds,
     Progress,
     Sets,
     bars,
-    datasets_folder,
 )
 from rein_cli.cli.predict import compare, predict
 from rein_cli.cli.zoo import convert, models, pull, push
@@ -170,6 +168,7 @@ def train(
         typer.Option("--resume", help="Continue a killed or finished run exactly, from its latest step checkpoint."),
     ] = None,
     out: Out = None,
+    data_root: DataRoot = None,
     progress: Progress = None,
     list_: Annotated[
         bool, typer.Option("--list", help="List the shipped recipes (setting, data, schedule, published figures).")
@@ -192,6 +191,7 @@ def train(
         "train.max_iters": iters,
         "data.batch_size": batch_size,
         "train.device": device,
+        "data.root": str(data_root.absolute()) if data_root is not None else None,  # as --set data.root=DIR
     }
     name = config.recipe_name(recipe)  # recorded in the checkpoints (a resumed run keeps its own)
     if resume is not None and recipe is None:  # the run's own settings, with the options given now on top
@@ -204,6 +204,12 @@ def train(
         raise typer.Exit(launch_training(ctx.obj.argv, devices, folder, cfg.train.max_iters))
     run = RunDir(train_(cfg, out, progress=bars(progress), resume=resume, recipe=name))
     if distributed.launch_rank() == 0:  # under torchrun, one process answers
+        if cfg.data.eval and run.results.is_file():  # the evaluation after training, as `rein eval` shows it
+            from rein_cli.engine.report import REPORT_FILE, format_table
+            from rein_cli.engine.results import read_results
+
+            typer.echo(format_table(read_results(run.results), per_class=False))
+            typer.echo(f"per-class IoU and charts: {run.eval_dir() / REPORT_FILE}")
         typer.echo(f"run directory: {run.path}\ncheckpoint: {run.checkpoint()}")
 
 
@@ -220,24 +226,45 @@ def eval_(
             "-t",
             "--data",
             "-d",
-            help="Dataset name, alias or prepared folder (repeatable, or a,b); with --estimate a folder of images too.",
+            help="Dataset name, alias or prepared folder (repeatable, or a,b); with --estimate a folder of images too "
+            "(default: a run's checkpoint: its run's data.eval).",
         ),
     ] = None,
     backbone: Annotated[
         str | None, typer.Option("--backbone", help="Evaluate this backbone's released adapter, e.g. dinov2-l.")
     ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="A released adapter (see `rein models`).")] = None,
-    out: Out = None,
-    mode: Mode = InferenceMode.slide,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output directory (default: RUN/eval-NAME for RUN/checkpoints/NAME, else eval/NAME)."
+        ),
+    ] = None,
+    mode: Annotated[
+        InferenceMode | None,
+        typer.Option(
+            "--mode",
+            help="slide: crop-sized windows, averaged; whole: the image at once (default: a run's checkpoint as its "
+            "run evaluates, else slide).",
+        ),
+    ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", min=1, help="Slide stride (default: 2/3 of the crop).")
+        int | None,
+        typer.Option(
+            "--stride", min=1, help="Slide stride (default: a run's checkpoint as its run, else 2/3 of the crop)."
+        ),
     ] = None,
     split: Annotated[
         str, typer.Option("--split", help="The split to evaluate (val; test only with --save-predictions).")
     ] = "val",
     flip: Annotated[
-        bool, typer.Option("--flip", help="Test-time augmentation: average with the mirrored image's scores.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Test-time augmentation: average with the mirrored image's scores (default: a run's checkpoint as "
+            "its run, else off).",
+        ),
+    ] = None,
     save_predictions: Annotated[
         Path | None,
         typer.Option("--save-predictions", help="Write each prediction as a PNG here, for the benchmark servers."),
@@ -285,7 +312,14 @@ def eval_(
         int | None,
         typer.Option("--worst", min=0, help="The worst images per dataset drawn for the shift report (default 8)."),
     ] = None,
-    data_root: DataRoot = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-root",
+            help="Prepared datasets (default $REIN_HOME/datasets; a run's checkpoint without --target: its run's "
+            "data.root).",
+        ),
+    ] = None,
     device: Device = "auto",
     progress: Progress = None,
 ) -> None:
@@ -303,9 +337,9 @@ def eval_(
     results = evaluate(
         model_sources(checkpoint=checkpoint, adapter=adapter, backbone=backbone),
         targets or [],
-        data_dir=datasets_folder(data_root),
+        data_dir=data_root,
         out=out,
-        mode=mode.value,
+        mode=mode and mode.value,
         stride=stride,
         flip=flip,
         split=split,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rein_cli.data.manifest import MANIFEST, read_manifest
+from rein_cli import config
+from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest
 from rein_cli.data.registry import DATASETS, DatasetSpec, find_spec, lookup
 from rein_cli.errors import ReinError
 
@@ -74,6 +76,12 @@ def prepare_command(name: str, data_root: Path, source: str | Path = "PATH", *ex
     return shlex.join(words)
 
 
+def root_option(data_root: Path) -> str:
+    """`` --data-root DIR`` for a command to suggest when ``data_root`` is not the default one, else nothing."""
+    same = Path(data_root).absolute() == config.data_root(config.DataConfig()).absolute()
+    return "" if same else f" --data-root {shlex.quote(str(data_root))}"
+
+
 def prepare_target(spec: DatasetSpec, data_root: Path) -> Path:
     """The folder a registry dataset is prepared into (a subset such as acdc-fog: its parent's folder)."""
     return Path(data_root) / (spec.parent or spec.name)
@@ -105,9 +113,17 @@ def list_datasets(data_root: Path) -> list[dict]:
     return rows
 
 
-def dataset_info(name: str, data_root: Path) -> str:
-    """A readable description: source, licence, archives, layout, label format, test protocol, prepared state."""
-    spec = find_spec(name)
+def dataset_info(name: str | Path, data_root: Path) -> str:
+    """A readable description of a dataset given as `locate` takes it (a registry name or alias, a custom dataset
+    prepared under ``data_root``, a prepared folder): for a registry dataset its source, licence, archives, layout,
+    label format and test protocol; for any other its classes, splits and source; and where it is prepared."""
+    found = locate(name, data_root)
+    spec = found.spec
+    if spec is None:  # a folder, or a custom name: its manifest says what it is
+        manifest = read_manifest(found.manifest)
+        spec = lookup(manifest.dataset)
+        if spec is None:
+            return _custom_info(manifest)
     lines = [f"{spec.name}: {spec.description}"]
     if spec.aliases:
         lines.append(f"  aliases: {', '.join(spec.aliases)}")
@@ -130,6 +146,25 @@ def dataset_info(name: str, data_root: Path) -> str:
         if spec.test_size_1024:
             size += f", {spec.test_size_1024[0]}x{spec.test_size_1024[1]} (1024 crops)"
         lines.append(size)
-    counts = _counts(data_root / spec.name)
-    lines.append(f"  prepared: {data_root / spec.name} {counts}" if counts else f"  prepared: no (under {data_root})")
+    folder = found.manifest.parent
+    counts = _counts(folder)
+    lines.append(f"  prepared: {folder} {counts}" if counts else f"  prepared: no (under {data_root})")
+    return "\n".join(lines)
+
+
+def _custom_info(manifest: Manifest) -> str:
+    """A dataset outside the registry (`rein data prepare custom`): its classes, splits, source and folder."""
+    raw = json.loads(manifest.path.read_text())  # read and checked already: the keys beyond the contract
+    source = raw.get("source")
+    origin = (source.get("folder") or source.get("hub")) if isinstance(source, dict) else source
+    shown = ", ".join(manifest.classes[:8]) + (", ..." if len(manifest.classes) > 8 else "")
+    lines = [
+        f"{manifest.dataset}: custom dataset ({len(manifest.classes)} classes: {shown})",
+        *(f"  {split}: {count} images" for split, count in manifest.counts.items()),
+        f"  labels: train ids 0-{len(manifest.classes) - 1}, {manifest.ignore_index} = ignore"
+        + (f" ({raw['converted']})" if raw.get("converted") else ""),
+        "  test-time resize: none (its own size)",
+    ]
+    lines += [f"  prepared from: {origin}"] if origin else []
+    lines.append(f"  prepared: {manifest.root} {manifest.counts}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from rein_cli.data.archives import archive_entry, extract, is_archive
-from rein_cli.data.catalog import Located, locate, prepare_command, prepare_target
+from rein_cli.data.catalog import Located, locate, prepare_command, prepare_target, root_option
 from rein_cli.data.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from rein_cli.data.pairs import check_size, unknown_values
 from rein_cli.data.registry import DATASETS, DatasetSpec, SplitRule, find_spec
@@ -45,9 +45,10 @@ def ensure_prepared(dataset: str | Path | Located, data_root: Path, *, progress:
         spec = found.spec
         if spec is None or spec.synthetic is None:
             name = spec.name if spec else found.given
+            where = root_option(data_root)
             raise ReinError(
                 f"dataset {name} is not prepared under {data_root}; run `{prepare_command(name, data_root)}` "
-                f"(see `rein data info {name}`)"
+                f"(see `rein data info {name}{where}`)"
             )
         from rein_cli.data.synthetic import generate_synthetic
 

@@ -29,7 +29,7 @@ from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
 from rein_cli.engine.html_report import write_html
-from rein_cli.engine.inference import check_stride, cpu_estimate
+from rein_cli.engine.inference import check_stride
 from rein_cli.engine.report import write_report
 from rein_cli.engine.results import (
     RESULTS_FILE,
@@ -41,9 +41,10 @@ from rein_cli.engine.results import (
     write_results_file,
 )
 from rein_cli.engine.runs import resolve_device
-from rein_cli.engine.scoring import score_datasets
+from rein_cli.engine.scoring import check_classes, cpu_estimate, score_datasets
 from rein_cli.engine.sources import (
     ModelSource,
+    as_the_run_did,
     assign,
     check_split,
     checkpoint_facts,
@@ -69,9 +70,9 @@ def evaluate(
     out: Path | None = None,
     data_dir: Path | None = None,
     split: str = "val",
-    mode: InferenceMode = "slide",
+    mode: InferenceMode | None = None,
     stride: int | None = None,
-    flip: bool = False,
+    flip: bool | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
     trained_on: Sequence[str] = (),
@@ -109,12 +110,15 @@ def evaluate(
     the targets with when none of them is the model's own. ``resamples``: the bootstrap resamples of each interval
     (0: no intervals); ``worst``: the worst images drawn per dataset for the shift report (with ``out``).
     """
-    check_choice("mode", mode, InferenceMode)
+    sources = sources_of(model, trained_on, reported)
+    mode, stride, flip, datasets, data_dir = as_the_run_did(
+        sources, mode=mode, stride=stride, flip=flip, datasets=datasets, data_dir=data_dir
+    )
+    mode, flip = check_choice("mode", mode or "slide", InferenceMode), bool(flip)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
-    sources = sources_of(model, trained_on, reported)
     calibration = _calibration(sources, calibrate_on, data_dir) if estimate else None
     if calibrate_on is not None and not estimate:
         raise ReinError("--calibrate-on calibrates the label-free estimates: add --estimate")
@@ -124,7 +128,7 @@ def evaluate(
     extra = [calibration] if calibration is not None and not apart else []
     targets = resolve_targets([*datasets, *extra], data_dir, images=split)
     shares = assign(sources, targets)
-    preflight(shares)
+    preflight(shares, data_dir)
     target_device = resolve_device(device)
     started = False
     if distributed.launched() and not distributed.is_initialized():  # torchrun: each process evaluates a share
@@ -271,16 +275,17 @@ def _evaluate_source(
         folder, _ = checkpoint_dir(source.checkpoint)
         model = load_segmentor(source.checkpoint, device)
     trained_on, reported = source_facts(source, folder)
-    if source.model is None:
-        log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
-        if model_device(model).type == "cpu":
-            copies = len(settings["pairs"])  # each image once per (corruption, severity) pair
-            chosen = [m for m, _ in manifests]
-            log.info(cpu_estimate(model, chosen, settings["mode"], settings["stride"], settings["split"], copies))
-    was_training = model.training
-    model.eval()
     crop = model.crop_size
     stride = check_stride(settings["stride"], crop)
+    for manifest, _ in manifests:
+        check_classes(model, manifest)
+    was_training = model.training
+    model.eval()
+    if source.model is None:  # every check done: what it will take
+        log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
+        if model_device(model).type == "cpu":
+            keys = ("split", "mode", "flip", "pairs")
+            log.info(cpu_estimate(model, manifests, stride=stride, **{k: settings[k] for k in keys}))
     datasets, stats = score_datasets(
         model,
         manifests,

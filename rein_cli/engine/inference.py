@@ -1,22 +1,14 @@
-"""Whole-image and sliding-window inference: normalised images in, averaged per-class scores out; what it costs on
-the CPU."""
+"""Whole-image and sliding-window inference: normalised images in, averaged per-class scores out."""
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from rein_cli.config import InferenceMode, check_choice
-from rein_cli.data.manifest import Manifest
-from rein_cli.data.registry import lookup
-from rein_cli.data.transforms import keep_ratio_size
 from rein_cli.errors import ReinError
-from rein_cli.io import check_image
-from rein_cli.progress import duration
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -84,34 +76,3 @@ def infer(
 
 def default_stride(crop: int) -> int:
     return round(2 * crop / 3)  # 341 for 512 and 683 for 1024, as in the official recipes
-
-
-def cpu_estimate(
-    model: nn.Module, manifests: Sequence[Manifest], mode: str, stride: int | None, split: str = "val", copies: int = 1
-) -> str:
-    """A rough time for an evaluation on this CPU: one timed forward pass (a crop-sized window, or in whole mode the
-    first image's size), times the passes every dataset's images need (judged by each dataset's first image), times
-    the ``copies`` of each image (a corruption evaluation's pairs; the corrupting itself not counted)."""
-    crop = model.crop_size
-    passes, shape = 0, (crop, crop)
-    for manifest in manifests:
-        samples = manifest.samples(split)
-        width, height = check_image(samples[0][0])
-        spec = lookup(manifest.dataset)
-        size = spec.test_size_for(crop) if spec else None
-        if size is not None:
-            height, width = keep_ratio_size(height, width, *size)
-        if mode == "whole":
-            passes, shape = passes + len(samples), (height, width)
-        else:
-            passes += len(slide_windows(height, width, crop, stride or default_stride(crop))) * len(samples)
-    passes *= copies
-    with torch.no_grad():
-        start = time.perf_counter()
-        model.semantic_scores(torch.zeros(1, 3, *shape))
-        seconds = time.perf_counter() - start
-    what = "images" if mode == "whole" else f"windows of {crop}x{crop}"
-    return (
-        f"on the CPU this takes about {duration(seconds * passes)} ({passes} {what}, {seconds:.1f} s each); "
-        "a GPU is much faster (--device cuda)"
-    )

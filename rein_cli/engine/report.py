@@ -83,15 +83,16 @@ def format_corruptions(results: Evaluation) -> str:
     return "\n\n".join(blocks)
 
 
-def format_table(results: Evaluation) -> str:
-    """Per-class IoU, one column per dataset, then mIoU / mAcc / aAcc rows, the reported figures, and the DG mean
-    with the datasets it is over; for a corruption run, the corruption x severity tables instead."""
+def format_table(results: Evaluation, *, per_class: bool = True) -> str:
+    """Per-class IoU (without ``per_class``: the compact table, none), one column per dataset, then mIoU / mAcc /
+    aAcc rows, the reported figures, and the DG mean with the datasets it is over; for a corruption run, the
+    corruption x severity tables instead."""
     if results.corruption:
         return format_corruptions(results)
     names = list(results.datasets)
     if not names:
         return ""
-    classes = _classes(results)
+    classes = _classes(results) if per_class else []
     width = max(14, *(len(c) + 2 for c in classes)) if classes else 14
     entries = [results.datasets[n] for n in names]
     intervals = [fmt_interval(e.interval).replace(", ", "-") for e in entries]
@@ -100,7 +101,7 @@ def format_table(results: Evaluation) -> str:
     def row(label: str, values: list[str]) -> str:
         return label.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
 
-    lines = [row("class", names)]
+    lines = [row("class" if per_class else "", names)]
     for c in classes:
         lines.append(row(c, [fmt(_iou(e, c)) for e in entries]))
     lines.append("-" * len(lines[0]))

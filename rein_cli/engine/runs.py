@@ -26,7 +26,8 @@ STEP_DIR = re.compile(r"iter_(\d+)")  # a step checkpoint's folder, and a period
 class RunDir:
     """A training run's directory: the resolved ``config.yaml``, ``metrics.jsonl`` (a line per log step and per
     evaluation), ``checkpoints/`` (``last``, ``best``, ``iter_<N>`` with their training state), ``eval/`` (the final
-    evaluation; ``eval/iter_<N>`` the periodic ones), ``tensorboard/`` and the lock file of the live run."""
+    evaluation; ``eval/iter_<N>`` the periodic ones), ``tensorboard/`` and the lock file of the live run; later
+    ``eval-<NAME>/``, `rein eval` of ``checkpoints/<NAME>`` (never the run's own ``eval/``)."""
 
     path: Path
 
@@ -70,6 +71,10 @@ class RunDir:
         """``eval/`` (the evaluation after training), or ``eval/iter_<N>`` (a periodic one)."""
         return self.path / self.EVAL if step is None else self.path / self.EVAL / f"iter_{step}"
 
+    def checkpoint_eval_dir(self, name: str) -> Path:
+        """``eval-<name>``: where `rein eval` of ``checkpoints/<name>`` writes by default, beside ``eval/``."""
+        return self.path / f"{self.EVAL}-{name}"
+
     @property
     def results(self) -> Path:
         """The final evaluation's results.json."""
@@ -112,18 +117,18 @@ class RunDir:
 
 
 def default_eval_dir(checkpoint: str | Path | None, name: str | None = None) -> Path:
-    """Where `rein eval` writes without --out: ``RUN/eval`` for a checkpoint of a run, ``eval/NAME`` beside any other
-    checkpoint folder (so that two checkpoints never share one), and ``eval/NAME`` here for a model given by name or
-    on the Hub."""
+    """Where `rein eval` writes without --out: ``RUN/eval-NAME`` for a run's checkpoint ``RUN/checkpoints/NAME`` (the
+    run's own ``RUN/eval``, written by training, is left as it is), ``eval/NAME`` beside any other checkpoint folder
+    (so that two checkpoints never share one), and ``eval/NAME`` here for a model given by name or on the Hub."""
     from rein_cli.hub import parse_hf_uri
 
     hub = parse_hf_uri(str(checkpoint)) if checkpoint is not None else None
     if checkpoint is None or hub is not None:
         return Path("eval") / (name or (hub[0].replace("/", "--") if hub else "model"))
     run = RunDir.of_checkpoint(checkpoint)
-    if run is not None:
-        return run.eval_dir()
     folder = Path(checkpoint).resolve()
+    if run is not None:
+        return run.checkpoint_eval_dir(folder.name)
     return folder.parent / "eval" / folder.name
 
 

@@ -1,11 +1,15 @@
 """Scoring one model on prepared datasets: each image through inference, the confusion matrix summed on the device
-(over processes too), a `DatasetResult` per dataset (and per corruption pair); predictions as PNGs when asked."""
+(over processes too), a `DatasetResult` per dataset (and per corruption pair); predictions as PNGs when asked; and,
+before that, what it will cost on the CPU (`cpu_estimate`)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +27,14 @@ from rein_cli.data.registry import lookup, overlaps
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine import distributed
 from rein_cli.engine.imagestats import ImageStats, Recorder, class_probabilities
-from rein_cli.engine.inference import infer
+from rein_cli.engine.inference import infer, slide_windows
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.engine.results import ClassScore, DatasetResult, reported_for
 from rein_cli.errors import ReinError
 from rein_cli.io import relative_path, save_image
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS
 from rein_cli.models.segmentor import model_device
-from rein_cli.progress import track
+from rein_cli.progress import duration, track
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,27 @@ def check_classes(model: nn.Module, manifest: Manifest) -> None:
         )
 
 
+def _finish(
+    scores: torch.Tensor,
+    item: dict[str, Any],
+    has_labels: bool,
+    ignore_index: int,
+    scores_are: str,
+    recorder: Recorder,
+    index: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Image ``index``'s (1, K, h, w) scores at its label's size: its (H, W) prediction and confusion matrix (None
+    without a label), both recorded."""
+    size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
+    if scores.shape[-2:] != size:
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    pred = scores.argmax(1)[0]
+    label = item["label"].to(scores.device, non_blocking=True) if has_labels else None
+    image_cm = confusion_matrix(pred, label, scores.shape[1], ignore_index) if label is not None else None
+    recorder.add(index, class_probabilities(scores, scores_are), pred, label, image_cm, ignore_index)
+    return pred, image_cm
+
+
 def score_datasets(
     model: nn.Module,
     manifests: Sequence[tuple[Manifest, bool]],
@@ -129,11 +154,10 @@ def score_datasets(
 ) -> tuple[dict[str, DatasetResult], dict[str, ImageStats]]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
     clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``, and each one's images'
-    statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset)."""
+    statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset). Each manifest is checked
+    first (`check_classes`)."""
     device = model_device(model)
     crop = model.crop_size
-    for manifest, _ in manifests:
-        check_classes(model, manifest)
     table = _id_table(model, prediction_ids, device) if save_predictions is not None else None
     if workers is None:
         workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
@@ -158,20 +182,13 @@ def score_datasets(
             for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
                 image = item["image"][None].to(device, non_blocking=True)
                 scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
-                size = tuple(item["label"].shape) if item["label"] is not None else item["size"]
-                if scores.shape[-2:] != size:
-                    scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
-                pred = scores.argmax(1)[0]
-                label = item["label"].to(device, non_blocking=True) if has_labels else None
-                image_cm = None
-                if label is not None:
-                    image_cm = confusion_matrix(pred, label, model.num_classes, manifest.ignore_index)
+                index = shard.indices[k]
+                pred, image_cm = _finish(scores, item, has_labels, manifest.ignore_index, scores_are, recorder, index)
+                if image_cm is not None:
                     cm += image_cm
-                probs = class_probabilities(scores, scores_are)
-                recorder.add(shard.indices[k], probs, pred, label, image_cm, manifest.ignore_index)
                 if save_predictions is not None:
                     ids = (table[pred] if table is not None else pred.to(torch.uint8)).cpu().numpy()
-                    save_image(Path(save_predictions) / key / names[shard.indices[k]], ids)
+                    save_image(Path(save_predictions) / key / names[index], ids)
             entry = DatasetResult(images=len(data))
             if has_labels:
                 distributed.all_reduce_sum(cm)
@@ -190,3 +207,95 @@ def score_datasets(
             entries[key] = entry
             stats[key] = recorder.finish(distributed.gather_objects(recorder) if world > 1 else None)
     return entries, stats
+
+
+# The report after the scores (intervals, charts, report.md and report.html): seconds on a CPU, once and per entry
+# (benchmarks/cpu_estimate.py)
+REPORT_SECONDS, REPORT_SECONDS_PER_ENTRY = 3.0, 1.5
+TIMED_SECONDS = 1.0  # work shorter than this is timed again, until this long in all, and the mean taken
+
+
+@dataclass(frozen=True)
+class CpuEstimate:
+    """What an evaluation will take on the CPU, from timings on this machine: ``images`` image evaluations (each
+    image once per corruption pair) read, corrupted, transformed and finished at ``per_image`` seconds besides their
+    ``passes`` model calls (``what``: windows or whole images) at ``per_pass`` seconds each, and the report."""
+
+    seconds: float
+    images: int
+    per_image: float
+    passes: int
+    per_pass: float
+    what: str
+
+    def __str__(self) -> str:
+        return (
+            f"on the CPU this takes about {duration(self.seconds)} ({self.passes} {self.what} at {self.per_pass:.2f} "
+            f"s, {self.images} images read and scored at {self.per_image:.2f} s); a GPU is much faster (--device cuda)"
+        )
+
+
+def timed(work: Callable[[], Any], *, again: bool = True) -> float:
+    """Seconds ``work`` takes: its first run, when that is long (its one-time costs are small beside it) or
+    ``again`` is off; else the mean of further runs, until `TIMED_SECONDS` in all (at most 50)."""
+    start = time.perf_counter()
+    work()
+    first = time.perf_counter() - start
+    if first >= TIMED_SECONDS or not again:
+        return first
+    runs, start = 0, time.perf_counter()
+    while runs < 50 and (runs == 0 or time.perf_counter() - start < TIMED_SECONDS):
+        work()
+        runs += 1
+    return (time.perf_counter() - start) / runs
+
+
+def cpu_estimate(
+    model: nn.Module,
+    manifests: Sequence[tuple[Manifest, bool]],
+    *,
+    split: str,
+    mode: str,
+    stride: int,
+    flip: bool,
+    pairs: Sequence[tuple[str, int] | None],
+) -> CpuEstimate:
+    """The time `score_datasets` with these settings, and the report after it, will take, measured on each dataset's
+    first image: read, corrupted (per pair) and transformed as the evaluation does; the model called on each window
+    (or the whole image) of its size; its scores finished (resized, confusion matrix, statistics) as the evaluation
+    does; plus `REPORT_SECONDS`. Every image of a dataset is taken to cost what its first one does."""
+    crop, K = model.crop_size, model.num_classes
+    rank, world = distributed.rank(), distributed.world_size()
+    scores_are = getattr(getattr(model, "head", None), "scores_are", "probabilities")
+    calls: dict[tuple[int, int], float] = {}
+    seconds, images, passes, per_image = REPORT_SECONDS, 0, 0, 0.0
+    for manifest, has_labels in manifests:
+        spec = lookup(manifest.dataset)
+        transform = EvalTransform(model.mean, model.std, spec.test_size_for(crop) if spec else None)
+        data = SegmentationDataset(manifest, split)
+        count = len(range(rank, len(data), world))
+        for pair in pairs:
+            items = _EvalItems(data, transform, [0], pair, manifest.root)
+            start = time.perf_counter()
+            item = items[0]  # a slow corruption: computed once, then cached, so its first time is what counts
+            read_seconds = time.perf_counter() - start if pair is not None else timed(partial(items.__getitem__, 0))
+            height, width = item["image"].shape[-2:]
+            recorder = Recorder(K, 1, [""], labeled=has_labels, split=split)
+            scores = torch.zeros(1, K, height, width)
+            finish = partial(_finish, scores, item, has_labels, manifest.ignore_index, scores_are, recorder, 0)
+            image_seconds = read_seconds + timed(finish)
+            boxes = [(0, height, 0, width)] if mode == "whole" else slide_windows(height, width, crop, stride)
+            for y1, y2, x1, x2 in boxes:
+                shape = (y2 - y1, x2 - x1)
+                if shape not in calls:
+                    with torch.no_grad():
+                        calls[shape] = timed(partial(model.semantic_scores, torch.zeros(1, 3, *shape)))
+            flips = 2 if flip else 1
+            model_seconds = sum(calls[(y2 - y1, x2 - x1)] for y1, y2, x1, x2 in boxes) * flips
+            seconds += count * (image_seconds + model_seconds) + REPORT_SECONDS_PER_ENTRY
+            per_image += count * image_seconds
+            images += count
+            passes += count * len(boxes) * flips
+    what = "whole images" if mode == "whole" else f"windows of up to {crop}x{crop}"
+    per_pass = max(calls.values()) if calls else 0.0
+    return CpuEstimate(seconds, images, per_image / max(images, 1), passes, per_pass, what)

@@ -4,6 +4,7 @@ one message."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,16 @@ from typing import Any
 
 from torch import nn
 
-from rein_cli.data.catalog import Located, locate, prepare_command
+from rein_cli.config import load_config
+from rein_cli.data.catalog import Located, locate, prepare_command, root_option
 from rein_cli.data.manifest import MANIFEST, Manifest, image_folder
 from rein_cli.data.registry import canonical_list
 from rein_cli.engine.checkpoint import checkpoint_missing, read_checkpoint_config
+from rein_cli.engine.runs import RunDir
 from rein_cli.errors import ReinError
 from rein_cli.hub import offline, parse_hf_uri
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,52 @@ def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:
     a folder whose pretrained backbone is not on disk while offline is missing."""
     missing = () if parse_hf_uri(str(checkpoint)) else tuple(checkpoint_missing(Path(checkpoint)))
     return ModelSource(str(checkpoint), checkpoint=checkpoint, missing=missing, **fields)
+
+
+def as_the_run_did(
+    sources: Sequence[ModelSource],
+    *,
+    mode: str | None,
+    stride: int | None,
+    flip: bool | None,
+    datasets: Sequence[Any],
+    data_dir: Path | None,
+) -> tuple[str | None, int | None, bool | None, Sequence[Any], Path | None]:
+    """The settings an evaluation leaves unset (None, no datasets) taken from the training run whose checkpoint it
+    evaluates, as that run evaluated (its config.yaml: ``eval.mode``, ``eval.stride``, ``eval.flip``; without
+    datasets its ``data.eval``, and then its ``data.root`` where it set one that is there), said in one line;
+    everything else as given (datasets named here are found under ``data_dir`` or the default folder)."""
+    checkpoint = sources[0].checkpoint if len(sources) == 1 else None
+    if checkpoint is None or parse_hf_uri(str(checkpoint)) or not Path(checkpoint).is_dir():
+        return mode, stride, flip, datasets, data_dir
+    run = RunDir.of_checkpoint(checkpoint)
+    if run is None:
+        return mode, stride, flip, datasets, data_dir
+    cfg = load_config(str(run.config))  # a config.yaml that is not valid: an error naming the file and key
+    taken: list[str] = []
+    if mode is None:
+        mode = cfg.eval.mode
+        taken.append(f"--mode {mode}")
+    if stride is None and cfg.eval.stride is not None and mode == "slide":
+        stride = cfg.eval.stride
+        taken.append(f"--stride {stride}")
+    if flip is None:
+        flip = cfg.eval.flip
+        taken.append("--flip" if flip else "--no-flip")
+    if not datasets and cfg.data.eval:  # the run's targets, where the run found them
+        datasets = list(cfg.data.eval)
+        taken.append(f"--target {','.join(cfg.data.eval)}")
+        if data_dir is None and cfg.data.root and Path(cfg.data.root).is_dir():
+            data_dir = Path(cfg.data.root)
+            taken += [root_option(data_dir).strip()] if root_option(data_dir) else []
+    if taken:
+        log.info(
+            "evaluating %s as its run evaluates (%s): %s; give another value to change one",
+            checkpoint,
+            run.config,
+            " ".join(taken),
+        )
+    return mode, stride, flip, datasets, data_dir
 
 
 def resolve_targets(
@@ -88,11 +139,12 @@ def assign(sources: Sequence[ModelSource], targets: Sequence[Located | Manifest]
     return [(source, share) for source, share in shares if share]
 
 
-def preflight(shares: Sequence[tuple[ModelSource, list]]) -> None:
-    """Everything missing (a model, its backbone's weights, a dataset not prepared) in one error that says how to get
-    each; nothing is downloaded or generated here. What a source would download counts as missing only when the
-    network is off or something else is missing (otherwise it is downloaded)."""
+def preflight(shares: Sequence[tuple[ModelSource, list]], data_root: Path) -> None:
+    """Everything missing (a model, its backbone's weights, a dataset not prepared under ``data_root``) in one error
+    that says how to get each; nothing is downloaded or generated here. What a source would download counts as
+    missing only when the network is off or something else is missing (otherwise it is downloaded)."""
     missing = [line for source, _ in shares for line in source.missing]
+    where = root_option(data_root)
     for _, share in shares:
         for target in share:
             if (
@@ -102,8 +154,8 @@ def preflight(shares: Sequence[tuple[ModelSource, list]]) -> None:
             ):
                 command = prepare_command(target.name, target.manifest.parent.parent, "...")
                 missing.append(
-                    f"the dataset {target.name}: prepare it with `{command}` (`rein data info {target.name}` says "
-                    "where to get it)"
+                    f"the dataset {target.name}: prepare it with `{command}` "
+                    f"(`rein data info {target.name}{where}` says where to get it)"
                 )
     pending = [source.pending for source, _ in shares if source.pending]
     if missing or (pending and offline()):

@@ -198,9 +198,10 @@ def train(
                 done = step + 1
                 periodic = cfg.train.eval_interval and done % cfg.train.eval_interval == 0
                 if periodic and done < max_iters and targets:
-                    scores, mean = evaluate_run(model, cfg, targets, run.eval_dir(done), names, progress=progress)
-                    info = checkpoint_info(cfg, names, recipe, done)
-                    best = keep_best(model, run, cfg, done, scores, mean, best, info, metrics, board)
+                    with bar.paused():  # the evaluation shows its own progress; the steps' speed leaves it out
+                        scores, mean = evaluate_run(model, cfg, targets, run.eval_dir(done), names, progress=progress)
+                        info = checkpoint_info(cfg, names, recipe, done)
+                        best = keep_best(model, run, cfg, done, scores, mean, best, info, metrics, board)
                 if done % cfg.train.checkpoint_interval == 0 and done < max_iters:
                     seconds = elapsed + time.perf_counter() - start_time
                     info = checkpoint_info(cfg, names, recipe, done)
@@ -211,6 +212,7 @@ def train(
             info = checkpoint_info(cfg, names, recipe, max_iters)
             save_step(model, optimizer, run, cfg, max_iters, info, device, best=best, window=window, seconds=seconds)
             seconds = elapsed + time.perf_counter() - start_time
+            bar.close()  # training is over: the evaluation below reports its own progress
             log.info("trained %d iterations in %.0f s; checkpoint: %s", max_iters, seconds, run.checkpoint())
             if evaluate_after and targets:
                 scores, mean = evaluate_run(model, cfg, targets, run.eval_dir(), names, progress=progress)
@@ -399,12 +401,11 @@ def keep_best(
     metrics: IO[str] | None,
     board: Any,
 ) -> float | None:
-    """With periodic evaluation (``train.eval_interval``): the evaluation recorded in metrics.jsonl and
-    ``checkpoints/best`` replaced when the mean is the highest so far; the scores on TensorBoard. Returns the best
+    """Every evaluation (periodic and final) recorded in metrics.jsonl and on TensorBoard; with periodic evaluation
+    (``train.eval_interval``) ``checkpoints/best`` replaced when the mean is the highest so far. Returns the best
     mean so far."""
     if dist.is_main():
-        if cfg.train.eval_interval:  # periodic evaluation: every result in metrics.jsonl
-            write_record(metrics, {"step": step, "eval": scores, "mean_mIoU": mean})
+        write_record(metrics, {"step": step, "eval": scores, "mean_mIoU": mean})
         if board is not None:
             for name, value in scores.items():
                 board.add_scalar(f"eval/{name}", value, step)
