@@ -2,11 +2,13 @@
 
     python benchmarks/cpu_estimate.py [--images 20] [--case NAME ...]
 
-For each case a random-weight checkpoint is saved and `rein eval` runs on it from the command line (a subprocess,
-offline, on the CPU) on synthetic scenes of 512x256 (``--images`` val scenes per condition). The estimate is read
-from the line the command prints ("on the CPU this takes about ..."); measured is the time from that line to the
-end of the command (what the estimate promises), command the whole command. The promise: every estimate within 2x
-of the measured time. Prints one line per case; writes benchmarks/results/cpu_estimate.json.
+For each case a random-weight checkpoint is saved in a temporary folder (WORK) and `rein eval` runs on it from the
+command line (a subprocess, offline, on the CPU) on synthetic scenes of 512x256 (``--images`` val scenes per
+condition). The estimate is read from the line the command prints ("on the CPU this takes about ..."); measured is
+the time from that line to the end of the command (what the estimate promises), command the whole command. The
+promise: every estimate within 2x of the measured time. The machine's load average is recorded before and after
+each case: on a shared machine the time a case takes follows what else runs. Prints one line per case; writes
+benchmarks/results/cpu_estimate.json.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
             checkpoint = save_random_checkpoint(recipe, flags, work / "checkpoints" / name.replace(" ", "-"))
             command = ["rein", "eval", str(checkpoint), *options, "--data-root", str(data), "--device", "cpu"]
             row = run(command, work / "out" / name.replace(" ", "-"), work / "home")
+            row["command"] = row["command"].replace(str(work), "WORK")  # the temporary folder, by its role
             row |= {"case": name, "recipe": recipe, "flags": flags}
             rows.append(row)
             print(

@@ -312,6 +312,11 @@ def test_a_runs_checkpoint_is_evaluated_as_its_run_evaluates(trained, synthetic_
     assert (run / "eval" / "results.json").read_bytes() == own
     results = evaluate(ckpt, [], progress=False)  # in Python too
     assert results.mode == "whole" and list(results.datasets) == ["synthetic-fog"]
+    (run / "config.yaml").write_text("model:\n  backbonee: vit-tiny\n")  # a run's settings that cannot be read
+    assert rein("eval", ckpt, "-t", "synthetic-fog", "--data-root", synthetic_root, "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert f"not evaluating as the run {run} does: " in err and "the defaults instead" in err
+    assert json.loads((run / "eval-last" / "results.json").read_text())["mode"] == "slide"  # the checkpoint's own
 
 
 def test_the_cpu_estimate_counts_what_the_evaluation_runs(synthetic_root):

@@ -13,9 +13,10 @@ from .helpers import errors, rein, sets
 
 def test_train_writes_a_complete_run(trained):
     assert (trained / "config.yaml").is_file()
-    lines = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    *lines, final = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in lines)
     assert lines[1]["lr"] < lines[0]["lr"]  # poly decay
+    assert final["step"] == 3 and set(final["eval"]) == {"synthetic-fog"}  # the evaluation after training
     ckpt = trained / "checkpoints" / "last"
     assert {p.name for p in ckpt.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     results = json.loads((trained / "eval" / "results.json").read_text())
@@ -31,7 +32,7 @@ def test_train_and_eval_with_the_mask2former_head(synthetic_root, tmp_path):
     )
     assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 0
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert "d8.loss_dice" in lines[-1] and np.isfinite(lines[-1]["loss"])
+    assert "d8.loss_dice" in lines[-2] and np.isfinite(lines[-2]["loss"]) and "eval" in lines[-1]
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert 0 <= results["datasets"]["synthetic-snow"]["mIoU"] <= 100
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -212,7 +213,8 @@ def score_datasets(
 # The report after the scores (intervals, charts, report.md and report.html): seconds on a CPU, once and per entry
 # (benchmarks/cpu_estimate.py)
 REPORT_SECONDS, REPORT_SECONDS_PER_ENTRY = 3.0, 1.5
-TIMED_SECONDS = 1.0  # work shorter than this is timed again, until this long in all, and the mean taken
+WARM_UP_SECONDS = 20.0  # a first run this long is the measure (its one-time costs are small beside it)
+TIMED_SECONDS = 2.0  # after the first run, runs are timed until this long in all, and the median taken
 
 
 @dataclass(frozen=True)
@@ -236,18 +238,20 @@ class CpuEstimate:
 
 
 def timed(work: Callable[[], Any], *, again: bool = True) -> float:
-    """Seconds ``work`` takes: its first run, when that is long (its one-time costs are small beside it) or
-    ``again`` is off; else the mean of further runs, until `TIMED_SECONDS` in all (at most 50)."""
+    """Seconds ``work`` takes: the median of its runs after the first (which pays one-time costs: lazy set-up,
+    caches), until `TIMED_SECONDS` in all (at most 50); the first alone when it took `WARM_UP_SECONDS` or more, or
+    ``again`` is off. The median, so that a moment when other processes hold the CPU does not count as the rule."""
     start = time.perf_counter()
     work()
     first = time.perf_counter() - start
-    if first >= TIMED_SECONDS or not again:
+    if first >= WARM_UP_SECONDS or not again:
         return first
-    runs, start = 0, time.perf_counter()
-    while runs < 50 and (runs == 0 or time.perf_counter() - start < TIMED_SECONDS):
+    runs: list[float] = []
+    while not runs or (sum(runs) < TIMED_SECONDS and len(runs) < 50):
+        start = time.perf_counter()
         work()
-        runs += 1
-    return (time.perf_counter() - start) / runs
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
 
 
 def cpu_estimate(

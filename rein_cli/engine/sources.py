@@ -75,7 +75,11 @@ def as_the_run_did(
     run = RunDir.of_checkpoint(checkpoint)
     if run is None:
         return mode, stride, flip, datasets, data_dir
-    cfg = load_config(str(run.config))  # a config.yaml that is not valid: an error naming the file and key
+    try:
+        cfg = load_config(str(run.config))
+    except ReinError as err:  # the checkpoint describes itself: the run's settings are only defaults
+        log.warning("not evaluating as the run %s does: %s; the defaults instead", run.path, err)
+        return mode, stride, flip, datasets, data_dir
     taken: list[str] = []
     if mode is None:
         mode = cfg.eval.mode
