@@ -187,6 +187,6 @@ def test_a_failed_training_state_write_is_one_message_and_leaves_no_checkpoint(t
 
     monkeypatch.setattr(torch, "save", failing_save)
     path = tmp_path / "checkpoints" / "iter_2"
-    with pytest.raises(ReinError, match=r"cannot write .*iter_2/training_state.pt: .* the disk may be full.*--resume"):
+    with pytest.raises(ReinError, match=r"cannot write .*iter_2/training_state.pt: .* the disk may be full: free"):
         save_checkpoint(model, path, info={"iterations": 2}, training_state={"step": 2})
     assert list((tmp_path / "checkpoints").iterdir()) == []  # nothing half-written, no temporary folder

@@ -114,7 +114,7 @@ def test_what_can_be_checked_before_the_processes_start_is_one_line_and_none_sta
         "a dataset not prepared": (
             ["--devices", 2, "--set", "train.device=cpu", "--data", "gta5", "--set", f"data.root={tmp_path / 'none'}"],
             f"dataset gta5 is not prepared under {tmp_path / 'none'}; run `rein data prepare gta5 --from PATH "
-            f"--data-root {tmp_path / 'none'}` (see `rein data info gta5`)",
+            f"--data-root {tmp_path / 'none'}` (see `rein data info gta5 --data-root {tmp_path / 'none'}`)",
         ),
     }
     for name, (options, line) in cases.items():
