@@ -181,8 +181,11 @@ def stated_defaults() -> list[tuple[str, str, str]]:
 def test_a_default_in_the_help_is_the_one_the_docs_state(path, option, default):
     texts = [t.replace("`", "") for t in mentions().texts.get((path, option), [])]
     assert texts, f"{path} {option} is not documented"
-    stated = [t for t in texts if re.search(rf"{re.escape(option)}[^.]*\bdefault", t)]
-    if not stated:  # the docs do not state this default: nothing to disagree with
+    found = (m for t in texts for m in re.findall(rf"{re.escape(option)}\b[^.]*?\bdefault:? ([^;),]+)", t))
+    said = [m.removeprefix("./") for m in found]
+    if not said:  # the docs do not state this default: nothing to disagree with
         return
     value = default.split()[0].strip("`'\".")
-    assert any(value in t for t in stated), f"{path} {option}: the help says default {default}; the docs: {stated}"
+    assert any(re.search(rf"(?<![\w/-]){re.escape(value)}(?![\w-])", d) for d in said), (
+        f"{path} {option}: the help says default {default}; the docs: {said}"
+    )
