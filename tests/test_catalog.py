@@ -81,7 +81,7 @@ def test_info_describes_what_list_shows(tmp_path, capsys):
     assert rein("data", "info", "cracks", "--data-root", root) == 0
     info = capsys.readouterr().out.splitlines()
     assert info[0] == "cracks: custom dataset (3 classes: road, crack, pothole)"
-    assert "  train: 2 images" in info and "  val: 1 images" in info
+    assert "  train: 2 images" in info and "  val: 1 image" in info
     assert f"  prepared from: {src.resolve()}" in info
     assert info[-1] == f"  prepared: {root / 'cracks'} {{'train': 2, 'val': 1}}"
     assert rein("data", "info", root / "cracks") == 0  # by its folder, too

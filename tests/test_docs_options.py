@@ -3,7 +3,9 @@ is documented for it, and a default stated in the help is the one the docs state
 
 An option is documented for a command when the docs write it with the command (a `rein ...` command in a code block,
 its comment included, or an inline `` `rein CMD ... --option` ``), or write it alone (`` `--option` ``) in a
-paragraph, table row or list item that names the command, or under a heading whose section names it.
+paragraph, table row or list item that names the command (one that names none: in a section, code included, or a
+document whose opening names it). Written with a command, the command must have it; written alone, one of the
+commands around it must.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from .docs_runner import DOCS, ROOT, blocks, commands
 
 SHELL = ("bash", "sh", "shell")
 GROUPS = ("rein", "rein data")  # commands of commands: their options are the global ones
-# Options the docs write alone that belong to other programs, and why they are there.
-OTHER_PROGRAMS = {
-    "--nproc-per-node": "torchrun's, in the command `rein train --devices N` runs (training.md)",
-    "--standalone": "torchrun's, in the command `rein train --devices N` runs (training.md)",
-}
+# Options the docs write alone (`` `--option` ``) that belong to other programs, and why they are there. (Other
+# programs' commands, `torchrun ...`, `tensorboard --logdir RUN`, are not read for rein's options.)
+OTHER_PROGRAMS: dict[str, str] = {}
 # Options of a command's help that the docs deliberately leave out for that command, and why.
 UNDOCUMENTED: dict[tuple[str, str], str] = {}
 
@@ -181,8 +181,11 @@ def stated_defaults() -> list[tuple[str, str, str]]:
 def test_a_default_in_the_help_is_the_one_the_docs_state(path, option, default):
     texts = [t.replace("`", "") for t in mentions().texts.get((path, option), [])]
     assert texts, f"{path} {option} is not documented"
-    stated = [t for t in texts if re.search(rf"{re.escape(option)}[^.]*\bdefault", t)]
-    if not stated:  # the docs do not state this default: nothing to disagree with
+    found = (m for t in texts for m in re.findall(rf"{re.escape(option)}\b[^.]*?\bdefault:? ([^;),]+)", t))
+    said = [m.removeprefix("./") for m in found]
+    if not said:  # the docs do not state this default: nothing to disagree with
         return
     value = default.split()[0].strip("`'\".")
-    assert any(value in t for t in stated), f"{path} {option}: the help says default {default}; the docs: {stated}"
+    assert any(re.search(rf"(?<![\w/-]){re.escape(value)}(?![\w-])", d) for d in said), (
+        f"{path} {option}: the help says default {default}; the docs: {said}"
+    )

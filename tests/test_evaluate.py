@@ -266,7 +266,8 @@ def test_bad_inputs_name_the_fix(trained, synthetic_root, tmp_path, capsys):
     with pytest.raises(ReinError, match=r"predicts 19 classes .* dataset three .* has 3 .*rein train --data three"):
         evaluate(ckpt, [str(folder)], data_dir=synthetic_root, mode="whole", progress=False)
     assert rein("eval", ckpt, "-t", "cityscapes", "--data-root", tmp_path / "empty", "--no-progress") == 1
-    assert "rein data prepare cityscapes --from" in errors(capsys)
+    empty = tmp_path / "empty"  # the remedy prepares it where this evaluation looks
+    assert f"`rein data prepare cityscapes --from ... --data-root {empty}`" in errors(capsys)
     with pytest.raises(ReinError, match=r"missing before evaluation can start: the dataset acdc-fog: prepare it with "):
         evaluate(ckpt, ["acdc-fog"], data_dir=tmp_path / "empty", progress=False)
 

@@ -158,3 +158,35 @@ def test_no_line_is_reported_while_paused(caplog):
             assert not caplog.records  # the evaluation reports itself; the training line keeps quiet
         time.sleep(0.1)
     assert len(caplog.records) >= 2  # lines again once the pause is over, and the last one
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_an_extraction_cut_short_says_interrupted(tmp_path, monkeypatch, fails):
+    import errno
+    import zipfile
+
+    from rein_cli.data import archives
+    from rein_cli.errors import ReinError
+
+    closed = []
+
+    class Recording(Progress):
+        def close(self, *, interrupted: bool = False) -> None:
+            closed.append(interrupted)
+            super().close(interrupted=interrupted)
+
+    monkeypatch.setattr(archives, "Progress", Recording)
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("images/1.png", b"x" * 1000)
+    if fails:
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(archives.shutil, "copyfileobj", full)
+        with pytest.raises(ReinError, match="the disk or the file-size limit is full"):
+            archives.extract(archive, tmp_path / "out", progress=False)
+    else:
+        archives.extract(archive, tmp_path / "out", progress=False)
+    assert closed[-1] is fails  # the extraction's line: "interrupted after ..." when cut short, else "done in ..."

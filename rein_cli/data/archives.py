@@ -9,6 +9,7 @@ import json
 import posixpath
 import shutil
 import stat
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -321,7 +322,7 @@ def extract(
             f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again"
         ) from err
     finally:
-        bar.close()
+        bar.close(interrupted=sys.exc_info()[0] is not None)  # an error or Ctrl-C: the line says so, not "done"
     write_json(marker, signature)
     return dest
 

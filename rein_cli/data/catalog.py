@@ -160,7 +160,7 @@ def _custom_info(manifest: Manifest) -> str:
     shown = ", ".join(manifest.classes[:8]) + (", ..." if len(manifest.classes) > 8 else "")
     lines = [
         f"{manifest.dataset}: custom dataset ({len(manifest.classes)} classes: {shown})",
-        *(f"  {split}: {count} images" for split, count in manifest.counts.items()),
+        *(f"  {split}: {count} image{'' if count == 1 else 's'}" for split, count in manifest.counts.items()),
         f"  labels: train ids 0-{len(manifest.classes) - 1}, {manifest.ignore_index} = ignore"
         + (f" ({raw['converted']})" if raw.get("converted") else ""),
         "  test-time resize: none (its own size)",
