@@ -330,7 +330,7 @@ def test_what_is_not_a_release_is_deleted_and_never_recorded(world, capsys, body
     assert line == invalid_line(release_url(hub), what, size, kind, f"{hub.url}/releases")
     assert "weights_only" not in line and "unpickl" not in line
     assert_nothing_kept(zoo)
-    assert rein("models") == 0 and re.search(rf"{TINY} +dinov2-s +- +unverified", capsys.readouterr().out)
+    assert rein("models") == 0 and re.search(rf"{TINY} +dinov2-s +no +\? +unverified", capsys.readouterr().out)
 
 
 def test_a_pytorch_file_without_the_keys_of_a_rein_checkpoint(world, capsys, states):

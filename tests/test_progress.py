@@ -109,7 +109,8 @@ def test_a_plain_line_cut_short_says_interrupted(caplog, cause):
         time.sleep(0.1)
         raise cause("stop")  # Ctrl-C (or SIGTERM, which rein turns into it), or an error
     last = caplog.records[-1].getMessage()
-    assert re.fullmatch(r"training 7/100 interrupted after \d+s", last), last
+    ended = "interrupted" if cause is KeyboardInterrupt else "failed"
+    assert re.fullmatch(rf"training 7/100 {ended} after \d+s", last), last
     assert not any("done" in r.getMessage() for r in caplog.records)
 
 
@@ -126,7 +127,7 @@ def test_a_bar_cut_short_stays_and_says_interrupted(capsys, leave):
     assert last.startswith("eval synthetic:") and "10/10" in last and "interrupted" not in last, last
 
 
-def test_tracked_work_cut_short_says_interrupted(caplog, monkeypatch):
+def test_tracked_work_cut_short_says_failed(caplog, monkeypatch):
     monkeypatch.setattr(module, "LINE_INTERVAL", 0.02)
     caplog.set_level(logging.INFO, logger="rein_cli.progress")
     with pytest.raises(ValueError):
@@ -134,7 +135,7 @@ def test_tracked_work_cut_short_says_interrupted(caplog, monkeypatch):
             time.sleep(0.03)
             if item == 3:
                 raise ValueError("a bad image")
-    assert re.fullmatch(r"eval 3/5 interrupted after \d+s", caplog.records[-1].getMessage())
+    assert re.fullmatch(r"eval 3/5 failed after \d+s", caplog.records[-1].getMessage())  # an error, not Ctrl-C
 
 
 def test_paused_work_counts_neither_in_the_speed_nor_in_the_time_left(clock):
@@ -161,7 +162,7 @@ def test_no_line_is_reported_while_paused(caplog):
 
 
 @pytest.mark.parametrize("fails", [True, False])
-def test_an_extraction_cut_short_says_interrupted(tmp_path, monkeypatch, fails):
+def test_an_extraction_cut_short_says_so(tmp_path, monkeypatch, fails):
     import errno
     import zipfile
 
@@ -171,9 +172,9 @@ def test_an_extraction_cut_short_says_interrupted(tmp_path, monkeypatch, fails):
     closed = []
 
     class Recording(Progress):
-        def close(self, *, interrupted: bool = False) -> None:
-            closed.append(interrupted)
-            super().close(interrupted=interrupted)
+        def close(self, ended: str = "done") -> None:
+            closed.append(ended)
+            super().close(ended)
 
     monkeypatch.setattr(archives, "Progress", Recording)
     archive = tmp_path / "a.zip"
@@ -189,4 +190,4 @@ def test_an_extraction_cut_short_says_interrupted(tmp_path, monkeypatch, fails):
             archives.extract(archive, tmp_path / "out", progress=False)
     else:
         archives.extract(archive, tmp_path / "out", progress=False)
-    assert closed[-1] is fails  # the extraction's line: "interrupted after ..." when cut short, else "done in ..."
+    assert closed[-1] == ("failed" if fails else "done")  # the extraction's line: "failed after ..." or "done in ..."

@@ -322,7 +322,8 @@ def extract(
             f"extracting {archive_path} failed ({err}); the archive may be truncated: download it again"
         ) from err
     finally:
-        bar.close(interrupted=sys.exc_info()[0] is not None)  # an error or Ctrl-C: the line says so, not "done"
+        cut = sys.exc_info()[0]  # an error or Ctrl-C: the line says so, not "done"
+        bar.close("done" if cut is None else "interrupted" if issubclass(cut, KeyboardInterrupt) else "failed")
     write_json(marker, signature)
     return dest
 

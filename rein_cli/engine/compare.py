@@ -178,7 +178,7 @@ def _eval_command(run: RunDir) -> str:
     words = ["rein", "eval", str(run.checkpoint()), *(x for t in targets for x in ("--target", t))]
     words += ["--data-root", str(data["root"])] if data.get("root") else []
     words += ["--mode", str(evaluation["mode"])] if evaluation.get("mode") else []
-    return shlex.join(words)
+    return shlex.join([*words, "--out", str(run.results.parent)])  # the run's own folder, not eval-NAME beside it
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:

@@ -192,8 +192,9 @@ def _first_failure(folder: Path, rank: int | None = None, stopped: bool = True) 
 
 def _crash(err, devices: int, *, killed_only: bool = False) -> tuple[Failure, str] | None:
     """A process that ended without recording why: killed by a signal (the kernel's out-of-memory killer), which
-    is the cause whatever the others then said, or (not ``killed_only``) crashed."""
-    killed = {rank: f for rank, f in err.failures.items() if f.exitcode < 0}
+    is the cause whatever the others then said, or (not ``killed_only``) crashed. ``killed_only`` counts SIGKILL
+    alone (the kernel's): the launcher itself stops the other processes with SIGTERM once one has failed."""
+    killed = {rank: f for rank, f in err.failures.items() if f.exitcode < 0 and (f.exitcode == -9 or not killed_only)}
     crashed = killed or {rank: f for rank, f in err.failures.items() if f.exitcode != EXIT_INTERRUPTED}
     if not killed and (killed_only or not crashed):
         return None
