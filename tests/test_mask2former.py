@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rein_cli.models.mask2former.criterion import dice_loss, mask2former_losses, semantic_targets, uncertain_points
 from rein_cli.models.mask2former.deform_attn import MSDeformAttn, ms_deform_attn
-from rein_cli.models.mask2former.head import Mask2FormerHead, per_head, unmask_full_rows
+from rein_cli.models.mask2former.head import Mask2FormerHead, additive_mask, unmask_full_rows
 from rein_cli.models.mask2former.matcher import hungarian_match, match_cost, point_sample
 from rein_cli.models.mask2former.pixel_decoder import sine_position_encoding
 from rein_cli.models.segmentor import build_segmentor, count_parameters
@@ -78,7 +78,7 @@ def test_sine_position_encoding_by_hand():
 @pytest.mark.parametrize("backbone", list(FAMILIES))
 def test_head_outputs_for_every_backbone_family(backbone):
     model = tiny_family(backbone)
-    cls, masks = model(torch.randn(2, 3, 64, 96))
+    cls, masks, *_ = model(torch.randn(2, 3, 64, 96))
     assert len(cls) == len(masks) == 10  # the initial queries, then each of 9 layers
     assert all(c.shape == (2, 100, 20) for c in cls) and all(m.shape == (2, 100, 16, 24) for m in masks)
     scores = model.eval().semantic_scores(torch.randn(1, 3, 64, 96))
@@ -101,11 +101,12 @@ def test_fully_masked_rows_attend_everywhere():
     torch.testing.assert_close(unmask_full_rows(mask), torch.tensor([[[False, False, False], [True, False, True]]]))
 
 
-def test_the_attention_mask_is_thresholded_once_and_repeated_per_head_as_multihead_attention_lays_it_out():
+def test_the_attention_mask_is_thresholded_once_and_shared_by_the_heads():
     logits = torch.randn(2, 5, 12)  # (B, Q, h*w)
-    mask = per_head(unmask_full_rows(logits.sigmoid() < 0.5), num_heads=3)
-    repeated = logits.unsqueeze(1).repeat(1, 3, 1, 1).flatten(0, 1)  # every head's copy, then thresholded
-    assert mask.shape == (6, 5, 12) and torch.equal(mask, unmask_full_rows(repeated.sigmoid() < 0.5))
+    mask = additive_mask(unmask_full_rows(logits.sigmoid() < 0.5))
+    blocked = unmask_full_rows(logits.sigmoid() < 0.5)
+    assert mask.shape == (2, 1, 5, 12) and mask.dtype == torch.float32
+    assert torch.equal(mask[:, 0] == float("-inf"), blocked) and torch.equal(mask[:, 0] == 0, ~blocked)
 
 
 def test_hungarian_matching_on_hand_made_costs():

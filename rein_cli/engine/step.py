@@ -65,9 +65,12 @@ def accumulate_gradients(
 
 
 def to_float(value: Any) -> Any:
-    """Floating tensors of a nested (list, tuple) structure in float32 (the losses are computed in float32)."""
+    """Floating tensors of a nested (list, tuple, named tuple) structure in float32 (the losses are computed in
+    float32)."""
     if isinstance(value, torch.Tensor):
         return value.float() if value.is_floating_point() else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(to_float(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(to_float(v) for v in value)
     return value

@@ -40,6 +40,18 @@ def uncertain_points(mask_logits: Tensor, num_points: int, oversample: float = 3
     return torch.cat([chosen, torch.rand(N, num_points - k, 2, device=mask_logits.device)], dim=1)
 
 
+def matched_logits(mask_embeds: Tensor, mask_features: Tensor, images: list[int], queries: list[Tensor]) -> Tensor:
+    """The mask logits (M, h, w) of the matched queries alone, ``queries[i]`` of image ``images[i]``, in that order:
+    what ``einsum("bqc,bchw->bqhw", mask_embeds, mask_features)[images, queries]`` holds, without computing (and
+    back-propagating through) the other queries' masks."""
+    return torch.cat(
+        [
+            torch.einsum("qc,chw->qhw", mask_embeds[image, rows], mask_features[image])
+            for image, rows in zip(images, queries, strict=True)
+        ]
+    )
+
+
 def dice_loss(logits: Tensor, targets: Tensor, avg_factor: float) -> Tensor:
     """Sum over masks of 1 - (2 sum(p t) + 1) / (sum p + sum t + 1), p = sigmoid; divided by ``avg_factor``."""
     p = logits.sigmoid().flatten(1)
@@ -67,8 +79,10 @@ def _single_prediction_losses(
     num_classes: int,
     num_points: int,
     no_object_weight: float,
+    mask_parts: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """loss_cls, loss_mask, loss_dice (unweighted) of one prediction (B, Q, K+1), (B, Q, h, w)."""
+    """loss_cls, loss_mask, loss_dice (unweighted) of one prediction (B, Q, K+1), (B, Q, h, w); with ``mask_parts``
+    (mask embeddings (B, Q, C), mask features (B, C, h, w)) the gradient flows through them (`matched_logits`)."""
     B, Q = cls_logits.shape[:2]
     labels = torch.full((B, Q), num_classes, dtype=torch.long, device=cls_logits.device)  # unmatched: no object
     matched_images, matched_queries, matched_targets = [], [], []  # matched_targets: indices into float_masks
@@ -77,9 +91,9 @@ def _single_prediction_losses(
             continue
         points = torch.rand(1, num_points, 2, device=cls_logits.device)  # shared by predictions and targets
         gt_masks = float_masks[starts[b] : starts[b] + len(gt_labels)]
-        with torch.no_grad():
-            pred_points = point_sample(mask_logits[b][:, None], points.expand(Q, -1, -1))[:, 0]  # (Q, P)
-            gt_points = point_sample(gt_masks, points.expand(len(gt_labels), -1, -1))[:, 0]
+        with torch.no_grad():  # the masks as channels of one map: the points' weights are computed once, not per mask
+            pred_points = point_sample(mask_logits[b][None], points)[0]  # (Q, P)
+            gt_points = point_sample(gt_masks.transpose(0, 1), points)[0]  # (G, P)
             rows, cols = hungarian_match(match_cost(cls_logits[b], pred_points, gt_labels, gt_points))
         labels[b, rows] = gt_labels[cols]
         matched_images.append(torch.full_like(rows, b))
@@ -97,7 +111,7 @@ def _single_prediction_losses(
     num_masks = sum(len(rows) for rows in matched_queries) + sum(len(gt_labels) == 0 for gt_labels, _ in targets)
     num_masks = max(float(mean_across_processes(cls_logits.new_tensor(float(num_masks)))), 1.0)
     if not matched_queries:  # no labeled pixel in the batch: zero mask losses that keep the graph
-        zero = mask_logits.sum() * 0.0
+        zero = sum(part.sum() for part in mask_parts or (mask_logits,)) * 0.0
         return loss_cls, zero, zero
     # (M, 1, h, w): one gather of every image's matched predictions (one gradient scatter in the backward pass)
     preds = mask_logits[torch.cat(matched_images), torch.cat(matched_queries)][:, None]
@@ -108,6 +122,9 @@ def _single_prediction_losses(
         at_masks = points.new_zeros(len(float_masks), num_points, 2)
         at_masks[order] = points
         point_targets = point_sample(float_masks, at_masks)[order, 0]
+    if mask_parts is not None:
+        images = [b for b, (gt_labels, _) in enumerate(targets) if len(gt_labels)]  # those of matched_queries
+        preds = matched_logits(*mask_parts, images, matched_queries)[:, None]
     point_logits = point_sample(preds, points)[:, 0]  # (M, P)
     loss_dice = dice_loss(point_logits, point_targets, num_masks)
     bce = F.binary_cross_entropy_with_logits(point_logits, point_targets, reduction="sum")
@@ -125,10 +142,13 @@ def mask2former_losses(
     num_points: int = 12544,
     no_object_weight: float = 0.1,
     weights: tuple[float, float, float] = (2.0, 5.0, 5.0),
+    mask_parts: tuple[list[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Weighted losses of every prediction: ``loss_*`` for the last, ``d{i}.loss_*`` for the others.
 
-    labels (B, H, W) are train ids at the input resolution; each prediction is matched independently.
+    labels (B, H, W) are train ids at the input resolution; each prediction is matched independently. With
+    ``mask_parts`` (each prediction's mask embeddings (B, Q, C), the mask features (B, C, h, w)) the mask losses
+    back-propagate through them, matched queries only, and ``all_masks`` need no gradient.
     """
     targets = [semantic_targets(label, ignore_index) for label in labels]
     float_masks, starts = _float_targets(targets)
@@ -143,6 +163,7 @@ def mask2former_losses(
             num_classes=num_classes,
             num_points=num_points,
             no_object_weight=no_object_weight,
+            mask_parts=None if mask_parts is None else (mask_parts[0][i], mask_parts[1]),
         )
         prefix = "" if i == len(all_cls) - 1 else f"d{i}."
         for name, value, weight in zip(("loss_cls", "loss_mask", "loss_dice"), terms, weights, strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,9 +18,25 @@ def unmask_full_rows(attn_mask: Tensor) -> Tensor:
     return attn_mask & (attn_mask.sum(-1, keepdim=True) != attn_mask.shape[-1])
 
 
-def per_head(attn_mask: Tensor, num_heads: int) -> Tensor:
-    """(B, Q, N) -> (B * heads, Q, N), the same mask for every head (the layout of nn.MultiheadAttention)."""
-    return attn_mask.unsqueeze(1).expand(-1, num_heads, -1, -1).flatten(0, 1)
+def additive_mask(attn_mask: Tensor) -> Tensor:
+    """(B, Q, N) True = blocked -> (B, 1, Q, N) float, -inf where blocked: added to every head's attention logits
+    (nn.MultiheadAttention turns a boolean mask into the same, repeated for each head)."""
+    return torch.zeros(attn_mask.shape, dtype=torch.float32, device=attn_mask.device).masked_fill_(
+        attn_mask, float("-inf")
+    )[:, None]
+
+
+class HeadOutputs(NamedTuple):
+    """The head's predictions: class logits [(B, Q, K+1)] and mask logits [(B, Q, H/4, W/4)], one per prediction.
+
+    In training (gradients on), the mask logits carry no gradient: the losses compute the logits of the matched
+    queries alone again from ``mask_embeds`` [(B, Q, C)] and ``mask_features`` (B, C, H/4, W/4), which do, instead of
+    the gradient of every query's full-resolution mask (`rein_cli.models.mask2former.criterion.matched_logits`)."""
+
+    cls: list[Tensor]
+    masks: list[Tensor]
+    mask_embeds: list[Tensor] | None = None
+    mask_features: Tensor | None = None
 
 
 class Mask2FormerHead(nn.Module):
@@ -27,8 +45,8 @@ class Mask2FormerHead(nn.Module):
     ``forward(features, queries)`` takes the 4-level pyramid and, from Rein, queries (T, 256): they are
     the positional queries, and ``querys2feat`` of them the content queries. Without Rein
     (``learned_queries=True``) both come from learned embeddings, as in the standard head.
-    Returns (class logits [(B, Q, K+1)] x 10, mask logits [(B, Q, H/4, W/4)] x 10): from the initial
-    queries, then after every decoder layer. Names and initialisation follow the official head.
+    Returns `HeadOutputs`: class logits [(B, Q, K+1)] x 10 and mask logits [(B, Q, H/4, W/4)] x 10, from the
+    initial queries, then after every decoder layer. Names and initialisation follow the official head.
     """
 
     def __init__(
@@ -72,17 +90,19 @@ class Mask2FormerHead(nn.Module):
 
     def _predict(
         self, query: Tensor, mask_features: Tensor, next_size: tuple[int, int]
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Class and mask logits, and the next layer's attention mask (B, Q, h*w), True where sigmoid < 0.5 (the same
-        for every head: thresholded once, repeated per head by the caller)."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Class logits, mask embeddings and logits, and the next layer's attention mask (B, Q, h*w), True where
+        sigmoid < 0.5 (the same for every head). The mask logits carry no gradient (see `HeadOutputs`)."""
         query = self.transformer_decoder.post_norm(query)
         cls = self.cls_embed(query)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(query), mask_features)
-        attn = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
-        attn = (attn.flatten(2).sigmoid() < 0.5).detach()
-        return cls, masks, attn
+        embeds = self.mask_embed(query)
+        with torch.no_grad():
+            masks = torch.einsum("bqc,bchw->bqhw", embeds, mask_features)
+            attn = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
+            attn = attn.flatten(2).sigmoid() < 0.5
+        return cls, embeds, masks, attn
 
-    def forward(self, features: list[Tensor], queries: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(self, features: list[Tensor], queries: Tensor | None = None) -> HeadOutputs:
         B = features[0].shape[0]
         mask_features, memories = self.pixel_decoder(features)  # memories at strides 32, 16, 8
         keys, key_pos = [], []
@@ -92,25 +112,30 @@ class Mask2FormerHead(nn.Module):
             pos = sine_position_encoding(B, H, W, memory.shape[1] // 2, memory.device, memory.dtype)
             key_pos.append(pos.flatten(2).transpose(1, 2))
         query, query_pos = self._queries(queries, B)
-        cls, masks, attn = self._predict(query, mask_features, memories[0].shape[-2:])
-        all_cls, all_masks = [cls], [masks]
+        cls, embeds, masks, attn = self._predict(query, mask_features, memories[0].shape[-2:])
+        all_cls, all_embeds, all_masks = [cls], [embeds], [masks]
         for i, layer in enumerate(self.transformer_decoder.layers):
             level = i % self.num_levels
-            attn = per_head(unmask_full_rows(attn), self.num_heads)  # (B * heads, Q, h*w)
+            attn = additive_mask(unmask_full_rows(attn))  # (B, 1, Q, h*w)
             query = layer(query, query_pos, keys[level], key_pos[level], attn)
-            cls, masks, attn = self._predict(query, mask_features, memories[(i + 1) % self.num_levels].shape[-2:])
+            next_size = memories[(i + 1) % self.num_levels].shape[-2:]
+            cls, embeds, masks, attn = self._predict(query, mask_features, next_size)
             all_cls.append(cls)
+            all_embeds.append(embeds)
             all_masks.append(masks)
-        return all_cls, all_masks
+        if not torch.is_grad_enabled():
+            return HeadOutputs(all_cls, all_masks)
+        return HeadOutputs(all_cls, all_masks, all_embeds, mask_features)
 
     scores_are = "masks"  # what semantic_scores returns (rein_cli.engine.imagestats.class_probabilities)
 
-    def semantic_scores(self, outputs: tuple[list[Tensor], list[Tensor]], size: tuple[int, int]) -> Tensor:
+    def semantic_scores(self, outputs: HeadOutputs, size: tuple[int, int]) -> Tensor:
         """(B, K, H, W) = sum over queries of softmax(class)[:K] x sigmoid(mask), from the last prediction."""
         cls, masks = outputs[0][-1], outputs[1][-1]
         masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False).sigmoid()
         return torch.einsum("bqc,bqhw->bchw", cls.softmax(-1)[..., :-1], masks)
 
-    def loss(self, outputs: tuple[list[Tensor], list[Tensor]], labels: Tensor) -> dict[str, Tensor]:
+    def loss(self, outputs: HeadOutputs, labels: Tensor) -> dict[str, Tensor]:
         """The 30 official loss terms (loss_cls/mask/dice for the last prediction, d0..d8 for the others)."""
-        return mask2former_losses(outputs[0], outputs[1], labels, num_classes=self.num_classes)
+        parts = None if outputs.mask_embeds is None else (outputs.mask_embeds, outputs.mask_features)
+        return mask2former_losses(outputs.cls, outputs.masks, labels, num_classes=self.num_classes, mask_parts=parts)
