@@ -1,0 +1,56 @@
+"""benchmarks/gpu.py: its CPU path on a tiny model writes every part of the GPU run's JSON with sane figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scores vs cpu: PASS" in done.stdout and f"saved {out}" in done.stdout
+    assert not out.with_name(out.name + ".tmp").exists()  # written through a temporary file, renamed
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "gpu" and data["tiny"] is True and data["backbone"] == "vit-tiny"
+    results = data["results"]
+    assert set(results) >= {"train", "scores_vs_cpu", "eval", "predict", "targets"}
+
+    for name in ("fp32", "bf16", "bf16_checkpointing"):
+        entry = results["train"][name]
+        assert entry["median_s"] > 0 and entry["best_s"] > 0 and entry["runs"] >= 1, entry
+        assert entry["peak_rss_gb_process"] > 0
+    assert results["train"]["bf16_checkpointing"]["checkpointing"] is True
+
+    check = results["scores_vs_cpu"]
+    assert check["reference"] == "cpu float64" and check["pass"] is True
+    assert 0 <= check["strict_fp32"]["relative"] <= 1e-3 and check["strict_fp32"]["max_abs"] > 0
+
+    for key, size in (("cityscapes", [64, 128]), ("bdd100k", [54, 96])):
+        entry = results["eval"][key]
+        assert entry["size_hxw"] == size and entry["crop"] == 64 and entry["stride"] == 43
+        for precision in ("fp32", "bf16"):
+            assert entry[precision]["images_per_s"] > 0 and entry[precision]["median_s"] > 0
+        assert 0 <= entry["bf16_label_agreement"] <= 1 and entry["agreement_images"] == 1
+    ips = results["eval"]["cityscapes"]["fp32"]["images_per_s"]
+    assert abs(results["eval"]["cityscapes_val_seconds_fp32"] - 500 / ips) <= 0.05 + 1e-3 * 500 / ips
+
+    assert results["predict"]["images"] == 2 and results["predict"]["images_per_s"] > 0
+    targets = results["targets"]
+    assert targets["applies"] is False  # a tiny model on a CPU is not the setting the targets are for
+    assert targets["train_fp32"]["target_s"] == 0.12 and targets["train_fp32"]["target_gb"] == 6.0
+    assert targets["cityscapes_val_fp32"]["target_s"] == 20.0
