@@ -31,6 +31,7 @@ import resource
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,7 @@ def measure_train(model, setup: Setup, device: torch.device, budget: Budget) -> 
     """Each training configuration: s/iteration and peak memory of the real step."""
     from rein_cli.engine.optim import build_optimizer
     from rein_cli.engine.step import accumulate_gradients
+    from rein_cli.errors import ReinError
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(setup.batch, 3, setup.crop, setup.crop, generator=generator)
@@ -208,6 +210,8 @@ def measure_train(model, setup: Setup, device: torch.device, budget: Budget) -> 
             results[name] = {"precision": precision, "checkpointing": checkpointing, **timing, **peak_memory(device)}
         except torch.cuda.OutOfMemoryError:
             results[name] = {"error": "out of memory"}
+        except ReinError as error:  # a loss that is not finite
+            results[name] = {"error": str(error)}
         finally:
             del optimizer
             model.zero_grad(set_to_none=True)
@@ -326,11 +330,16 @@ def part(results: dict, name: str, budget: Budget, reserve: float, fn: Callable[
     if budget.left() < reserve:
         results[name] = {"skipped": f"the time budget of {budget.seconds:.0f} s was spent"}
         return
+    start = time.perf_counter()
     try:
         results[name] = fn()
     except torch.cuda.OutOfMemoryError:
         results[name] = {"error": "out of memory"}
         fresh_memory(torch.device("cuda"))
+    except Exception as error:  # one part failing leaves the others' figures (a GPU run is one try)
+        traceback.print_exc()
+        results[name] = {"error": f"{type(error).__name__}: {error}"}
+    results[name]["part_s"] = round(time.perf_counter() - start, 2)
 
 
 def targets_met(results: dict, tiny: bool) -> dict:
@@ -372,6 +381,8 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; run with --device cpu (add --tiny for a quick run)")
     setup = TINY if args.tiny else PAPER
+    if args.tiny:  # tiny tensors: one thread is as fast, and spares a busy machine's other jobs (and its own waits)
+        torch.set_num_threads(1)
 
     from rein_cli.models.segmentor import build_segmentor
 
