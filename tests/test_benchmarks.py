@@ -11,11 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
+def run_gpu_benchmark(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny", "--out", str(out), *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -23,6 +22,12 @@ def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    done = run_gpu_benchmark(out)
     assert "scores vs cpu: PASS" in done.stdout and f"saved {out}" in done.stdout
     assert not out.with_name(out.name + ".tmp").exists()  # written through a temporary file, renamed
     data = json.loads(out.read_text())
@@ -54,3 +59,12 @@ def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
     assert targets["applies"] is False  # a tiny model on a CPU is not the setting the targets are for
     assert targets["train_fp32"]["target_s"] == 0.12 and targets["train_fp32"]["target_gb"] == 6.0
     assert targets["cityscapes_val_fp32"]["target_s"] == 20.0
+
+
+def test_gpu_benchmark_skips_what_its_time_budget_has_no_room_for(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    run_gpu_benchmark(out, "--budget", "0")
+    results = json.loads(out.read_text())["results"]
+    for name in ("train", "scores_vs_cpu", "eval", "predict"):
+        assert results[name]["skipped"] == "the time budget of 0 s was spent", results[name]
+    assert results["targets"] == {"applies": False}  # no figure, nothing checked against a target
