@@ -10,9 +10,11 @@ Random weights (no download) and generated images stand in for the real ones; th
    fp32 (TF32 matmuls, as `train.tf32` defaults), bf16 autocast, and bf16 with activation checkpointing.
 2. scores_vs_cpu: one 512x512 window's scores on the device against the CPU's (same weights, fp32; on the CPU
    itself against float64): max|a-b| / max|a| <= 1e-3, PASS or FAIL.
-3. eval: images/s of `rein_cli.engine.inference.infer` (slide, crop 512, stride 341) plus argmax at 1024x2048
-   (Cityscapes) and 720x1280 (BDD100K), fp32 and bf16, and the share of pixels whose bf16 label equals the fp32
-   one; the time of the 500 Cityscapes val images extrapolated.
+3. eval: images/s of `rein_cli.engine.inference.infer` (slide, crop 512, stride 341) plus argmax, fp32 and bf16:
+   Cityscapes as `rein eval` runs it at crop 512 (resized to 1024x512, 3 windows, scores resized back to
+   2048x1024), Cityscapes at its native 2048x1024 (18 windows) and BDD100K at 1280x720 (8 windows); the share of
+   pixels whose bf16 label equals the fp32 one; the time of the 500 Cityscapes val images extrapolated (the
+   target is checked on `rein eval`'s way).
 4. predict: images/s of `rein_cli.engine.predict.predict` (decode, slide inference, label PNG written) on a
    folder of generated 1024x2048 PNG images.
 
@@ -65,7 +67,7 @@ class Setup:
     batch: int
     warmup: int
     iterations: int
-    eval_sizes: dict[str, tuple[int, int]]  # name: (H, W)
+    eval_sizes: dict[str, tuple[tuple[int, int], tuple[int, int]]]  # name: ((H, W) inferred, (H, W) of the labels)
     eval_images: int
     predict_images: int
     stride: int | None = None  # None: infer's default, two thirds of the crop (341 for 512)
@@ -79,7 +81,11 @@ PAPER = Setup(
     batch=4,
     warmup=3,
     iterations=10,
-    eval_sizes={"cityscapes": (1024, 2048), "bdd100k": (720, 1280)},
+    eval_sizes={  # `rein eval` at crop 512 resizes Cityscapes to 1024x512 and its scores back to the labels' size
+        "cityscapes": ((512, 1024), (1024, 2048)),
+        "cityscapes_native": ((1024, 2048), (1024, 2048)),
+        "bdd100k": ((720, 1280), (720, 1280)),
+    },
     eval_images=4,
     predict_images=4,
     reserve_s={"train": 25.0, "scores_vs_cpu": 20.0, "eval": 20.0, "predict": 20.0},
@@ -97,7 +103,11 @@ TINY = Setup(  # the tests' tiny model: a 4-block timm ViT with Rein and the sma
     batch=4,
     warmup=1,
     iterations=1,
-    eval_sizes={"cityscapes": (64, 128), "bdd100k": (54, 96)},  # 3 and 2 windows
+    eval_sizes={  # 3, 18 and 2 windows
+        "cityscapes": ((64, 128), (128, 256)),
+        "cityscapes_native": ((128, 256), (128, 256)),
+        "bdd100k": ((54, 96), (54, 96)),
+    },
     eval_images=1,
     predict_images=2,
     reserve_s={"train": 1.0, "scores_vs_cpu": 1.0, "eval": 1.0, "predict": 1.0},
@@ -261,9 +271,10 @@ def measure_eval(model, setup: Setup, device: torch.device, budget: Budget) -> d
     set_tf32(False)  # as `rein eval` and `rein predict` leave matmuls: full fp32
     torch.backends.cudnn.allow_tf32 = True  # torch's default, which they leave as it is
     results: dict = {"tf32": tf32_flags()}
-    for key, size in setup.eval_sizes.items():
+    for key, (size, label_size) in setup.eval_sizes.items():
         images = [normalized(model, rgb) for rgb in generated_images(setup, size, setup.eval_images, seed=1)]
-        entry: dict = {"size_hxw": list(size), "crop": setup.crop, "stride": setup.stride or round(2 * setup.crop / 3)}
+        stride = setup.stride or round(2 * setup.crop / 3)
+        entry: dict = {"size_hxw": list(size), "label_size_hxw": list(label_size), "crop": setup.crop, "stride": stride}
         labels: dict[str, list[torch.Tensor]] = {}
         for precision in ("fp32", "bf16"):
             if budget.left() < setup.reserve_s["eval"]:
@@ -272,10 +283,12 @@ def measure_eval(model, setup: Setup, device: torch.device, budget: Budget) -> d
             labels[precision] = []
             autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-            def one(i: int, images=images, autocast=autocast, kept=labels[precision]) -> None:
+            def one(i: int, images=images, autocast=autocast, kept=labels[precision], label_size=label_size) -> None:
                 image = images[i % len(images)].to(device)
                 with autocast:
                     scores = infer(model, image, mode="slide", crop=setup.crop, stride=setup.stride)
+                if scores.shape[-2:] != label_size:  # as `rein eval` scores a resized image: at the label's size
+                    scores = torch.nn.functional.interpolate(scores, label_size, mode="bilinear", align_corners=False)
                 label = scores.argmax(1).to(torch.uint8).cpu()
                 if i >= 1 and len(kept) < len(images):  # the timed calls, once per image
                     kept.append(label)
@@ -290,11 +303,12 @@ def measure_eval(model, setup: Setup, device: torch.device, budget: Budget) -> d
             entry["bf16_label_agreement"] = round(same / sum(a.numel() for a, _ in pairs), 6)
             entry["agreement_images"] = len(pairs)
         results[key] = entry
-    cityscapes = results.get("cityscapes", {})
-    for precision in ("fp32", "bf16"):
-        ips = cityscapes.get(precision, {}).get("images_per_s")
-        if ips:
-            results[f"cityscapes_val_seconds_{precision}"] = round(TARGETS["cityscapes_val_images"] / ips, 1)
+    for key, suffix in (("cityscapes", ""), ("cityscapes_native", "_native")):  # the target is `rein eval`'s
+        for precision in ("fp32", "bf16"):
+            ips = results.get(key, {}).get(precision, {}).get("images_per_s")
+            if ips:
+                seconds = round(TARGETS["cityscapes_val_images"] / ips, 1)
+                results[f"cityscapes_val_seconds_{precision}{suffix}"] = seconds
     return results
 
 
@@ -304,7 +318,7 @@ def measure_predict(model, setup: Setup, device: torch.device) -> dict:
 
     set_tf32(False)
     torch.backends.cudnn.allow_tf32 = True
-    size = setup.eval_sizes["cityscapes"]
+    size = setup.eval_sizes["cityscapes_native"][0]  # `rein predict` infers at the input's size unless --size
     with tempfile.TemporaryDirectory() as tmp:
         folder, out = Path(tmp) / "images", Path(tmp) / "out"
         folder.mkdir()

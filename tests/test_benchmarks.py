@@ -45,14 +45,17 @@ def test_gpu_benchmark_tiny_cpu_run(tmp_path: Path) -> None:
     assert check["reference"] == "cpu float64" and check["pass"] is True
     assert 0 <= check["strict_fp32"]["relative"] <= 1e-3 and check["strict_fp32"]["max_abs"] > 0
 
-    for key, size in (("cityscapes", [64, 128]), ("bdd100k", [54, 96])):
+    sizes = {"cityscapes": [64, 128, 128, 256], "cityscapes_native": [128, 256, 128, 256], "bdd100k": [54, 96, 54, 96]}
+    for key, size in sizes.items():
         entry = results["eval"][key]
-        assert entry["size_hxw"] == size and entry["crop"] == 64 and entry["stride"] == 43
+        assert entry["size_hxw"] + entry["label_size_hxw"] == size and entry["crop"] == 64 and entry["stride"] == 43
         for precision in ("fp32", "bf16"):
             assert entry[precision]["images_per_s"] > 0 and entry[precision]["median_s"] > 0
         assert 0 <= entry["bf16_label_agreement"] <= 1 and entry["agreement_images"] == 1
     ips = results["eval"]["cityscapes"]["fp32"]["images_per_s"]
     assert abs(results["eval"]["cityscapes_val_seconds_fp32"] - 500 / ips) <= 0.05 + 1e-3 * 500 / ips
+    native = results["eval"]["cityscapes_native"]["bf16"]["images_per_s"]
+    assert abs(results["eval"]["cityscapes_val_seconds_bf16_native"] - 500 / native) <= 0.05 + 1e-3 * 500 / native
 
     assert results["predict"]["images"] == 2 and results["predict"]["images_per_s"] > 0
     targets = results["targets"]
