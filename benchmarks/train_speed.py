@@ -32,25 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_name, save_json, sync
 from PIL import Image
 
 METHODS = ("rein", "frozen", "full")
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, runs: int, device: torch.device) -> dict:
@@ -213,10 +198,7 @@ def main() -> None:
         "results": results,
     }
     out = args.out or Path(__file__).parent / "results" / f"train_speed_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out)
+    save_json(out, data)
     print(f"saved {out}")
 
 

@@ -110,3 +110,52 @@ def test_resize_rules():
     image, label = pair(64, 128)
     x, y = EvalTransform(MEAN, STD, (64, 32))(image, label)
     assert x.shape == (3, 32, 64) and y.shape == (64, 128)  # the label keeps its resolution
+
+
+def _reference_train_transform(t: TrainTransform, image: torch.Tensor, label: torch.Tensor):
+    """The training pipeline as first written (a float copy of the label for the nearest resize, the rounding not
+    in place): the slow reference the in-place version must equal."""
+    import torch.nn.functional as F
+
+    from rein_cli.data.transforms import normalize, photometric_distortion
+
+    image = image.permute(2, 0, 1)
+    short = t.shorts[int(torch.randint(len(t.shorts), ()))]
+    size = short_edge_size(*label.shape, short, t.max_size)
+    if tuple(image.shape[-2:]) != size:
+        image = F.interpolate(image.float()[None], size=size, mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
+    image = image.float().round().clamp(0, 255).to(torch.uint8)
+    image, label = random_crop(image, label, t.crop, t.cat_max_ratio)
+    if torch.rand(()) < 0.5:
+        image, label = image.flip(-1), label.flip(-1)
+    image = normalize(photometric_distortion(image).float(), t.mean, t.std)
+    pad_h, pad_w = t.crop - label.shape[0], t.crop - label.shape[1]
+    image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+    label = F.pad(label, (0, pad_w, 0, pad_h), value=255)
+    return image.contiguous(), label.long().contiguous()
+
+
+def test_train_transform_equals_its_reference_on_fixed_seeds():
+    """Every scale of the recipe (down, none, up), noisy images (rounding at every step) and odd sizes: the
+    outputs are identical to the reference's, value for value."""
+    rng = np.random.default_rng(3)
+    for h, w in ((75, 137), (64, 64), (41, 90)):
+        image = torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        label = torch.from_numpy(rng.choice(np.array([0, 1, 2, 5, 255], dtype=np.uint8), size=(h, w)))
+        t = TrainTransform(32, MEAN, STD, resize_ratios=[k / 10 for k in range(5, 21)] + [h / 32])
+        for seed in range(40):
+            torch.manual_seed(seed)
+            got = t(image.clone(), label.clone())
+            torch.manual_seed(seed)
+            want = _reference_train_transform(t, image.clone(), label.clone())
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (h, w, seed)
+            assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype
+
+
+def test_train_transform_leaves_a_float_input_as_it_was():
+    image, label = pair(64, 96)
+    image = image.float()
+    before = image.clone()
+    TrainTransform(32, MEAN, STD, resize_ratios=[2.0])(image, label)  # short edge 64: no resize, rounded
+    assert torch.equal(image, before)

@@ -25,8 +25,8 @@ def resize(image: Tensor, label: Tensor | None, size: tuple[int, int]) -> tuple[
     if tuple(image.shape[-2:]) == tuple(size):
         return image, label
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    if label is not None:
-        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
+    if label is not None:  # nearest only picks values: on the uint8 label itself, without a float copy
+        label = F.interpolate(label[None, None], size=size, mode="nearest")[0, 0]
     return image, label
 
 
@@ -198,8 +198,11 @@ class TrainTransform:
         image = image.permute(2, 0, 1)  # (H, W, 3) -> (3, H, W), uint8 until normalised, as mmcv keeps it
         if self.shorts:
             short = self.shorts[int(torch.randint(len(self.shorts), ()))]
-            image, label = resize(image.float(), label, short_edge_size(*label.shape, short, self.max_size))
-            image = image.round().clamp(0, 255).to(torch.uint8)  # mmcv's resize of a uint8 image gives uint8
+            size = short_edge_size(*label.shape, short, self.max_size)
+            image, label = resize(image.to(torch.float32, copy=True), label, size)
+            # mmcv's resize of a uint8 image gives uint8; rounded in place, the image being a new tensor (a 2048
+            # short edge makes it 4096x2048)
+            image = image.round_().clamp_(0, 255).to(torch.uint8)
         image, label = random_crop(image, label, self.crop, self.cat_max_ratio)
         if torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
