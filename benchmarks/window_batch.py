@@ -5,7 +5,7 @@ batched windows, as JSON.
 
 The model is DINOv2-S + Rein + Mask2Former with random weights (the time does not depend on them); the image has
 12 windows at stride 341. Each window batch (``auto``: what `rein eval` chooses on the device,
-`rein_cli.engine.inference.auto_window_batch`) is timed with torch.no_grad, after one warm-up run, the runs
+`rein_cli.engine.inference.auto_window_batch`) is timed with torch.no_grad, after a warm-up run, the runs
 interleaved so that a busy moment of the machine falls on all of them; also the largest difference of its scores
 from one window at a time, relative to their scale. Writes benchmarks/results/window_batch_<device>.json.
 """
@@ -50,7 +50,7 @@ def main() -> None:
             torch.cuda.synchronize(device)
 
     reference = run(1)  # also the warm-up
-    scores = {name: run(n) for name, n in batches.items()}  # each one's warm-up
+    scores = {name: reference if n == 1 else run(n) for name, n in batches.items()}  # each one's warm-up
     times: dict[str, list[float]] = {name: [] for name in batches}
     for _ in range(args.runs):
         for name, n in batches.items():
