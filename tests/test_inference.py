@@ -196,6 +196,18 @@ def test_the_gpu_window_batch_follows_the_free_memory():
     assert cuda_window_batch(free_bytes=80 * 2**30, per_window_bytes=2**20) == 32  # at most 32
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_the_automatic_window_batch_is_measured_once_and_scores_equal():
+    from rein_cli.engine.inference import MAX_WINDOW_BATCH, auto_window_batch
+
+    model, device = tiny_segmentor().cuda(), torch.device("cuda")
+    n = auto_window_batch(model, (64, 64), device)
+    assert 1 <= n <= MAX_WINDOW_BATCH and auto_window_batch(model, (64, 64), device) == n
+    image = stream_images()[0][None].to(device)
+    slow = reference(model, image, mode="slide", crop=64, stride=43, flip=True)
+    assert_equivalent(infer(model, image, mode="slide", crop=64, stride=43, flip=True), slow)
+
+
 @pytest.mark.parametrize("value", [0, -3])
 def test_a_window_batch_below_one_is_refused_naming_it(value):
     with pytest.raises(ReinError, match=rf"^the window batch {value} must be at least 1 .*leave it out"):

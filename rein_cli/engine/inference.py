@@ -4,6 +4,7 @@ a window batch (`window_batch`); whole mode is one window per image."""
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from rein_cli.errors import ReinError
 CPU_WINDOW_BATCH = 2
 MAX_WINDOW_BATCH = 32
 FREE_MEMORY_SHARE = 0.5
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(window shape, device): batch}
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -63,12 +65,20 @@ def cuda_window_batch(free_bytes: int, per_window_bytes: int) -> int:
     return max(1, min(MAX_WINDOW_BATCH, int(free_bytes * FREE_MEMORY_SHARE) // max(per_window_bytes, 1)))
 
 
-@torch.no_grad()
 def auto_window_batch(model: nn.Module, shape: tuple[int, int], device: torch.device) -> int:
     """The automatic window batch for windows of ``shape``: `CPU_WINDOW_BATCH` off a GPU; on one, from its free
-    memory (and what PyTorch holds unused) and the peak memory one window's model call adds."""
+    memory (and what PyTorch holds unused) and the peak memory one window's model call adds, measured once per
+    model, window shape and device."""
     if device.type != "cuda":
         return CPU_WINDOW_BATCH
+    known = _MEASURED.setdefault(model, {})
+    if (shape, device) not in known:
+        known[shape, device] = _measured_window_batch(model, shape, device)
+    return known[shape, device]
+
+
+@torch.no_grad()
+def _measured_window_batch(model: nn.Module, shape: tuple[int, int], device: torch.device) -> int:
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -114,7 +124,6 @@ def infer_stream(
     whole = check_choice("mode", mode, InferenceMode) == "whole"
     check_window_batch(window_batch)
     stride = stride or default_stride(crop)
-    limits: dict[tuple[int, int], int] = {}  # window shape -> window batch
     pending: deque[_Image] = deque()  # images in input order, their windows queued or scored
     queue: list[tuple[_Image, int, tuple[int, int, int, int]]] = []  # (image, view, box) not yet scored
     size = None
@@ -141,9 +150,7 @@ def infer_stream(
             yield from done()
             size = (H, W)
             shape = (boxes[0][1] - boxes[0][0], boxes[0][3] - boxes[0][2])
-            if window_batch is None and shape not in limits:
-                limits[shape] = auto_window_batch(model, shape, image.device)
-            limit = window_batch or limits[shape]
+            limit = window_batch or auto_window_batch(model, shape, image.device)
         count = image.new_zeros((1, 1, H, W))
         for y1, y2, x1, x2 in boxes:
             count[:, :, y1:y2, x1:x2] += 1
