@@ -212,5 +212,7 @@ def test_on_a_gpu_the_automatic_window_batch_is_measured_once_and_scores_equal()
 def test_a_window_batch_below_one_is_refused_naming_it(value):
     with pytest.raises(ReinError, match=rf"^the window batch {value} must be at least 1 .*leave it out"):
         check_window_batch(value)
+    model, image = tiny_segmentor(), torch.zeros(1, 3, 64, 64)
     with pytest.raises(ReinError, match=f"window batch {value}"):
-        infer(tiny_segmentor(), torch.zeros(1, 3, 64, 64), mode="whole", crop=64, window_batch=value)
+        infer(model, image, mode="whole", crop=64, window_batch=value)
+    assert infer(model, image, mode="whole", crop=64).shape == (1, model.num_classes, 64, 64)  # left out: automatic
