@@ -93,7 +93,7 @@ def measure_step(args: argparse.Namespace, method: str) -> dict:
 
 
 def measure_inference(args: argparse.Namespace) -> dict:
-    from rein_cli.engine.inference import slide_inference
+    from rein_cli.engine.inference import infer
 
     device = torch.device(args.device)
     model = build(args, "rein", device).eval()
@@ -102,7 +102,7 @@ def measure_inference(args: argparse.Namespace) -> dict:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         results = {
             "whole_512x512": timed(lambda: model.semantic_scores(whole), args.runs, device),
-            "slide_1024x512": timed(lambda: slide_inference(model, wide, 512, 341), args.runs, device),
+            "slide_1024x512": timed(lambda: infer(model, wide, mode="slide", crop=512, stride=341), args.runs, device),
         }
     for value in results.values():
         value["images_per_s"] = round(1 / value["best_s"], 2)

@@ -137,6 +137,7 @@ def test_every_configuration_key_has_a_rule():
         ("optim.lr=1e400", "optim.lr = inf is invalid; it must be > 0"),
         ("train.seed=-1", "train.seed = -1 is invalid"),
         ("eval.stride=0", "eval.stride = 0 is invalid"),
+        ("eval.window_batch=0", r"eval.window_batch = 0 is invalid; it must be null \(automatic\) or >= 1"),
         ("eval.stride=1000", "eval.stride = 1000 is larger than model.crop_size = 512"),
         ("model.backbone=' '", "model.backbone = ' ' is invalid"),
     ],

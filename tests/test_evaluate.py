@@ -16,7 +16,7 @@ from rein_cli.data.manifest import read_manifest, write_manifest
 from rein_cli.data.registry import canonical, canonical_list, overlaps
 from rein_cli.engine.evaluate import evaluate
 from rein_cli.engine.imagestats import read_image_stats
-from rein_cli.engine.inference import infer, slide_inference
+from rein_cli.engine.inference import infer
 from rein_cli.engine.results import DatasetResult, Evaluation
 from rein_cli.engine.scoring import prediction_names
 from rein_cli.engine.sources import checkpoint_facts
@@ -26,6 +26,7 @@ from rein_cli.io import relative_path
 from rein_cli.labels import CITYSCAPES_CLASSES, CITYSCAPES_IDS, CITYSCAPES_PALETTE, LABEL_FORMATS
 
 from .helpers import drop_rows, errors, odd_folder, rein, shard_worker, tiny_segmentor
+from .test_inference import slide_reference
 
 TARGETS = ["synthetic", "synthetic-fog", "synthetic-night"]
 
@@ -178,7 +179,7 @@ def test_flip_averages_the_image_and_its_mirror(synthetic_root):
     image = torch.randn(1, 3, 64, 112)
     with torch.no_grad():
         whole = (model.semantic_scores(image) + model.semantic_scores(image.flip(-1)).flip(-1)) / 2
-        slide = (slide_inference(model, image, 64, 40) + slide_inference(model, image.flip(-1), 64, 40).flip(-1)) / 2
+        slide = (slide_reference(model, image, 64, 40) + slide_reference(model, image.flip(-1), 64, 40).flip(-1)) / 2
     assert torch.allclose(infer(model, image, mode="whole", crop=64, flip=True), whole, atol=1e-6)
     assert torch.allclose(infer(model, image, mode="slide", crop=64, stride=40, flip=True), slide, atol=1e-6)
     assert not torch.allclose(infer(model, image, mode="whole", crop=64), whole, atol=1e-4)
@@ -340,6 +341,21 @@ def test_the_cpu_estimate_counts_what_the_evaluation_runs(synthetic_root):
         report = REPORT_SECONDS + entries * REPORT_SECONDS_PER_ENTRY
         assert estimate.per_pass > 0 and estimate.seconds == pytest.approx(parts + report)
         assert str(estimate).startswith(f"on the CPU this takes about {duration(estimate.seconds)} (")
+
+
+@pytest.mark.parametrize("window_batch", [None, 3])
+def test_the_cpu_estimate_times_windows_in_the_batches_the_evaluation_runs(synthetic_root, window_batch):
+    from rein_cli.engine.inference import CPU_WINDOW_BATCH
+    from rein_cli.engine.scoring import cpu_estimate
+
+    model, seen = tiny_segmentor(), []
+    score = model.semantic_scores
+    model.semantic_scores = lambda image: seen.append(image.shape[0]) or score(image)
+    fog = [(read_manifest(synthetic_root / "synthetic-fog"), True)]
+    settings = dict(split="val", mode="slide", stride=43, flip=False, pairs=[None])
+    estimate = cpu_estimate(model, fog, window_batch=window_batch, **settings)
+    assert seen and set(seen) == {window_batch or CPU_WINDOW_BATCH}  # a call on a batch, divided per window
+    assert estimate.passes == 12  # still counted per window
 
 
 def test_the_estimate_comes_after_every_check(trained, synthetic_root, tmp_path, capsys):

@@ -169,17 +169,41 @@ def test_batched_prediction_writes_the_same_files_as_one_at_a_time(tiny_model, s
 
     nested_inputs(synthetic_root, tmp_path / "in")
     outputs = {}
-    for batch_size in (1, 3):
-        out = tmp_path / f"b{batch_size}"
-        written = predict(tiny_model, [tmp_path / "in"], out, mode=mode, batch_size=batch_size, progress=False)
+    for batch_size, window_batch in ((1, 1), (3, None), (3, 2)):  # one window per call; windows of 3 images batched
+        out = tmp_path / f"b{batch_size}-{window_batch}"
+        written = predict(
+            tiny_model,
+            [tmp_path / "in"],
+            out,
+            mode=mode,
+            batch_size=batch_size,
+            window_batch=window_batch,
+            progress=False,
+        )
         assert [p.relative_to(out).as_posix() for p in written] == [
             "labels/2.png",
             "labels/x/0.png",
             "labels/x/1.png",
             "labels/x/y/3.png",
         ]  # input order
-        outputs[batch_size] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.*"))}
-    assert len(outputs[1]) == 12 and outputs[1] == outputs[3]
+        outputs[batch_size, window_batch] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.*"))}
+    assert len(outputs[1, 1]) == 12 and outputs[1, 1] == outputs[3, None] == outputs[3, 2]
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_window_batch_below_one_is_refused_before_anything_is_read(tmp_path, capsys, value):
+    assert rein("predict", tmp_path / "no-model", tmp_path / "no.png", "--window-batch", value) == 1
+    expected = (
+        f"the window batch {value} must be at least 1 (windows per model call); leave it out for the automatic one"
+    )
+    assert errors(capsys) == f"error: {expected}"
+
+
+def test_evaluate_refuses_a_window_batch_below_one(tiny_model, tmp_path):
+    from rein_cli.engine.evaluate import evaluate
+
+    with pytest.raises(ReinError, match=r"^the window batch 0 must be at least 1"):
+        evaluate(tiny_model, ["synthetic-fog"], data_dir=tmp_path, window_batch=0, progress=False)
 
 
 def test_format_picks_what_is_written(trained, synthetic_root, tmp_path, capsys):

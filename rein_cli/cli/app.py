@@ -27,6 +27,7 @@ from rein_cli.cli.options import (
     PredictionIds,
     Progress,
     Sets,
+    WindowBatch,
     bars,
 )
 from rein_cli.cli.predict import compare, predict
@@ -321,6 +322,7 @@ def eval_(
         ),
     ] = None,
     device: Device = "auto",
+    window_batch: WindowBatch = None,
     progress: Progress = None,
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
@@ -351,6 +353,7 @@ def eval_(
         estimate=estimate,
         calibrate_on=calibrate_on,
         reference=reference,
+        window_batch=window_batch,
         **{k: v for k, v in {"resamples": resamples, "worst": worst}.items() if v is not None},
     )
     if launch_rank() == 0:  # under torchrun, the first process speaks for all

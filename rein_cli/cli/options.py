@@ -49,6 +49,14 @@ Progress = Annotated[
         help="Progress bars; without them, a plain line every 30 s (default: bars when stderr is a terminal).",
     ),
 ]
+WindowBatch = Annotated[
+    int | None,
+    typer.Option(
+        "--window-batch",
+        help="Most sliding windows per model call (default: automatic, from the free memory on a GPU); any gives the "
+        "same results.",
+    ),
+]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
 
 

@@ -156,6 +156,7 @@ class EvalConfig:
     mode: InferenceMode = "slide"
     stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
     flip: bool = False  # test-time augmentation: average with the horizontally flipped image's scores
+    window_batch: int | None = None  # most windows per model call; None: automatic (from free memory on a GPU)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
 from rein_cli.engine.html_report import write_html
-from rein_cli.engine.inference import check_stride
+from rein_cli.engine.inference import check_stride, check_window_batch
 from rein_cli.engine.report import write_report
 from rein_cli.engine.results import (
     RESULTS_FILE,
@@ -86,6 +86,7 @@ def evaluate(
     reference: Path | None = None,
     resamples: int = RESAMPLES,
     worst: int = WORST,
+    window_batch: int | None = None,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -109,12 +110,15 @@ def evaluate(
     results.json (or the folder holding one) whose training dataset the shift report (``out/report.html``) compares
     the targets with when none of them is the model's own. ``resamples``: the bootstrap resamples of each interval
     (0: no intervals); ``worst``: the worst images drawn per dataset for the shift report (with ``out``).
+    ``window_batch``: the most windows per model call (None: automatic, `rein_cli.engine.inference.auto_window_batch`);
+    any gives the same scores.
     """
     sources = sources_of(model, trained_on, reported)
     mode, stride, flip, datasets, data_dir = as_the_run_did(
         sources, mode=mode, stride=stride, flip=flip, datasets=datasets, data_dir=data_dir
     )
     mode, flip = check_choice("mode", mode or "slide", InferenceMode), bool(flip)
+    check_window_batch(window_batch)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
@@ -139,7 +143,7 @@ def evaluate(
         settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
         settings |= dict(corruption=corruption, out=out, keep_worst=worst if out is not None else 0)
-        settings |= dict(resamples=resamples)
+        settings |= dict(resamples=resamples, window_batch=window_batch)
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
@@ -284,7 +288,7 @@ def _evaluate_source(
     if source.model is None:  # every check done: what it will take
         log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
         if model_device(model).type == "cpu":
-            keys = ("split", "mode", "flip", "pairs")
+            keys = ("split", "mode", "flip", "pairs", "window_batch")
             log.info(cpu_estimate(model, manifests, stride=stride, **{k: settings[k] for k in keys}))
     datasets, stats = score_datasets(
         model,
@@ -301,6 +305,7 @@ def _evaluate_source(
         prediction_ids=settings["prediction_ids"],
         workers=settings["workers"],
         keep_worst=settings["keep_worst"],
+        window_batch=settings["window_batch"],
     )
     model.train(was_training)
     corruption = settings["corruption"]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
-from rein_cli.engine.inference import check_stride, infer
+from rein_cli.engine.inference import check_stride, check_window_batch, infer
 from rein_cli.errors import ReinError, did_you_mean
 from rein_cli.io import IMAGE_SUFFIXES, check_writable, list_images, read_image, save_image
 from rein_cli.labels import colorize
@@ -171,6 +171,7 @@ def predict(
     formats: Sequence[str] | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    window_batch: int | None = None,
 ) -> list[Path]:
     """Segment every input image; writes ``out/labels/NAME.png`` (train ids), ``out/color/NAME.png`` (the model's
     palette) and ``out/overlay/NAME.jpg``, or the ``formats`` chosen of "label", "colour" and "overlay". NAME keeps
@@ -180,14 +181,16 @@ def predict(
     or with ``skip_bad`` the others are segmented, the unreadable ones logged one line each, and a `ReinError` at
     the end says how many failed.
 
-    ``batch_size`` images of one size (after ``size``) go through the model together; any batch size gives the
-    same files. ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512)
-    for Cityscapes-like inputs); predictions are resized back to the input's resolution.
+    ``batch_size`` images of one size (after ``size``) go through the model together, their windows in calls of up
+    to ``window_batch`` (None: automatic); any batch size and window batch give the same files. ``size`` = (long, short)
+    resizes each image keeping its ratio before inference (e.g. (1024, 512) for Cityscapes-like inputs); predictions
+    are resized back to the input's resolution.
     """
     check_choice("mode", mode, InferenceMode)
     formats = parse_formats(formats)
     if batch_size < 1:
         raise ReinError(f"batch size {batch_size} must be at least 1")
+    check_window_batch(window_batch)
     items = collect_inputs(inputs, out)
     bad = unreadable_inputs(items, progress=progress)
     if bad and not skip_bad:
@@ -249,7 +252,7 @@ def predict(
         with Progress(len(items), "predicting", unit="img", bar=progress, leave=True) as bar:
             for batch in _batches(_ahead(pool, decode, items, 2 * batch_size + WORKERS), batch_size):
                 images = torch.stack([item.image for item in batch]).to(device_)
-                scores = infer(model, images, mode=mode, crop=model.crop_size, stride=stride)
+                scores = infer(model, images, mode=mode, crop=model.crop_size, stride=stride, window_batch=window_batch)
                 for k, item in enumerate(batch):
                     one = scores[k : k + 1]
                     if one.shape[-2:] != item.rgb.shape[:2]:

@@ -8,7 +8,8 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ from rein_cli.data.registry import lookup, overlaps
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine import distributed
 from rein_cli.engine.imagestats import ImageStats, Recorder, class_probabilities
-from rein_cli.engine.inference import infer, slide_windows
+from rein_cli.engine.inference import auto_window_batch, infer_stream, slide_windows
 from rein_cli.engine.metrics import confusion_matrix, iou_from_confusion
 from rein_cli.engine.results import ClassScore, DatasetResult, reported_for
 from rein_cli.errors import ReinError
@@ -73,6 +74,15 @@ class _EvalItems(Dataset):
 
 def _as_is(item: dict[str, Any]) -> dict[str, Any]:
     return item  # one image at a time (sizes differ): no collation
+
+
+def _images(
+    items: Iterable[dict[str, Any]], fed: deque[dict[str, Any]], device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Each item's image on ``device``, the item kept in ``fed`` until its scores come back."""
+    for item in items:
+        fed.append(item)
+        yield item["image"].to(device, non_blocking=True)
 
 
 def prediction_names(paths: Sequence[str | Path]) -> list[Path]:
@@ -152,11 +162,13 @@ def score_datasets(
     prediction_ids: PredictionIds,
     workers: int | None,
     keep_worst: int = 0,
+    window_batch: int | None = None,
 ) -> tuple[dict[str, DatasetResult], dict[str, ImageStats]]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
     clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``, and each one's images'
     statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset). Each manifest is checked
-    first (`check_classes`)."""
+    first (`check_classes`). The windows of consecutive images of one size share model calls, ``window_batch`` at
+    most (None: automatic; `infer_stream`)."""
     device = model_device(model)
     crop = model.crop_size
     table = _id_table(model, prediction_ids, device) if save_predictions is not None else None
@@ -180,10 +192,13 @@ def score_datasets(
             worst = keep_worst if pair is None else 0
             recorder = Recorder(model.num_classes, len(data), paths, labeled=has_labels, split=split, keep_worst=worst)
             bar = progress and distributed.is_main()
-            for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
-                image = item["image"][None].to(device, non_blocking=True)
-                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
-                index = shard.indices[k]
+            fed: deque[dict[str, Any]] = deque()  # the items whose images are in the stream, in order
+            images = _images(track(loader, desc=f"eval {key}", unit="img", bar=bar), fed, device)
+            stream = infer_stream(
+                model, images, mode=mode, crop=crop, stride=stride, flip=flip, window_batch=window_batch
+            )
+            for k, scores in enumerate(stream):
+                item, index = fed.popleft(), shard.indices[k]
                 pred, image_cm = _finish(scores, item, has_labels, manifest.ignore_index, scores_are, recorder, index)
                 if image_cm is not None:
                     cm += image_cm
@@ -221,7 +236,8 @@ TIMED_SECONDS = 2.0  # after the first run, runs are timed until this long in al
 class CpuEstimate:
     """What an evaluation will take on the CPU, from timings on this machine: ``images`` image evaluations (each
     image once per corruption pair) read, corrupted, transformed and finished at ``per_image`` seconds besides their
-    ``passes`` model calls (``what``: windows or whole images) at ``per_pass`` seconds each, and the report."""
+    ``passes`` windows or whole images (``what``) through the model at ``per_pass`` seconds each (timed in batches,
+    as the evaluation runs them), and the report."""
 
     seconds: float
     images: int
@@ -263,11 +279,13 @@ def cpu_estimate(
     stride: int,
     flip: bool,
     pairs: Sequence[tuple[str, int] | None],
+    window_batch: int | None = None,
 ) -> CpuEstimate:
     """The time `score_datasets` with these settings, and the report after it, will take, measured on each dataset's
-    first image: read, corrupted (per pair) and transformed as the evaluation does; the model called on each window
-    (or the whole image) of its size; its scores finished (resized, confusion matrix, statistics) as the evaluation
-    does; plus `REPORT_SECONDS`. Every image of a dataset is taken to cost what its first one does."""
+    first image: read, corrupted (per pair) and transformed as the evaluation does; the model called on a batch of
+    windows (or whole images) of its size, as many as the evaluation's window batch, the time divided per window;
+    its scores finished (resized, confusion matrix, statistics) as the evaluation does; plus `REPORT_SECONDS`. Every
+    image of a dataset is taken to cost what its first one does."""
     crop, K = model.crop_size, model.num_classes
     rank, world = distributed.rank(), distributed.world_size()
     scores_are = getattr(getattr(model, "head", None), "scores_are", "probabilities")
@@ -293,7 +311,8 @@ def cpu_estimate(
                 shape = (y2 - y1, x2 - x1)
                 if shape not in calls:
                     with torch.no_grad():
-                        calls[shape] = timed(partial(model.semantic_scores, torch.zeros(1, 3, *shape)))
+                        n = window_batch or auto_window_batch(model, shape, torch.device("cpu"))
+                        calls[shape] = timed(partial(model.semantic_scores, torch.zeros(n, 3, *shape))) / n
             flips = 2 if flip else 1
             model_seconds = sum(calls[(y2 - y1, x2 - x1)] for y1, y2, x1, x2 in boxes) * flips
             seconds += count * (image_seconds + model_seconds) + REPORT_SECONDS_PER_ENTRY

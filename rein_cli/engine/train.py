@@ -382,6 +382,7 @@ def evaluate_run(
         mode=cfg.eval.mode,
         stride=cfg.eval.stride,
         flip=cfg.eval.flip,
+        window_batch=cfg.eval.window_batch,
         progress=progress,
         trained_on=names,
         reported=cfg.reported,
