@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rein_cli.cli.options import Device, InferenceMode, Mode, Progress, bars, parse_size
+from rein_cli.cli.options import Device, InferenceMode, Mode, PrecisionOption, Progress, bars, parse_size
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
 
@@ -56,6 +56,7 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
     ] = 1,
+    precision: PrecisionOption = None,
     progress: Progress = None,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
@@ -74,6 +75,7 @@ def predict(
         skip_bad=skip_bad,
         formats=chosen,
         batch_size=batch_size,
+        precision=precision.value if precision is not None else "auto",
         progress=shown,
     )
     folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)

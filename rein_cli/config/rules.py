@@ -121,6 +121,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "eval.mode": (lambda v: v in choices(InferenceMode), " or ".join(choices(InferenceMode))),
     "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
     "eval.flip": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.precision": (lambda v: v in choices(Precision), " or ".join(choices(Precision))),
 }
 
 

@@ -59,19 +59,29 @@ def infer(
     crop: int,
     stride: int | None = None,
     flip: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> Tensor:
     """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop) or "whole".
 
     ``flip``: test-time augmentation, the average of the image's scores and those of its horizontal mirror
-    (flipped back); without it the scores are the image's alone."""
+    (flipped back); without it the scores are the image's alone. ``autocast``: the model runs under autocast to this
+    type (`rein_cli.engine.precision`), its scores back in float32 before anything is summed or compared."""
     if check_choice("mode", mode, InferenceMode) == "whole":
         run = functools.partial(whole_inference, model)
     else:
         run = functools.partial(slide_inference, model, crop=crop, stride=stride or default_stride(crop))
+    if autocast is not None:
+        run = functools.partial(_autocast, run, autocast)
     scores = run(image)
     if flip:
         scores = (scores + run(image.flip(-1)).flip(-1)) / 2
     return scores
+
+
+def _autocast(run: functools.partial, dtype: torch.dtype, image: Tensor) -> Tensor:
+    """``run(image)`` under autocast to ``dtype``, the scores in float32 (a slide canvas is float32 already)."""
+    with torch.autocast(image.device.type, dtype=dtype):
+        return run(image).float()
 
 
 def default_stride(crop: int) -> int:

@@ -152,11 +152,13 @@ def score_datasets(
     prediction_ids: PredictionIds,
     workers: int | None,
     keep_worst: int = 0,
+    autocast: torch.dtype | None = None,
 ) -> tuple[dict[str, DatasetResult], dict[str, ImageStats]]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
     clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``, and each one's images'
     statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset). Each manifest is checked
-    first (`check_classes`)."""
+    first (`check_classes`). ``autocast``: the model's type under autocast (`rein_cli.engine.precision`; None:
+    float32); the scores are float32 either way."""
     device = model_device(model)
     crop = model.crop_size
     table = _id_table(model, prediction_ids, device) if save_predictions is not None else None
@@ -182,7 +184,7 @@ def score_datasets(
             bar = progress and distributed.is_main()
             for k, item in enumerate(track(loader, desc=f"eval {key}", unit="img", bar=bar)):
                 image = item["image"][None].to(device, non_blocking=True)
-                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip)
+                scores = infer(model, image, mode=mode, crop=crop, stride=stride, flip=flip, autocast=autocast)
                 index = shard.indices[k]
                 pred, image_cm = _finish(scores, item, has_labels, manifest.ignore_index, scores_are, recorder, index)
                 if image_cm is not None:
@@ -263,11 +265,13 @@ def cpu_estimate(
     stride: int,
     flip: bool,
     pairs: Sequence[tuple[str, int] | None],
+    autocast: torch.dtype | None = None,
 ) -> CpuEstimate:
     """The time `score_datasets` with these settings, and the report after it, will take, measured on each dataset's
     first image: read, corrupted (per pair) and transformed as the evaluation does; the model called on each window
     (or the whole image) of its size; its scores finished (resized, confusion matrix, statistics) as the evaluation
-    does; plus `REPORT_SECONDS`. Every image of a dataset is taken to cost what its first one does."""
+    does; plus `REPORT_SECONDS`. Every image of a dataset is taken to cost what its first one does. The model runs
+    under ``autocast`` as the evaluation will."""
     crop, K = model.crop_size, model.num_classes
     rank, world = distributed.rank(), distributed.world_size()
     scores_are = getattr(getattr(model, "head", None), "scores_are", "probabilities")
@@ -292,7 +296,8 @@ def cpu_estimate(
             for y1, y2, x1, x2 in boxes:
                 shape = (y2 - y1, x2 - x1)
                 if shape not in calls:
-                    with torch.no_grad():
+                    cast = torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None)
+                    with torch.no_grad(), cast:
                         calls[shape] = timed(partial(model.semantic_scores, torch.zeros(1, 3, *shape)))
             flips = 2 if flip else 1
             model_seconds = sum(calls[(y2 - y1, x2 - x1)] for y1, y2, x1, x2 in boxes) * flips

@@ -382,6 +382,7 @@ def evaluate_run(
         mode=cfg.eval.mode,
         stride=cfg.eval.stride,
         flip=cfg.eval.flip,
+        precision=cfg.eval.precision,
         progress=progress,
         trained_on=names,
         reported=cfg.reported,
