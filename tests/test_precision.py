@@ -70,6 +70,8 @@ def test_bf16_scores_are_float32_and_agree_with_fp32(synthetic_root, head, mode,
     assert ((fp32 - bf16).abs().max() / fp32.abs().max()).item() < 0.05  # within a few percent of their scale
     agree = (fp32.argmax(1) == bf16.argmax(1)).float().mean().item()
     assert agree >= 0.95, agree
+    if head == "fpn":  # many classes (a random Mask2Former predicts one): the agreement means something
+        assert fp32.argmax(1).unique().numel() >= 5
     assert not torch.is_autocast_enabled("cpu")  # left as it was
 
 
