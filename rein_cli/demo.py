@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rein_cli.config import Config, load_config
+from rein_cli.config import Config, Precision, check_choice, load_config
 from rein_cli.data.registry import SYNTHETIC_CONDITIONS, synthetic_name
 from rein_cli.engine.charts import headroom, labelled_strip, missing, save_figure
 from rein_cli.engine.gallery import GALLERY
@@ -166,9 +166,11 @@ def run_demo(
     device: str = "auto",
     num_train: int = 300,
     num_val: int = 40,
+    precision: str | None = None,
     progress: bool = True,
 ) -> DemoResult:
-    """Run the demo into ``out``; returns its evaluation, notes and time."""
+    """Run the demo into ``out``; returns its evaluation, notes and time. ``precision``: the evaluation's and the
+    overlays' (auto, bf16 or fp32; default: the recipe's ``eval.precision``); training keeps the recipe's own."""
     from rein_cli.data.synthetic import generate_synthetic
     from rein_cli.engine.checkpoint import load_segmentor
     from rein_cli.engine.evaluate import evaluate
@@ -177,6 +179,7 @@ def run_demo(
 
     out = Path(out)
     cfg, notes = demo_config(backbone, random_weights, iters, device)  # names, weights and the device: before writing
+    precision = check_choice("precision", precision or cfg.eval.precision, Precision)
     resolve_device(device)
     check_out(out)
     start = time.perf_counter()
@@ -199,10 +202,11 @@ def run_demo(
             mode=cfg.eval.mode,
             progress=progress,
             trained_on=cfg.data.train,
+            precision=precision,
             estimate=True,  # each condition also estimated without its labels, calibrated on clear weather
         )
         plot_miou(results, out / "miou.png")
-        write_overlays(model, data, out / "predictions")
+        write_overlays(model, data, out / "predictions", precision=precision)
         seconds = time.perf_counter() - start
         marker = {"complete": True, "seconds": round(seconds, 1), "notes": notes, "config": cfg.to_dict()}
         write_json(out / MARKER, marker)
@@ -241,18 +245,21 @@ def miou_chart(results: Evaluation) -> Figure:
     return figure
 
 
-def write_overlays(model: Segmentor, data: Path, out: Path, *, scenes: int = 3) -> list[Path]:
+def write_overlays(model: Segmentor, data: Path, out: Path, *, scenes: int = 3, precision: str = "auto") -> list[Path]:
     """For a few validation scenes: one row per condition of image | prediction | ground truth, the columns and
-    rows labelled, and under them a legend of the classes in the predictions and labels shown."""
+    rows labelled, and under them a legend of the classes in the predictions and labels shown; the predictions in
+    ``precision`` (as the evaluation's)."""
     from rein_cli.data.dataset import SegmentationDataset
     from rein_cli.data.transforms import EvalTransform
     from rein_cli.engine.inference import infer
+    from rein_cli.engine.precision import inference_precision
     from rein_cli.labels import IGNORE_INDEX, colorize
     from rein_cli.models.segmentor import model_device
 
     transform = EvalTransform(model.mean, model.std)
     sets = [SegmentationDataset(data / synthetic_name(c), "val") for c in SYNTHETIC_CONDITIONS]
     conditions = [f"{c} (source)" if c == "clear" else c for c in SYNTHETIC_CONDITIONS]
+    autocast = inference_precision(precision, model_device(model)).dtype
     written = []
     for index in range(min(scenes, len(sets[0]))):
         rows, present = [], set()
@@ -260,7 +267,8 @@ def write_overlays(model: Segmentor, data: Path, out: Path, *, scenes: int = 3) 
             item = dataset[index]
             rgb, label = item["image"].numpy(), item["label"].numpy()
             image, _ = transform(item["image"], None)
-            scores = infer(model, image[None].to(model_device(model)), mode="whole", crop=model.crop_size)
+            image = image[None].to(model_device(model))
+            scores = infer(model, image, mode="whole", crop=model.crop_size, autocast=autocast)
             pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
             rows.append([rgb, colorize(pred, model.palette), colorize(label, model.palette)])
             present.update(int(k) for k in np.unique(np.concatenate([pred.ravel(), label.ravel()])))

@@ -25,6 +25,17 @@ def offline(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def exact_inference():
+    """Inference under auto stays float32 on every CPU, so that results compare exactly with their references;
+    tests/test_precision.py sets what auto does on a CPU with native bf16 itself."""
+    from rein_cli.engine import precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "CPU_AUTO_BF16", False)
+        yield
+
+
 @pytest.fixture
 def tiny_model():
     from rein_cli.models.segmentor import build_segmentor

@@ -181,8 +181,10 @@ def shard_worker(rank: int, world: int, rendezvous: str, folder: str, root: str,
     import torch
     import torch.distributed as dist
 
+    from rein_cli.engine import precision
     from rein_cli.engine.evaluate import evaluate
 
+    precision.CPU_AUTO_BF16 = False  # as in the tests' own process (conftest.py)
     faulthandler.enable()  # a crash in a process prints its Python stack
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)

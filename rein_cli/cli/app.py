@@ -24,6 +24,7 @@ from rein_cli.cli.options import (
     Method,
     Options,
     Out,
+    PrecisionOption,
     PredictionIds,
     Progress,
     Sets,
@@ -128,6 +129,7 @@ def demo(
     ] = False,
     iters: Annotated[int | None, typer.Option("--iters", min=0, help="Training iterations (recipe: 200).")] = None,
     device: Device = "auto",
+    precision: PrecisionOption = None,
     progress: Progress = None,
 ) -> None:
     """Generate synthetic street scenes, train Rein on clear weather, evaluate on fog/night/rain/snow."""
@@ -135,7 +137,8 @@ def demo(
     from rein_cli.engine.report import format_estimates, format_table
 
     shown = bars(progress)
-    result = run_demo(out, backbone=backbone, random_weights=random_weights, iters=iters, device=device, progress=shown)
+    options = dict(random_weights=random_weights, iters=iters, device=device, precision=precision and precision.value)
+    result = run_demo(out, backbone=backbone, progress=shown, **options)
     typer.echo(format_table(result.evaluation))
     typer.echo(format_estimates(result.evaluation))
     for note in result.notes:
@@ -323,6 +326,7 @@ def eval_(
     ] = None,
     device: Device = "auto",
     window_batch: WindowBatch = None,
+    precision: PrecisionOption = None,
     progress: Progress = None,
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
@@ -348,6 +352,7 @@ def eval_(
         save_predictions=save_predictions,
         prediction_ids=PredictionIds(prediction_ids).value,
         device=device,
+        precision=precision.value if precision is not None else "auto",
         progress=bars(progress),
         corruption=corruption,
         estimate=estimate,

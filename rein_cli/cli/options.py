@@ -33,6 +33,7 @@ Method = _choices("Method", config.Method)
 Head = _choices("Head", config.Head)
 InferenceMode = _choices("InferenceMode", config.InferenceMode)
 PredictionIds = _choices("PredictionIds", config.PredictionIds)
+Precision = _choices("Precision", config.Precision)
 
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -55,6 +56,14 @@ WindowBatch = Annotated[
         "--window-batch",
         help="Most sliding windows per model call (default: automatic, from the free memory on a GPU); any gives the "
         "same results.",
+    ),
+]
+PrecisionOption = Annotated[
+    Precision | None,
+    typer.Option(
+        "--precision",
+        help="Inference in bf16 (autocast) or fp32; auto: bf16 where the device has native bf16 (a GPU with it, or a "
+        "CPU with avx512_bf16/amx_bf16), else fp32 (default: auto).",
     ),
 ]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]

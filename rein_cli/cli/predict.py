@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rein_cli.cli.options import Device, InferenceMode, Mode, Progress, WindowBatch, bars, parse_size
+from rein_cli.cli.options import Device, InferenceMode, Mode, PrecisionOption, Progress, WindowBatch, bars, parse_size
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
 
@@ -57,6 +57,7 @@ def predict(
         int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
     ] = 1,
     window_batch: WindowBatch = None,
+    precision: PrecisionOption = None,
     progress: Progress = None,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
@@ -76,6 +77,7 @@ def predict(
         formats=chosen,
         batch_size=batch_size,
         window_batch=window_batch,
+        precision=precision.value if precision is not None else "auto",
         progress=shown,
     )
     folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)

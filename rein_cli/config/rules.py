@@ -122,6 +122,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
     "eval.flip": (lambda v: isinstance(v, bool), "true or false"),
     "eval.window_batch": (lambda v: v is None or v >= 1, "null (automatic) or >= 1 windows per model call"),
+    "eval.precision": (lambda v: v in choices(Precision), " or ".join(choices(Precision))),
 }
 
 

@@ -22,7 +22,8 @@ Head = Literal["mask2former", "fpn", "semfpn"]  # the paper's head; a light per-
 Neck = Literal["none", "multilevel"]
 InferenceMode = Literal["slide", "whole"]  # crop-sized windows averaged; the whole image at once
 PredictionIds = Literal["label-ids", "train-ids"]  # saved predictions: Cityscapes label ids (the servers'), train ids
-Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere
+# auto: bf16 autocast where the device has native bf16 (training: GPUs only; inference: CPUs too), fp32 elsewhere
+Precision = Literal["auto", "bf16", "fp32"]
 
 # Substrings of parameter names that get no weight decay, besides every norm layer's parameters (rein-facts §5.2):
 # the Rein configs' custom keys plus the frozen-VFM configs' query_feat (the Rein head has none).
@@ -157,6 +158,7 @@ class EvalConfig:
     stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
     flip: bool = False  # test-time augmentation: average with the horizontally flipped image's scores
     window_batch: int | None = None  # most windows per model call; None: automatic (from free memory on a GPU)
+    precision: Precision = "auto"  # bf16 autocast where the device has native bf16; the scores stay float32
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rein_cli.config import DataConfig, InferenceMode, PredictionIds, check_choice, data_root
+from rein_cli.config import DataConfig, InferenceMode, Precision, PredictionIds, check_choice, data_root
 from rein_cli.data.catalog import Located
 from rein_cli.data.corruptions import parse_spec
 from rein_cli.data.corruptions import prepare as prepare_corruptions
@@ -30,6 +30,7 @@ from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
 from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, check_window_batch
+from rein_cli.engine.precision import inference_precision
 from rein_cli.engine.report import write_report
 from rein_cli.engine.results import (
     RESULTS_FILE,
@@ -87,6 +88,7 @@ def evaluate(
     resamples: int = RESAMPLES,
     worst: int = WORST,
     window_batch: int | None = None,
+    precision: str = "auto",
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -112,6 +114,7 @@ def evaluate(
     (0: no intervals); ``worst``: the worst images drawn per dataset for the shift report (with ``out``).
     ``window_batch``: the most windows per model call (None: automatic, `rein_cli.engine.inference.auto_window_batch`);
     any gives the same scores.
+    ``precision``: auto, bf16 or fp32 (`rein_cli.engine.precision`); what ran is logged and recorded.
     """
     sources = sources_of(model, trained_on, reported)
     mode, stride, flip, datasets, data_dir = as_the_run_did(
@@ -122,6 +125,7 @@ def evaluate(
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     baseline = read_reference(reference) if reference is not None else None
     check_choice("prediction_ids", prediction_ids, PredictionIds)
+    check_choice("precision", precision, Precision)
     data_dir = Path(data_dir) if data_dir is not None else data_root(DataConfig())
     calibration = _calibration(sources, calibrate_on, data_dir) if estimate else None
     if calibrate_on is not None and not estimate:
@@ -143,7 +147,7 @@ def evaluate(
         settings = dict(split=split, mode=mode, stride=stride, flip=flip, progress=progress, pairs=pairs)
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
         settings |= dict(corruption=corruption, out=out, keep_worst=worst if out is not None else 0)
-        settings |= dict(resamples=resamples, window_batch=window_batch)
+        settings |= dict(resamples=resamples, window_batch=window_batch, precision=precision)
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
@@ -285,11 +289,13 @@ def _evaluate_source(
         check_classes(model, manifest)
     was_training = model.training
     model.eval()
+    chosen = inference_precision(settings["precision"], model_device(model))
+    (log.warning if chosen.warn else log.info)("%s", chosen)
     if source.model is None:  # every check done: what it will take
         log.info("model: %s (%s) on %s", source.name, source.why, ", ".join(m.dataset for m, _ in manifests))
         if model_device(model).type == "cpu":
-            keys = ("split", "mode", "flip", "pairs", "window_batch")
-            log.info(cpu_estimate(model, manifests, stride=stride, **{k: settings[k] for k in keys}))
+            given = {k: settings[k] for k in ("split", "mode", "flip", "pairs", "window_batch")}
+            log.info(cpu_estimate(model, manifests, stride=stride, autocast=chosen.dtype, **given))
     datasets, stats = score_datasets(
         model,
         manifests,
@@ -306,6 +312,7 @@ def _evaluate_source(
         workers=settings["workers"],
         keep_worst=settings["keep_worst"],
         window_batch=settings["window_batch"],
+        autocast=chosen.dtype,
     )
     model.train(was_training)
     corruption = settings["corruption"]
@@ -316,6 +323,7 @@ def _evaluate_source(
         crop=crop,
         stride=stride if settings["mode"] == "slide" else None,
         flip=settings["flip"],
+        precision=chosen.name,
         method=model.config.method,
         backbone=model.config.backbone,
         trainable_parameters=count_parameters(model, True),

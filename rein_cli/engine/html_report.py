@@ -113,7 +113,8 @@ def _setting(results: Evaluation) -> str:
         f"model: {model}",
         f"trained on: {', '.join(results.trained_on) or 'unknown'}",
         f"split: {results.split}; inference: {results.mode} (crop {results.crop}{stride}); "
-        f"flip test-time augmentation: {'yes' if results.flip else 'no'}",
+        f"flip test-time augmentation: {'yes' if results.flip else 'no'}"
+        + (f"; precision: {results.precision}" if results.precision else ""),
     ]
     return '<ul class="setting">' + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"
 

@@ -117,10 +117,12 @@ def infer_stream(
     stride: int | None = None,
     flip: bool = False,
     window_batch: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Iterator[Tensor]:
     """Each (3, H, W) or (1, 3, H, W) image's scores (1, K, H, W), in input order, as `infer` gives them; the windows
     of consecutive images of one size go through the model together, up to ``window_batch`` at a time (None:
-    `auto_window_batch`); an image of another size first finishes those before it."""
+    `auto_window_batch`); an image of another size first finishes those before it. ``autocast``: the model runs
+    under autocast to this type, its scores summed in float32."""
     whole = check_choice("mode", mode, InferenceMode) == "whole"
     check_window_batch(window_batch)
     stride = stride or default_stride(crop)
@@ -129,8 +131,9 @@ def infer_stream(
     size = None
 
     def run(windows: list[tuple[_Image, int, tuple[int, int, int, int]]]) -> None:
-        crops = [image.views[v][:, :, y1:y2, x1:x2] for image, v, (y1, y2, x1, x2) in windows]
-        scores = model.semantic_scores(torch.cat(crops))
+        crops = torch.cat([image.views[v][:, :, y1:y2, x1:x2] for image, v, (y1, y2, x1, x2) in windows])
+        with torch.autocast(crops.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            scores = model.semantic_scores(crops).float()
         for k, (image, v, (y1, y2, x1, x2)) in enumerate(windows):
             image.canvases[v][:, :, y1:y2, x1:x2] += scores[k : k + 1]
             image.left -= 1
@@ -177,14 +180,23 @@ def infer(
     stride: int | None = None,
     flip: bool = False,
     window_batch: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Tensor:
     """Scores (B, K, H, W) by ``mode`` "slide" (stride default: two thirds of the crop; each window's scores summed
     into the canvas, divided by the count) or "whole", the windows of the B images in batches of up to
     ``window_batch`` (`infer_stream`).
 
     ``flip``: test-time augmentation, the average of the image's scores and those of its horizontal mirror
-    (flipped back); without it the scores are the image's alone."""
+    (flipped back); without it the scores are the image's alone. ``autocast``: the model runs under autocast to this
+    type (`rein_cli.engine.precision`), its scores back in float32 before anything is summed or compared."""
     run = infer_stream(
-        model, image.unbind(0), mode=mode, crop=crop, stride=stride, flip=flip, window_batch=window_batch
+        model,
+        image.unbind(0),
+        mode=mode,
+        crop=crop,
+        stride=stride,
+        flip=flip,
+        window_batch=window_batch,
+        autocast=autocast,
     )
     return torch.cat(list(run))

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rein_cli.config import InferenceMode, check_choice
+from rein_cli.config import InferenceMode, Precision, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
 from rein_cli.engine.inference import check_stride, check_window_batch, infer
+from rein_cli.engine.precision import inference_precision
 from rein_cli.errors import ReinError, did_you_mean
 from rein_cli.io import IMAGE_SUFFIXES, check_writable, list_images, read_image, save_image
 from rein_cli.labels import colorize
@@ -170,6 +171,7 @@ def predict(
     skip_bad: bool = False,
     formats: Sequence[str] | None = None,
     batch_size: int = 1,
+    precision: str = "auto",
     progress: bool = True,
     window_batch: int | None = None,
 ) -> list[Path]:
@@ -185,8 +187,10 @@ def predict(
     to ``window_batch`` (None: automatic); any batch size and window batch give the same files. ``size`` = (long, short)
     resizes each image keeping its ratio before inference (e.g. (1024, 512) for Cityscapes-like inputs); predictions
     are resized back to the input's resolution.
+    ``precision``: auto, bf16 or fp32 (`rein_cli.engine.precision`), what runs said in one log line.
     """
     check_choice("mode", mode, InferenceMode)
+    check_choice("precision", precision, Precision)
     formats = parse_formats(formats)
     if batch_size < 1:
         raise ReinError(f"batch size {batch_size} must be at least 1")
@@ -213,6 +217,8 @@ def predict(
     device_ = model_device(model)
     palette = model.palette
     model.eval()
+    chosen = inference_precision(precision, device_)
+    (log.warning if chosen.warn else log.info)("%s", chosen)
 
     def decode(item: tuple[Path, Path]) -> _Decoded:
         path, name = item
@@ -252,7 +258,15 @@ def predict(
         with Progress(len(items), "predicting", unit="img", bar=progress, leave=True) as bar:
             for batch in _batches(_ahead(pool, decode, items, 2 * batch_size + WORKERS), batch_size):
                 images = torch.stack([item.image for item in batch]).to(device_)
-                scores = infer(model, images, mode=mode, crop=model.crop_size, stride=stride, window_batch=window_batch)
+                scores = infer(
+                    model,
+                    images,
+                    mode=mode,
+                    crop=model.crop_size,
+                    stride=stride,
+                    window_batch=window_batch,
+                    autocast=chosen.dtype,
+                )
                 for k, item in enumerate(batch):
                     one = scores[k : k + 1]
                     if one.shape[-2:] != item.rgb.shape[:2]:

@@ -210,7 +210,8 @@ def format_markdown(results: Evaluation) -> str:
         + (f" ({where})" if where else ""),
         f"- trained on: {', '.join(results.trained_on) or 'unknown'}",
         f"- split: {results.split}; inference: {results.mode} (crop {results.crop}{stride})"
-        f"; flip test-time augmentation: {'yes' if results.flip else 'no'}",
+        f"; flip test-time augmentation: {'yes' if results.flip else 'no'}"
+        + (f"; precision: {results.precision}" if results.precision else ""),
         *(f"- assumed, not published with the release: {line}" for line in results.assumed),
         "",
         "## Results",

@@ -300,6 +300,7 @@ class Evaluation:
     crop: int | None = None
     stride: int | None = None  # the slide stride; None for whole-image inference
     flip: bool = False
+    precision: str | None = None  # what inference ran in: bf16 (autocast) or fp32; None: not recorded (older rein)
     method: str | None = None
     backbone: str | None = None
     trainable_parameters: int | None = None
@@ -334,6 +335,7 @@ class Evaluation:
             "crop": self.crop,
             "stride": self.stride,
             "flip": self.flip,
+            "precision": self.precision,
             "method": self.method,
             "backbone": self.backbone,
             "trainable_parameters": self.trainable_parameters,
@@ -383,6 +385,7 @@ class Evaluation:
             crop=f.integer("crop", None, null=True),
             stride=f.integer("stride", None, null=True),
             flip=f.flag("flip", False),
+            precision=f.text("precision", None, null=True),
             method=f.text("method", None, null=True),
             backbone=f.text("backbone", None, null=True),
             trainable_parameters=f.integer("trainable_parameters", None, null=True),

@@ -163,12 +163,14 @@ def score_datasets(
     workers: int | None,
     keep_worst: int = 0,
     window_batch: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> tuple[dict[str, DatasetResult], dict[str, ImageStats]]:
     """``model`` (in eval mode) on each (manifest, has labels) pair's ``split``, once per corruption pair (None: the
     clean images): the entries keyed ``<dataset>`` or ``<dataset>/<corruption>-<severity>``, and each one's images'
     statistics (with the ``keep_worst`` images of lowest mIoU of each clean dataset). Each manifest is checked
     first (`check_classes`). The windows of consecutive images of one size share model calls, ``window_batch`` at
-    most (None: automatic; `infer_stream`)."""
+    most (None: automatic; `infer_stream`). ``autocast``: the model's type under autocast
+    (`rein_cli.engine.precision`; None: float32); the scores are float32 either way."""
     device = model_device(model)
     crop = model.crop_size
     table = _id_table(model, prediction_ids, device) if save_predictions is not None else None
@@ -195,7 +197,14 @@ def score_datasets(
             fed: deque[dict[str, Any]] = deque()  # the items whose images are in the stream, in order
             images = _images(track(loader, desc=f"eval {key}", unit="img", bar=bar), fed, device)
             stream = infer_stream(
-                model, images, mode=mode, crop=crop, stride=stride, flip=flip, window_batch=window_batch
+                model,
+                images,
+                mode=mode,
+                crop=crop,
+                stride=stride,
+                flip=flip,
+                window_batch=window_batch,
+                autocast=autocast,
             )
             for k, scores in enumerate(stream):
                 item, index = fed.popleft(), shard.indices[k]
@@ -280,12 +289,14 @@ def cpu_estimate(
     flip: bool,
     pairs: Sequence[tuple[str, int] | None],
     window_batch: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> CpuEstimate:
     """The time `score_datasets` with these settings, and the report after it, will take, measured on each dataset's
     first image: read, corrupted (per pair) and transformed as the evaluation does; the model called on a batch of
     windows (or whole images) of its size, as many as the evaluation's window batch, the time divided per window;
     its scores finished (resized, confusion matrix, statistics) as the evaluation does; plus `REPORT_SECONDS`. Every
-    image of a dataset is taken to cost what its first one does."""
+    image of a dataset is taken to cost what its first one does. The model runs under ``autocast`` as the
+    evaluation will."""
     crop, K = model.crop_size, model.num_classes
     rank, world = distributed.rank(), distributed.world_size()
     scores_are = getattr(getattr(model, "head", None), "scores_are", "probabilities")
@@ -310,7 +321,8 @@ def cpu_estimate(
             for y1, y2, x1, x2 in boxes:
                 shape = (y2 - y1, x2 - x1)
                 if shape not in calls:
-                    with torch.no_grad():
+                    cast = torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None)
+                    with torch.no_grad(), cast:
                         n = window_batch or auto_window_batch(model, shape, torch.device("cpu"))
                         calls[shape] = timed(partial(model.semantic_scores, torch.zeros(n, 3, *shape))) / n
             flips = 2 if flip else 1

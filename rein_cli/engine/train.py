@@ -383,6 +383,7 @@ def evaluate_run(
         stride=cfg.eval.stride,
         flip=cfg.eval.flip,
         window_batch=cfg.eval.window_batch,
+        precision=cfg.eval.precision,
         progress=progress,
         trained_on=names,
         reported=cfg.reported,
