@@ -49,6 +49,10 @@ Progress = Annotated[
         help="Progress bars; without them, a plain line every 30 s (default: bars when stderr is a terminal).",
     ),
 ]
+Compile = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the model (compiles for minutes at first; a CPU needs g++)."),
+]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rein_cli.cli.options import Device, InferenceMode, Mode, Progress, bars, parse_size
+from rein_cli.cli.options import Compile, Device, InferenceMode, Mode, Progress, bars, parse_size
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
 
@@ -57,6 +57,7 @@ def predict(
         int, typer.Option("--batch-size", "-b", min=1, help="Images of one size per model call (same results).")
     ] = 1,
     progress: Progress = None,
+    compile_: Compile = False,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
     from rein_cli.engine.predict import FORMATS, parse_formats
@@ -75,6 +76,7 @@ def predict(
         formats=chosen,
         batch_size=batch_size,
         progress=shown,
+        compile=compile_,
     )
     folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
     typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")

@@ -118,9 +118,11 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.accumulation": (_positive, ">= 1"),
     "train.keep_checkpoints": (_positive, ">= 1"),
     "train.eval_interval": (lambda v: v >= 0, ">= 0 (0: evaluate after training only)"),
+    "train.compile": (lambda v: isinstance(v, bool), "true or false"),
     "eval.mode": (lambda v: v in choices(InferenceMode), " or ".join(choices(InferenceMode))),
     "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
     "eval.flip": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

@@ -149,6 +149,7 @@ class TrainConfig:
     accumulation: int = 1  # gradient accumulation steps per iteration
     keep_checkpoints: int = 3  # the last N step checkpoints kept in the run directory
     eval_interval: int = 0  # evaluate on data.eval every N iterations and keep the best; 0: after training only
+    compile: bool = False  # torch.compile the model's forward for training (and the run's evaluations)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class EvalConfig:
     mode: InferenceMode = "slide"
     stride: int | None = None  # slide stride; None: two thirds of the crop (341 for 512)
     flip: bool = False  # test-time augmentation: average with the horizontally flipped image's scores
+    compile: bool = False  # torch.compile the model's forward for the run's evaluations
 
 
 @dataclass(frozen=True)

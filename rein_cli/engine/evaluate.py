@@ -28,6 +28,7 @@ from rein_cli.engine import distributed
 from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
+from rein_cli.engine.compile import compile_for
 from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride
 from rein_cli.engine.report import write_report
@@ -73,6 +74,7 @@ def evaluate(
     mode: InferenceMode | None = None,
     stride: int | None = None,
     flip: bool | None = None,
+    compile: bool = False,
     device: str | torch.device = "auto",
     progress: bool = True,
     trained_on: Sequence[str] = (),
@@ -109,6 +111,7 @@ def evaluate(
     results.json (or the folder holding one) whose training dataset the shift report (``out/report.html``) compares
     the targets with when none of them is the model's own. ``resamples``: the bootstrap resamples of each interval
     (0: no intervals); ``worst``: the worst images drawn per dataset for the shift report (with ``out``).
+    ``compile``: torch.compile the model for this evaluation (`rein_cli.engine.compile`; the same scores).
     """
     sources = sources_of(model, trained_on, reported)
     mode, stride, flip, datasets, data_dir = as_the_run_did(
@@ -140,6 +143,7 @@ def evaluate(
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
         settings |= dict(corruption=corruption, out=out, keep_worst=worst if out is not None else 0)
         settings |= dict(resamples=resamples)
+        settings |= dict(compile=compile)
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
@@ -286,6 +290,7 @@ def _evaluate_source(
         if model_device(model).type == "cpu":
             keys = ("split", "mode", "flip", "pairs")
             log.info(cpu_estimate(model, manifests, stride=stride, **{k: settings[k] for k in keys}))
+    undo = compile_for(model, model_device(model), settings["compile"])
     datasets, stats = score_datasets(
         model,
         manifests,
@@ -303,6 +308,7 @@ def _evaluate_source(
         keep_worst=settings["keep_worst"],
     )
     model.train(was_training)
+    undo()  # an in-memory model (training's) goes on as it came
     corruption = settings["corruption"]
     by_name = {manifest.dataset: manifest for manifest, _ in manifests}
     return Evaluation(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from rein_cli.config import InferenceMode, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
+from rein_cli.engine.compile import compile_for
 from rein_cli.engine.inference import check_stride, infer
 from rein_cli.errors import ReinError, did_you_mean
 from rein_cli.io import IMAGE_SUFFIXES, check_writable, list_images, read_image, save_image
@@ -171,6 +172,7 @@ def predict(
     formats: Sequence[str] | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    compile: bool = False,
 ) -> list[Path]:
     """Segment every input image; writes ``out/labels/NAME.png`` (train ids), ``out/color/NAME.png`` (the model's
     palette) and ``out/overlay/NAME.jpg``, or the ``formats`` chosen of "label", "colour" and "overlay". NAME keeps
@@ -182,7 +184,8 @@ def predict(
 
     ``batch_size`` images of one size (after ``size``) go through the model together; any batch size gives the
     same files. ``size`` = (long, short) resizes each image keeping its ratio before inference (e.g. (1024, 512)
-    for Cityscapes-like inputs); predictions are resized back to the input's resolution.
+    for Cityscapes-like inputs); predictions are resized back to the input's resolution. ``compile``: torch.compile
+    the model for these calls (`rein_cli.engine.compile`; each image size compiles once).
     """
     check_choice("mode", mode, InferenceMode)
     formats = parse_formats(formats)
@@ -244,6 +247,7 @@ def predict(
             log.debug("wrote %s", item.name)
             bar.update()
 
+    undo = compile_for(model, device_, compile)
     pool = ThreadPoolExecutor(WORKERS)
     try:
         with Progress(len(items), "predicting", unit="img", bar=progress, leave=True) as bar:
@@ -262,6 +266,7 @@ def predict(
             finish(bar, keep=0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        undo()
     log.info("wrote %d predictions to %s", len(written), out)
     if bad:
         for problem in bad.values():

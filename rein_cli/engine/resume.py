@@ -39,6 +39,8 @@ RESUMABLE = (
     "train.checkpoint_interval",
     "train.eval_interval",
     "train.keep_checkpoints",
+    "train.compile",  # the same computation, only its speed (float sums may differ in order)
+    "eval.compile",
 )
 STATE_FORMAT = 1
 
