@@ -155,10 +155,10 @@ def test_compile_for_puts_the_model_back_as_it_was(eager_backend, tiny_model):
 
 
 def test_a_compiled_run_writes_checkpoints_an_uncompiled_model_loads(
-    eager_backend, fresh_dynamo, synthetic_root, tmp_path, capsys
+    eager_backend, fresh_dynamo, trained, synthetic_root, tmp_path, capsys
 ):
+    """The same settings as the uncompiled run `trained` (the same checkpoint keys), with --compile."""
     from rein_cli.engine.checkpoint import load_segmentor
-    from rein_cli.models.segmentor import build_segmentor, trainable_state_dict
 
     args = sets(f"data.root={synthetic_root}", "data.eval=['synthetic-fog']", "eval.compile=true")
     assert rein("train", *args, "--iters", 2, "--compile", "--out", tmp_path / "run", "--no-progress") == 0
@@ -167,10 +167,8 @@ def test_a_compiled_run_writes_checkpoints_an_uncompiled_model_loads(
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "compile: true" in config
     ckpt = tmp_path / "run" / "checkpoints" / "last"
-    torch.manual_seed(0)
-    plain = trainable_state_dict(build_segmentor(**TINY))
     saved = load_file(ckpt / "model.safetensors")
-    assert saved.keys() == plain.keys()  # no _orig_mod. prefix
+    assert saved.keys() == load_file(trained / "checkpoints" / "last" / "model.safetensors").keys()  # no _orig_mod.
     loaded = load_segmentor(ckpt)  # uncompiled
     assert not is_compiled(loaded) and all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
 
@@ -199,3 +197,17 @@ def test_eval_and_predict_compile_an_uncompiled_runs_checkpoint_with_the_same_re
 def test_compile_keys_are_checked(tmp_path, capsys):
     assert rein("train", *sets("train.compile='maybe'"), "--iters", 1, "--out", tmp_path / "r") == 1
     assert "error: train.compile must be bool, got 'maybe'" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_the_compile_keys_resumes_with_compile_on(eager_backend, synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = sets(f"data.root={synthetic_root}", "data.eval=[]", "train.checkpoint_interval=1")
+    assert rein("train", *args, "--iters", 1, "--out", run, "--no-progress") == 0
+    config = run / "config.yaml"
+    assert config.read_text().count("  compile: false\n") == 2  # train.compile and eval.compile
+    config.write_text(config.read_text().replace("  compile: false\n", ""))  # as a run written before them
+    capsys.readouterr()
+    assert rein("train", "--resume", run, "--iters", 2, "--compile", "--no-progress") == 0
+    assert "torch.compile: the model compiles at its first calls" in capsys.readouterr().err
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
