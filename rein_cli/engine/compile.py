@@ -66,7 +66,7 @@ def compile_segmentor(model: nn.Module, device: torch.device) -> bool:
         try:
             return compiled(*args, **kwargs)
         except errors as err:
-            cause = getattr(err, "inner_exception", None) or err  # the backend's own error (Inductor's, the C++ build's)
+            cause = getattr(err, "inner_exception", None) or err  # the backend's own (Inductor, the C++ build)
             reason = (str(cause).strip().splitlines() or ["no message"])[0][:200]
             log.warning("torch.compile failed (%s: %s); running uncompiled", type(cause).__name__, reason)
             model._compiled_call_impl = None
