@@ -65,17 +65,37 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
 
 
-@pytest.mark.slow  # Inductor's C++ build: about 3 minutes cold on 2 cores, 20 s with its cache warm
-def test_compiled_model_computes_what_the_uncompiled_one_does(fresh_dynamo):
+@pytest.mark.slow  # Inductor's C++ build: 9 minutes with its cache empty on a loaded 2-core CPU, 40 s with it warm
+def test_compiled_model_computes_what_the_uncompiled_one_does(fresh_dynamo, monkeypatch):
     """One forward and backward of the tiny Rein + Mask2Former model, uncompiled then compiled with Inductor: outputs
-    within 1e-4 of their scale, each of the 30 loss terms within 1e-5 relative, gradients within 1e-4 of scale."""
+    within 1e-4 of their scale, each of the 30 loss terms within 1e-5 relative, gradients within 1e-4 of scale.
+
+    Two steps of the loss are not continuous in the outputs, and outputs that differ in their last bits (any other
+    float order) can take the other branch, moving loss terms by up to 4e-4 relative on this untrained model: the
+    Hungarian matching (near-equal costs) and PointRend's choice of the points nearest the decision boundary (a
+    top-k of |logit|). So the compiled step reuses the uncompiled step's matching, and the points are uniform."""
+    import functools
+
+    from rein_cli.models.mask2former import criterion
+
     if compile_.compiler_problem(CPU):
         pytest.skip("no C++ compiler for Inductor")
+    monkeypatch.setattr(criterion, "uncertain_points", functools.partial(criterion.uncertain_points, importance=0.0))
+    matched, replay, hungarian = [], [], criterion.hungarian_match
+
+    def match(*args, **kwargs):
+        if replay:
+            return replay.pop(0)
+        matched.append(hungarian(*args, **kwargs))
+        return matched[-1]
+
+    monkeypatch.setattr(criterion, "hungarian_match", match)
     model = tiny_mask2former().train()
     torch.manual_seed(1)
     images, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
 
     def step():
+        torch.manual_seed(2)  # the Mask2Former losses draw random points: the same ones for both
         model.zero_grad(set_to_none=True)
         outputs = model(images)
         losses = model.head.loss(outputs, labels)
@@ -86,14 +106,17 @@ def test_compiled_model_computes_what_the_uncompiled_one_does(fresh_dynamo):
     outputs, losses, grads = step()
     keys = list(model.state_dict())
     assert compile_segmentor(model, CPU)
+    replay.extend(matched)
     outputs_c, losses_c, grads_c = step()
+    assert matched and not replay  # every matching reused
     assert is_compiled(model) and fresh_dynamo["stats"]["unique_graphs"] >= 1  # compiled, not fallen back
     assert list(model.state_dict()) == keys  # no _orig_mod. prefix
     assert len(outputs) == len(outputs_c) and all(
         relative(a, b) <= 1e-4 for a, b in zip(outputs, outputs_c, strict=True)
     )
     assert len(losses) == 30 and losses.keys() == losses_c.keys()
-    assert all(abs(losses[k] - losses_c[k]) <= 1e-5 * abs(losses[k]) for k in losses)
+    worst = max(abs(losses[k] - losses_c[k]) / abs(losses[k]) for k in losses)
+    assert worst <= 1e-5, worst
     assert grads.keys() == grads_c.keys() and all(relative(grads[n], grads_c[n]) <= 1e-4 for n in grads)
 
 
