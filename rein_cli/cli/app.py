@@ -17,6 +17,7 @@ from rein_cli import __version__, config
 from rein_cli.cli.data import data_app
 from rein_cli.cli.failures import ReinGroup
 from rein_cli.cli.options import (
+    Compile,
     DataRoot,
     Device,
     Head,
@@ -174,6 +175,13 @@ def train(
     out: Out = None,
     data_root: DataRoot = None,
     progress: Progress = None,
+    compile_: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (train.compile; compiles for minutes at first; a CPU needs g++).",
+        ),
+    ] = None,
     list_: Annotated[
         bool, typer.Option("--list", help="List the shipped recipes (setting, data, schedule, published figures).")
     ] = False,
@@ -195,6 +203,7 @@ def train(
         "train.max_iters": iters,
         "data.batch_size": batch_size,
         "train.device": device,
+        "train.compile": compile_,
         "data.root": str(data_root.absolute()) if data_root is not None else None,  # as --set data.root=DIR
     }
     name = config.recipe_name(recipe)  # recorded in the checkpoints (a resumed run keeps its own)
@@ -328,6 +337,7 @@ def eval_(
     window_batch: WindowBatch = None,
     precision: PrecisionOption = None,
     progress: Progress = None,
+    compile_: Compile = False,
 ) -> None:
     """Evaluate a model on datasets: per-class IoU and mIoU per target, the DG mean over the targets it was not
     trained on, published figures beside ours; results.json, report.md, charts and the shift report report.html."""
@@ -348,6 +358,7 @@ def eval_(
         mode=mode and mode.value,
         stride=stride,
         flip=flip,
+        compile=compile_,
         split=split,
         save_predictions=save_predictions,
         prediction_ids=PredictionIds(prediction_ids).value,

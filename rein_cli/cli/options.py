@@ -66,6 +66,10 @@ PrecisionOption = Annotated[
         "CPU with avx512_bf16/amx_bf16), else fp32 (default: auto).",
     ),
 ]
+Compile = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the model (compiles for minutes at first; a CPU needs g++)."),
+]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Prepared datasets (default $REIN_HOME/datasets).")]
 
 

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from rein_cli.cli.options import Device, InferenceMode, Mode, PrecisionOption, Progress, WindowBatch, bars, parse_size
+from rein_cli.cli.options import (
+    Compile,
+    Device,
+    InferenceMode,
+    Mode,
+    PrecisionOption,
+    Progress,
+    WindowBatch,
+    bars,
+    parse_size,
+)
 
 CompareOut = Annotated[Path, typer.Option("--out", "-o", help="Where compare.md, compare.csv and compare.png go.")]
 
@@ -59,6 +69,7 @@ def predict(
     window_batch: WindowBatch = None,
     precision: PrecisionOption = None,
     progress: Progress = None,
+    compile_: Compile = False,
 ) -> None:
     """Segment images: label PNGs (train ids), colour PNGs and overlays; directories keep their subfolders."""
     from rein_cli.engine.predict import FORMATS, parse_formats
@@ -79,6 +90,7 @@ def predict(
         window_batch=window_batch,
         precision=precision.value if precision is not None else "auto",
         progress=shown,
+        compile=compile_,
     )
     folders = ", ".join(f"{FORMATS[kind][0]}/" for kind in chosen)
     typer.echo(f"{len(written)} images segmented into {out}/ ({folders})")

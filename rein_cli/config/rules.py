@@ -118,11 +118,13 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.accumulation": (_positive, ">= 1"),
     "train.keep_checkpoints": (_positive, ">= 1"),
     "train.eval_interval": (lambda v: v >= 0, ">= 0 (0: evaluate after training only)"),
+    "train.compile": (lambda v: isinstance(v, bool), "true or false"),
     "eval.mode": (lambda v: v in choices(InferenceMode), " or ".join(choices(InferenceMode))),
     "eval.stride": (lambda v: v is None or v >= 1, "null or >= 1"),
     "eval.flip": (lambda v: isinstance(v, bool), "true or false"),
     "eval.window_batch": (lambda v: v is None or v >= 1, "null (automatic) or >= 1 windows per model call"),
     "eval.precision": (lambda v: v in choices(Precision), " or ".join(choices(Precision))),
+    "eval.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

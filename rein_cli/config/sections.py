@@ -150,6 +150,7 @@ class TrainConfig:
     accumulation: int = 1  # gradient accumulation steps per iteration
     keep_checkpoints: int = 3  # the last N step checkpoints kept in the run directory
     eval_interval: int = 0  # evaluate on data.eval every N iterations and keep the best; 0: after training only
+    compile: bool = False  # torch.compile the model's forward for training (and the run's evaluations)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class EvalConfig:
     flip: bool = False  # test-time augmentation: average with the horizontally flipped image's scores
     window_batch: int | None = None  # most windows per model call; None: automatic (from free memory on a GPU)
     precision: Precision = "auto"  # bf16 autocast where the device has native bf16; the scores stay float32
+    compile: bool = False  # torch.compile the model's forward for the run's evaluations
 
 
 @dataclass(frozen=True)

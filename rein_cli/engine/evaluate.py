@@ -28,6 +28,7 @@ from rein_cli.engine import distributed
 from rein_cli.engine.analysis import WORST, add_estimates, write_analysis
 from rein_cli.engine.bootstrap import RESAMPLES
 from rein_cli.engine.checkpoint import checkpoint_dir, load_segmentor
+from rein_cli.engine.compile import compile_for
 from rein_cli.engine.html_report import write_html
 from rein_cli.engine.inference import check_stride, check_window_batch
 from rein_cli.engine.precision import inference_precision
@@ -74,6 +75,7 @@ def evaluate(
     mode: InferenceMode | None = None,
     stride: int | None = None,
     flip: bool | None = None,
+    compile: bool = False,
     device: str | torch.device = "auto",
     progress: bool = True,
     trained_on: Sequence[str] = (),
@@ -115,6 +117,7 @@ def evaluate(
     ``window_batch``: the most windows per model call (None: automatic, `rein_cli.engine.inference.auto_window_batch`);
     any gives the same scores.
     ``precision``: auto, bf16 or fp32 (`rein_cli.engine.precision`); what ran is logged and recorded.
+    ``compile``: torch.compile the model for this evaluation (`rein_cli.engine.compile`; the same scores).
     """
     sources = sources_of(model, trained_on, reported)
     mode, stride, flip, datasets, data_dir = as_the_run_did(
@@ -148,6 +151,7 @@ def evaluate(
         settings |= dict(save_predictions=save_predictions, prediction_ids=prediction_ids, workers=workers)
         settings |= dict(corruption=corruption, out=out, keep_worst=worst if out is not None else 0)
         settings |= dict(resamples=resamples, window_batch=window_batch, precision=precision)
+        settings |= dict(compile=compile)
         settings |= dict(unlabeled=save_predictions is not None or estimate)
         results = _evaluate_shares(shares, data_dir, target_device, settings)
         if calibration is not None:
@@ -296,6 +300,7 @@ def _evaluate_source(
         if model_device(model).type == "cpu":
             given = {k: settings[k] for k in ("split", "mode", "flip", "pairs", "window_batch")}
             log.info(cpu_estimate(model, manifests, stride=stride, autocast=chosen.dtype, **given))
+    undo = compile_for(model, model_device(model), settings["compile"])
     datasets, stats = score_datasets(
         model,
         manifests,
@@ -315,6 +320,7 @@ def _evaluate_source(
         autocast=chosen.dtype,
     )
     model.train(was_training)
+    undo()  # an in-memory model (training's) goes on as it came
     corruption = settings["corruption"]
     by_name = {manifest.dataset: manifest for manifest, _ in manifests}
     return Evaluation(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from rein_cli.config import InferenceMode, Precision, check_choice
 from rein_cli.data.transforms import EvalTransform
 from rein_cli.engine.checkpoint import load_segmentor
+from rein_cli.engine.compile import compile_for
 from rein_cli.engine.inference import check_stride, check_window_batch, infer
 from rein_cli.engine.precision import inference_precision
 from rein_cli.errors import ReinError, did_you_mean
@@ -174,6 +175,7 @@ def predict(
     precision: str = "auto",
     progress: bool = True,
     window_batch: int | None = None,
+    compile: bool = False,
 ) -> list[Path]:
     """Segment every input image; writes ``out/labels/NAME.png`` (train ids), ``out/color/NAME.png`` (the model's
     palette) and ``out/overlay/NAME.jpg``, or the ``formats`` chosen of "label", "colour" and "overlay". NAME keeps
@@ -188,6 +190,7 @@ def predict(
     resizes each image keeping its ratio before inference (e.g. (1024, 512) for Cityscapes-like inputs); predictions
     are resized back to the input's resolution.
     ``precision``: auto, bf16 or fp32 (`rein_cli.engine.precision`), what runs said in one log line.
+    ``compile``: torch.compile the model for these calls (`rein_cli.engine.compile`; each image size compiles once).
     """
     check_choice("mode", mode, InferenceMode)
     check_choice("precision", precision, Precision)
@@ -253,6 +256,7 @@ def predict(
             log.debug("wrote %s", item.name)
             bar.update()
 
+    undo = compile_for(model, device_, compile)
     pool = ThreadPoolExecutor(WORKERS)
     try:
         with Progress(len(items), "predicting", unit="img", bar=progress, leave=True) as bar:
@@ -279,6 +283,7 @@ def predict(
             finish(bar, keep=0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        undo()
     log.info("wrote %d predictions to %s", len(written), out)
     if bad:
         for problem in bad.values():

@@ -39,6 +39,10 @@ RESUMABLE = (
     "train.checkpoint_interval",
     "train.eval_interval",
     "train.keep_checkpoints",
+    "train.compile",  # the same computation, only its speed (float sums may differ in order)
+    "eval.compile",
+    "eval.window_batch",  # how many windows per model call: the same scores
+    "eval.precision",  # what the evaluations run in, not the training
 )
 STATE_FORMAT = 1
 

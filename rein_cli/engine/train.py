@@ -29,6 +29,7 @@ from rein_cli.data.prepare import ensure_prepared
 from rein_cli.data.transforms import TrainTransform
 from rein_cli.engine import distributed as dist
 from rein_cli.engine.checkpoint import init_from_checkpoint, read_checkpoint_config, save_checkpoint
+from rein_cli.engine.compile import compile_segmentor
 from rein_cli.engine.evaluate import evaluate
 from rein_cli.engine.optim import build_optimizer, lr_at
 from rein_cli.engine.resume import (
@@ -93,6 +94,8 @@ def train(
     sources, targets, cfg = prepare_datasets(cfg, root, progress=progress)
     seed_everything(cfg.train.seed)
     model = build_model(cfg, sources[0], resumed_from=resumed_from, device=device)
+    if cfg.train.compile:  # in place, before DDP wraps it: the same module, the same state-dict keys
+        compile_segmentor(model, device)
     net = parallel(model, cfg, device)
     dataset = training_set(cfg, sources, model)
     optimizer = build_optimizer(
@@ -384,6 +387,7 @@ def evaluate_run(
         flip=cfg.eval.flip,
         window_batch=cfg.eval.window_batch,
         precision=cfg.eval.precision,
+        compile=cfg.eval.compile,
         progress=progress,
         trained_on=names,
         reported=cfg.reported,
