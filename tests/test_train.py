@@ -187,7 +187,7 @@ def test_running_out_of_gpu_memory_names_what_to_lower(synthetic_root, tmp_path,
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(step, "to_float", out_of_memory)
+    monkeypatch.setattr(step, "as_float", out_of_memory)
     args = sets(f"data.root={synthetic_root}", "data.eval=[]")
     assert rein("train", *args, "--iters", 2, "--out", tmp_path / "run", "--no-progress") == 1
     err = errors(capsys).splitlines()[-1]

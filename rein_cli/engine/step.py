@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rein_cli.config import Config
 from rein_cli.errors import ReinError
-from rein_cli.models.segmentor import Segmentor
+from rein_cli.models.segmentor import Segmentor, as_float
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -52,7 +51,7 @@ def accumulate_gradients(
         with sync:
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                 outputs = net(images)
-            losses = model.head.loss(to_float(outputs), labels)
+            losses = model.head.loss(as_float(outputs), labels)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise ReinError(
@@ -62,18 +61,6 @@ def accumulate_gradients(
         for key, value in {"loss": loss, **losses}.items():
             totals[key] = totals.get(key, 0.0) + value.item() / accumulation
     return totals
-
-
-def to_float(value: Any) -> Any:
-    """Floating tensors of a nested (list, tuple, named tuple) structure in float32 (the losses are computed in
-    float32)."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(to_float(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_float(v) for v in value)
-    return value
 
 
 def out_of_memory(cfg: Config, per_device: int) -> str:

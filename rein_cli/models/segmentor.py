@@ -90,11 +90,25 @@ class Segmentor(nn.Module):
         pad_h, pad_w = -H % p, -W % p
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))  # zeros = the mean colour after normalisation
-        scores = self.head.semantic_scores(self(images), images.shape[-2:])
+        outputs = self(images)
+        with torch.autocast(images.device.type, enabled=False):  # under bf16 autocast too, the scores in float32
+            scores = self.head.semantic_scores(as_float(outputs), images.shape[-2:])
         return scores[..., :H, :W]
 
     def training_loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return self.head.loss(self(images), labels)
+
+
+def as_float(outputs: Any) -> Any:
+    """A head's outputs with every floating tensor in float32 (tuples, named tuples and lists followed): the losses
+    and the scores are computed in float32."""
+    if isinstance(outputs, Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, tuple) and hasattr(outputs, "_fields"):
+        return type(outputs)(*(as_float(o) for o in outputs))
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(as_float(o) for o in outputs)
+    return outputs
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
