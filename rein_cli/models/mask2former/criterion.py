@@ -43,13 +43,19 @@ def uncertain_points(mask_logits: Tensor, num_points: int, oversample: float = 3
 def matched_logits(mask_embeds: Tensor, mask_features: Tensor, images: list[int], queries: list[Tensor]) -> Tensor:
     """The mask logits (M, h, w) of the matched queries alone, ``queries[i]`` of image ``images[i]``, in that order:
     what ``einsum("bqc,bchw->bqhw", mask_embeds, mask_features)[images, queries]`` holds, without computing (and
-    back-propagating through) the other queries' masks."""
-    return torch.cat(
-        [
-            torch.einsum("qc,chw->qhw", mask_embeds[image, rows], mask_features[image])
-            for image, rows in zip(images, queries, strict=True)
-        ]
+    back-propagating through) the other queries' masks. One batched product: each image's matched embeddings, padded
+    with zeros to the most matches of an image."""
+    most = max(len(rows) for rows in queries)
+    picked = mask_embeds.new_zeros(mask_features.shape[0], most, mask_embeds.shape[-1])
+    for image, rows in zip(images, queries, strict=True):
+        picked[image, : len(rows)] = mask_embeds[image, rows]
+    logits = torch.einsum("bmc,bchw->bmhw", picked, mask_features)
+    device = logits.device
+    slots = torch.cat([torch.arange(len(rows), device=device) for rows in queries])
+    owners = torch.cat(
+        [torch.full((len(rows),), image, device=device) for image, rows in zip(images, queries, strict=True)]
     )
+    return logits[owners, slots]
 
 
 def dice_loss(logits: Tensor, targets: Tensor, avg_factor: float) -> Tensor:
