@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rein_cli.models.mask2former.criterion import mask2former_losses, matched_logits
+from rein_cli.models.mask2former.deform_attn import ms_deform_attn
 from rein_cli.models.mask2former.head import additive_mask, unmask_full_rows
 from rein_cli.models.mask2former.matcher import point_sample
 from rein_cli.models.mask2former.transformer_decoder import attention
@@ -99,3 +100,20 @@ def test_sampling_every_mask_at_shared_points_as_channels_equals_sampling_each_m
     masks, points = torch.randn(6, 1, 20, 24), torch.rand(1, 50, 2) * 1.1 - 0.05
     each = point_sample(masks, points.expand(6, -1, -1))[:, 0]  # (6, 50)
     torch.testing.assert_close(point_sample(masks.transpose(0, 1), points)[0], each, rtol=1e-6, atol=1e-7)
+
+
+def test_deformable_attention_without_gradients_equals_its_sampling_with_grid_sample():
+    """Inference weights the four corners of every sample in one embedding_bag; training samples each level with
+    grid_sample and weights the samples: the same sums, in another order, with locations outside the maps too."""
+    torch.manual_seed(0)
+    shapes = [(3, 5), (6, 4), (8, 9)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8)
+    locations = torch.rand(2, 11, 4, 3, 2, 2) * 1.4 - 0.2
+    weights = torch.rand(2, 11, 4, 3, 2).softmax(-1)
+    sampled = ms_deform_attn(value.clone().requires_grad_(), shapes, locations, weights)  # the grid_sample path
+    with torch.no_grad():
+        fast = ms_deform_attn(value, shapes, locations, weights)
+        under_bf16 = ms_deform_attn(value.bfloat16(), shapes, locations, weights.bfloat16())
+    assert fast.dtype == torch.float32 and under_bf16.dtype == torch.float32
+    assert scale_error(sampled, fast) < 1e-6
+    assert scale_error(sampled, under_bf16) < 2e-2  # the bf16 inputs' rounding, summed in float32

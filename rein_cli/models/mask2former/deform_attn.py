@@ -15,7 +15,13 @@ def ms_deform_attn(value: Tensor, shapes: list[tuple[int, int]], locations: Tens
     value (B, N, heads, d) holds the levels' flattened maps back to back (level l is (H_l, W_l));
     locations (B, Q, heads, levels, points, 2) are (x, y) in [0, 1]; weights (B, Q, heads, levels, points).
     Returns (B, Q, heads * d). Bilinear sampling with zero padding, ``align_corners=False``.
+
+    Without gradients (inference) it is one weighted sum of the four corners of every sample (`_weighted_corners`),
+    in float32, about twice as fast on a CPU as sampling each level with ``grid_sample`` and weighting the samples
+    (its backward is slower, so training samples with ``grid_sample``).
     """
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (value, locations, weights))):
+        return _weighted_corners(value, shapes, locations, weights)
     B, _, heads, d = value.shape
     Q = locations.shape[1]
     grids = 2 * locations - 1  # grid_sample's [-1, 1] coordinates
@@ -29,6 +35,39 @@ def ms_deform_attn(value: Tensor, shapes: list[tuple[int, int]], locations: Tens
         sampled = F.grid_sample(values_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
         out += (sampled * weights[..., level, :]).sum(-1)  # (B*heads, d, Q, points) -> (B*heads, d, Q)
     return out.view(B, heads * d, Q).transpose(1, 2)
+
+
+def _weighted_corners(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
+    """`ms_deform_attn` as one ``embedding_bag``: for each query and head, the sum over levels, points and the four
+    bilinear corners of (attention weight x corner weight) x the corner's value vector; a corner outside its map
+    has weight 0. Computed in float32 (the values and weights of bf16 autocast are converted)."""
+    B, N, heads, d = value.shape
+    Q, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
+    device = value.device
+    sizes = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32, device=device)  # (levels, 2): W, H
+    starts = torch.tensor([0, *(h * w for h, w in shapes[:-1])], device=device).cumsum(0)  # first row of each level
+    pixels = locations.float() * sizes[:, None] - 0.5  # (B, Q, heads, levels, points, 2), pixel centres at integers
+    corner0 = pixels.floor()
+    frac = pixels - corner0
+    W, H = sizes[:, None, 0], sizes[:, None, 1]  # (levels, 1): broadcast over points
+    weights = weights.float()
+    # the table's row of (image b, head h, pixel n) is (b * heads + h) * N + n
+    base = (torch.arange(B, device=device)[:, None] * heads + torch.arange(heads, device=device)) * N  # (B, heads)
+    base = base[:, None, :, None, None] + starts[:, None]  # (B, 1, heads, levels, 1)
+    rows, coefficients = [], []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            x, y = corner0[..., 0] + dx, corner0[..., 1] + dy
+            inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+            wx = frac[..., 0] if dx else 1 - frac[..., 0]
+            wy = frac[..., 1] if dy else 1 - frac[..., 1]
+            rows.append(torch.where(inside, base + (y * W + x).long(), 0))
+            coefficients.append(weights * wx * wy * inside)
+    rows = torch.stack(rows, -1).view(B * Q * heads, levels * points * 4)  # rows of (b, q, h)
+    coefficients = torch.stack(coefficients, -1).view(B * Q * heads, levels * points * 4)
+    table = value.float().transpose(1, 2).reshape(B * heads * N, d)
+    out = F.embedding_bag(rows, table, per_sample_weights=coefficients, mode="sum")  # (B * Q * heads, d)
+    return out.view(B, Q, heads * d)
 
 
 class MSDeformAttn(nn.Module):
