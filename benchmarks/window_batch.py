@@ -4,7 +4,7 @@ batched windows, as JSON.
     python benchmarks/window_batch.py [--runs 2] [--device cpu] [--batches 1,auto,4]
 
 The model is DINOv2-S + Rein + Mask2Former with random weights (the time does not depend on them); the image has
-12 windows at stride 341. Each window batch (``auto``: what `rein eval` chooses on the device,
+8 windows at stride 341. Each window batch (``auto``: what `rein eval` chooses on the device,
 `rein_cli.engine.inference.auto_window_batch`) is timed with torch.no_grad, after a warm-up run, the runs
 interleaved so that a busy moment of the machine falls on all of them; also the largest difference of its scores
 from one window at a time, relative to their scale. Writes benchmarks/results/window_batch_<device>.json.
