@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_name, save_json
+
 TASKS = ("whole_512x512", "slide_1024x512", "train_step_b2")
 TOLERANCE = {"scores": 1e-4, "loss": 1e-5, "grad": 1e-4, "labels": 0.9999}
 
@@ -228,7 +230,7 @@ def main() -> None:
         "benchmark": "compare_trees",
         "base": _commit(trees["base"]),
         "this": _commit(here),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -241,10 +243,7 @@ def main() -> None:
         "tolerance": TOLERANCE,
     }
     out = args.out or here / "benchmarks" / "results" / "compare_trees.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out)
+    save_json(out, data)
     print(f"saved {out}")
 
 
@@ -257,16 +256,6 @@ def _commit(tree: Path) -> str:
     except OSError:
         return "unknown"
     return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if commit.returncode == 0 else "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":

@@ -25,23 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cpu_name, sync
 
 CASES = ("inference", "step")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def clock(fn, device: torch.device) -> float:
