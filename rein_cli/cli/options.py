@@ -54,6 +54,7 @@ WindowBatch = Annotated[
     int | None,
     typer.Option(
         "--window-batch",
+        min=1,
         help="Most sliding windows per model call (default: automatic, from the free memory on a GPU); any gives the "
         "same results.",
     ),
