@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import zipfile
 
 import pytest
 import torch
 
 from . import fake_datasets as fake
-from .helpers import TINY, rein, sets
+from .helpers import TINY, checkout_env, rein, sets
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -71,3 +76,23 @@ def cityscapes_folder(tmp_path):
     for archive in sources:
         zipfile.ZipFile(archive).extractall(folder)
     return folder, raw
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(*args)``: ``python ARGS`` with this checkout importable, stdout and stderr captured as text, in a
+    process group of its own (as a terminal's foreground job), which is killed whole after the test."""
+    started = []
+
+    def start(*args: object) -> subprocess.Popen:
+        command = [sys.executable, *map(str, args)]
+        pipe = subprocess.PIPE
+        env = checkout_env()
+        started.append(subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, start_new_session=True))
+        return started[-1]
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = dict(
     backbone="vit-tiny",
@@ -59,6 +62,11 @@ def tiny_segmentor():
 
     torch.manual_seed(0)
     return build_segmentor(**TINY).eval()
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment for a subprocess that imports this checkout first (``python -m rein_cli``, scripts)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def rein(*args: object) -> int:

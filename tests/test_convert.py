@@ -3,6 +3,7 @@ and Meta's DINOv2 release converted exactly like the official converter."""
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -149,7 +150,8 @@ def dinov2_s_official(tmp_path_factory):
         model.backbone.reins.scale.fill_(0.2)
     path = tmp_path_factory.mktemp("official") / "iter_40000_published.pth"
     torch.save({"meta": {"iter": 40000}, "state_dict": official_state(model, with_backbone=True)}, path)
-    return model, path
+    yield model, path
+    shutil.rmtree(path.parent)
 
 
 def test_rein_convert_round_trip_with_the_backbone(dinov2_s_official, tmp_path):

@@ -4,14 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from .helpers import TINY, sets
-
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import TINY, checkout_env, sets
 
 # one DDP step of the tiny Mask2Former model on each rank's own batch; rank 0 saves the averaged gradients
 WORKER = """
@@ -42,7 +39,7 @@ SETTINGS = {**TINY, "head": "mask2former", "rein": {"token_length": 8}}
 
 
 def launch(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = checkout_env()
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -144,7 +141,7 @@ def test_an_interrupted_launch_names_the_command_with_its_devices_and_that_comma
 
     run = tmp_path / "run"
     args = sets(f"data.root={synthetic_root}", "data.eval=[]", "train.checkpoint_interval=2", "train.log_interval=2")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = checkout_env()
     command = [sys.executable, "-m", "rein_cli", "--quiet", "train", *args, "--iters", "100", "--devices", "2"]
     process = subprocess.Popen(
         [*command, "--out", str(run), "--no-progress"],

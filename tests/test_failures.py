@@ -1,7 +1,6 @@
 """Failures end to end: a full disk, an unwritable path, Ctrl-C and a bug each end as one line with their exit code;
 worker processes (preparation pools, data-loader workers) end with their parent, even when it is killed."""
 
-import contextlib
 import os
 import random
 import re
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from subprocess import PIPE
 
 import numpy as np
 import pytest
@@ -22,28 +20,8 @@ from rein_cli.parallel import parallel_map
 
 from .helpers import errors, rein, sets
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals, process groups and file-size limits are POSIX")
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds child processes through /proc")
-
-
-@pytest.fixture
-def spawn():
-    """``spawn(*args)``: ``python ARGS`` with this checkout importable, stdout and stderr captured as text, in a
-    process group of its own (as a terminal's foreground job), which is killed whole after the test."""
-    started = []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-    def start(*args: object) -> subprocess.Popen:
-        command = [sys.executable, *map(str, args)]
-        started.append(subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True, env=env, start_new_session=True))
-        return started[-1]
-
-    yield start
-    for process in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
 
 
 def training(out: Path, synthetic_root: Path, *extra: str, iters: int = 100_000) -> list[str]:

@@ -1,7 +1,6 @@
 """Every remedy works when followed: an interrupted run, a full disk, a stopped preparation, a file given as --out,
 frost offline. Each test takes the line the command printed, does what it says, and expects success."""
 
-import contextlib
 import json
 import os
 import re
@@ -11,35 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from subprocess import PIPE
 
 import pytest
 
-from .helpers import errors, rein, sets
+from .helpers import checkout_env, errors, rein, sets
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals, process groups and file-size limits are POSIX")
-
-
-@pytest.fixture
-def spawn():
-    """``spawn(*args)``: ``python ARGS`` with this checkout importable, output captured as text, in a process group
-    of its own (as a terminal's foreground job), killed whole after the test."""
-    started = []
-
-    def start(*args: object) -> subprocess.Popen:
-        command = [sys.executable, *map(str, args)]
-        started.append(subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True, env=ENV, start_new_session=True))
-        return started[-1]
-
-    yield start
-    for process in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-
-
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def follow(line: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -48,7 +24,7 @@ def follow(line: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     assert found, f"no command in {line!r}"
     args = shlex.split(found[1])[1:]
     command = [sys.executable, "-m", "rein_cli", "--quiet", *args, "--no-progress"]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=checkout_env(), cwd=cwd, timeout=600)
 
 
 def training(run: Path, synthetic_root: Path, *extra: str, iters: int = 6) -> list[str]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .helpers import errors, rein, sets
+from .helpers import checkout_env, errors, rein, sets
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 
 # `rein` in a child that kills itself with SIGKILL at a chosen point: at the start of an iteration (the previous
@@ -43,7 +43,7 @@ run(sys.argv[1:])
 
 
 def python(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = checkout_env()
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -67,7 +67,8 @@ def uninterrupted(synthetic_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("whole") / "run"
     done = python("-m", "rein_cli", *training(synthetic_root), "--out", run)
     assert done.returncode == 0, done.stderr
-    return run
+    yield run
+    shutil.rmtree(run.parent)  # ~0.8 GB of checkpoints
 
 
 def steps(run: Path) -> list[int]:
