@@ -214,6 +214,23 @@ def test_label_path_names_rows_and_same_labels_pool(tmp_path):
     assert compare([str(odd)]).rows[0].label == "rein dinov2-l"
 
 
+def test_rows_evaluated_differently_are_named_in_a_note(tmp_path):
+    slide = dict(mode="slide", crop=512, stride=341)
+    a = results(tmp_path / "a", {"cityscapes": 50.0}, **slide, precision="bf16")
+    b = results(tmp_path / "b", {"cityscapes": 52.0}, **slide)  # recorded no precision: an fp32 evaluation
+    c = results(tmp_path / "c", {"cityscapes": 51.0}, mode="whole", crop=512, precision="fp32")
+    table = compare([f"rein={a}", f"base={b}", f"whole={c}"])
+    assert table.notes[1] == (
+        "not evaluated alike, so the differences between rows are not the models' alone: "
+        "mode slide (rein, base), whole (whole); stride 341 (rein, base), none (whole); "
+        "precision bf16 (rein), fp32 (base, whole)"
+    )
+    assert table.notes[1] in format_markdown(table) and table.notes[1] in format_text(table)
+    fp32 = results(tmp_path / "d", {"cityscapes": 52.0}, **slide, precision="fp32")
+    alike = compare([f"base={b}", f"other={fp32}"])
+    assert not any(note.startswith("not evaluated alike") for note in alike.notes)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

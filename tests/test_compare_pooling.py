@@ -156,6 +156,7 @@ def test_results_without_a_seed_pool_only_under_a_label_given(tmp_path):
         (dict(params=1_000_000), ("x (2.99M params)", "x (1.00M params)")),
         (dict(mode="whole"), ("x (mode=slide)", "x (mode=whole)")),
         (dict(flip=True), ("x (flip=false)", "x (flip=true)")),
+        (dict(precision="bf16"), ("x (precision=fp32)", "x (precision=bf16)")),  # none recorded: fp32
     ],
 )
 def test_evaluations_done_otherwise_are_rows_named_by_the_difference(tmp_path, other, names):
@@ -163,7 +164,9 @@ def test_evaluations_done_otherwise_are_rows_named_by_the_difference(tmp_path, o
     two = results(tmp_path / "two", other.pop("values", VALUES), **{"mode": "slide", "flip": False, **other})
     table = compare([f"x={one}", f"x={two}"])
     assert labels(table) == [(names[0], 1), (names[1], 1)]
-    assert table.notes[1].startswith("x: 2 inputs not pooled as seeds: they differ in ")
+    assert any(note.startswith("x: 2 inputs not pooled as seeds: they differ in ") for note in table.notes)
+    how = table.notes[1].startswith("not evaluated alike") and table.notes[1].endswith(f"({names[1]})")
+    assert how is ("mode" in other or "flip" in other or "precision" in other)
 
 
 def test_a_generated_name_never_takes_another_rows(tmp_path):

@@ -321,6 +321,39 @@ def test_a_runs_checkpoint_is_evaluated_as_its_run_evaluates(trained, synthetic_
     assert json.loads((run / "eval-last" / "results.json").read_text())["mode"] == "slide"  # the checkpoint's own
 
 
+def test_a_runs_precision_and_window_batch_are_taken_where_it_set_them(trained, synthetic_root, tmp_path, capsys):
+    import yaml
+
+    from rein_cli.engine.inference import infer_stream
+    from rein_cli.engine.precision import inference_precision
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    settings = yaml.safe_load((run / "config.yaml").read_text())
+    settings["eval"] |= {"precision": "bf16", "window_batch": 3}
+    (run / "config.yaml").write_text(yaml.safe_dump(settings))
+    ckpt = run / "checkpoints" / "last"
+    batches = []
+
+    def spy(*args, **kwargs):
+        batches.append(kwargs.get("window_batch"))
+        return infer_stream(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("rein_cli.engine.scoring.infer_stream", spy)
+        assert rein("eval", ckpt, "--mode", "slide", "--no-progress") == 0
+        line = next(x for x in capsys.readouterr().err.splitlines() if "as its run evaluates" in x)
+        assert ": --no-flip --precision bf16 --window-batch 3 --target synthetic-fog --data-root " in line
+        recorded = json.loads((run / "eval-last" / "results.json").read_text())["precision"]
+        assert recorded == inference_precision("bf16", torch.device("cpu")).name and set(batches) == {3}
+        batches.clear()
+        assert rein("eval", ckpt, "--precision", "fp32", "--window-batch", "1", "--no-progress") == 0  # given wins
+        line = next(x for x in capsys.readouterr().err.splitlines() if "as its run evaluates" in x)
+        assert "--precision" not in line and "--window-batch" not in line
+        assert json.loads((run / "eval-last" / "results.json").read_text())["precision"] == "fp32"
+        assert set(batches) == {1}
+
+
 def test_the_cpu_estimate_counts_what_the_evaluation_runs(synthetic_root):
     from rein_cli.engine.scoring import REPORT_SECONDS, REPORT_SECONDS_PER_ENTRY, cpu_estimate
     from rein_cli.progress import duration

@@ -363,7 +363,7 @@ def eval_(
         save_predictions=save_predictions,
         prediction_ids=PredictionIds(prediction_ids).value,
         device=device,
-        precision=precision.value if precision is not None else "auto",
+        precision=precision and precision.value,
         progress=bars(progress),
         corruption=corruption,
         estimate=estimate,

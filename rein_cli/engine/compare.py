@@ -29,6 +29,7 @@ from rein_cli.engine.pooling import (
     Input,
     checkpoint_settings,
     flatten,
+    inference_note,
     label_note,
     numbered,
     pools,
@@ -313,7 +314,7 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
     groups: dict[str, list[Input]] = {}
     for e in evaluations:
         groups.setdefault(e.label, []).append(e)
-    rows, notes = [], []
+    rows, notes, firsts = [], [], {}
     for label, members in groups.items():
         _check_row(label, members)
         pooled = pools(members)
@@ -323,7 +324,8 @@ def compare(inputs: Sequence[str], targets: Sequence[str] | None = None) -> Comp
         for name, group in zip(names, pooled, strict=True):
             rows.append(_row(name, group, columns))
             notes.append(label_note(name, group) or "")
-    notes.insert(0, _mean_note(rows))
+            firsts[name] = group[0]  # a row's inputs were evaluated alike
+    notes[:0] = [_mean_note(rows), inference_note(firsts) or ""]
     notes += [
         f"{row.label}: the paper's {column} {cell.paper.shown} was measured on {cell.paper.note}"
         for row in rows

@@ -45,6 +45,7 @@ from rein_cli.engine.results import (
 from rein_cli.engine.runs import resolve_device
 from rein_cli.engine.scoring import check_classes, cpu_estimate, score_datasets
 from rein_cli.engine.sources import (
+    Given,
     ModelSource,
     as_the_run_did,
     assign,
@@ -90,7 +91,7 @@ def evaluate(
     resamples: int = RESAMPLES,
     worst: int = WORST,
     window_batch: int | None = None,
-    precision: str = "auto",
+    precision: str | None = None,
 ) -> Evaluation:
     """mIoU of ``model`` on each dataset's ``split``: `rein eval` and `rein_cli.evaluate`.
 
@@ -117,13 +118,16 @@ def evaluate(
     ``window_batch``: the most windows per model call (None: automatic, `rein_cli.engine.inference.auto_window_batch`);
     any gives the same scores.
     ``precision``: auto, bf16 or fp32 (`rein_cli.engine.precision`); what ran is logged and recorded.
+    ``mode``, ``stride``, ``flip``, ``precision``, ``window_batch`` and ``datasets`` left unset: as the training run
+    of the checkpoint evaluated evaluates (`rein_cli.engine.sources.as_the_run_did`), else the defaults.
     ``compile``: torch.compile the model for this evaluation (`rein_cli.engine.compile`; the same scores).
     """
     sources = sources_of(model, trained_on, reported)
-    mode, stride, flip, datasets, data_dir = as_the_run_did(
-        sources, mode=mode, stride=stride, flip=flip, datasets=datasets, data_dir=data_dir
-    )
+    given = Given(mode, stride, flip, precision, window_batch, datasets, data_dir)
+    given = as_the_run_did(sources, given)
+    mode, stride, flip, datasets, data_dir = given.mode, given.stride, given.flip, given.datasets, given.data_dir
     mode, flip = check_choice("mode", mode or "slide", InferenceMode), bool(flip)
+    precision, window_batch = given.precision or "auto", given.window_batch
     check_window_batch(window_batch)
     pairs: list[tuple[str, int] | None] = list(parse_spec(corruption)) if corruption is not None else [None]
     baseline = read_reference(reference) if reference is not None else None

@@ -4,7 +4,7 @@ Inputs with one label are seeds of one row only when all of these hold for every
 
 - they record the same training settings (`training_settings`: every key both record, all but `NOT_TRAINING`);
 - they were evaluated alike: the same columns, the DG mean over the same datasets, the same inference mode, crop,
-  stride and flip, the same training data and the same number of trainable parameters;
+  stride, flip and precision, the same training data and the same number of trainable parameters;
 - they are two trainings: not the same weights (a run, a checkpoint folder, a Hub commit, a release) and not the
   same ``train.seed``;
 - where the seed of either is not recorded (a results.json without its run's ``config.yaml``), the user gave both
@@ -46,7 +46,9 @@ NOT_TRAINING = (
     "eval",
 )
 # Differences in how two inputs were evaluated or what they are, besides the training settings.
-EVALUATED = ("targets", "mean over", "mode", "crop", "stride", "flip", "trained on", "params")
+EVALUATED = ("targets", "mean over", "mode", "crop", "stride", "flip", "precision", "trained on", "params")
+# How the scores were made: rows that differ in these differ in more than their models (`inference_note`).
+INFERENCE = ("mode", "crop", "stride", "flip", "precision")
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def _evaluated(e: Input) -> dict[str, Any]:
         "crop": r.crop,
         "stride": r.stride,
         "flip": r.flip,
+        "precision": r.precision or "fp32",  # not recorded: rein evaluated in float32 alone before it recorded it
         "trained on": tuple(r.trained_on),
         "params": r.trainable_parameters,
     }
@@ -299,6 +302,23 @@ def split_note(label: str, groups: Sequence[Sequence[Input]], names: Sequence[st
         )
     rows = ", ".join(f'"{n}"' for n in names)
     return f"{label}: {len(members)} inputs not pooled as seeds: {'; '.join(reasons)}; rows {rows}"
+
+
+def inference_note(rows: Mapping[str, Input]) -> str | None:
+    """A note naming each `INFERENCE` setting that ``rows`` (row name -> one of its inputs) differ in, with the rows
+    of each value: a difference between those rows is then not the models' alone. None when all were evaluated
+    alike."""
+    parts = []
+    for key in INFERENCE:
+        names: dict[str, list[str]] = {}
+        for name, e in rows.items():
+            value = _evaluated(e)[key]
+            names.setdefault("none" if value is None else setting_text(value), []).append(name)
+        if len(names) > 1:
+            parts.append(f"{key} " + ", ".join(f"{value} ({', '.join(each)})" for value, each in names.items()))
+    if not parts:
+        return None
+    return f"not evaluated alike, so the differences between rows are not the models' alone: {'; '.join(parts)}"
 
 
 def label_note(name: str, group: Sequence[Input]) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,54 +56,72 @@ def checkpoint_source(checkpoint: str | Path, **fields: Any) -> ModelSource:
     return ModelSource(str(checkpoint), checkpoint=checkpoint, missing=missing, **fields)
 
 
-def as_the_run_did(
-    sources: Sequence[ModelSource],
-    *,
-    mode: str | None,
-    stride: int | None,
-    flip: bool | None,
-    datasets: Sequence[Any],
-    data_dir: Path | None,
-) -> tuple[str | None, int | None, bool | None, Sequence[Any], Path | None]:
-    """The settings an evaluation leaves unset (None, no datasets) taken from the training run whose checkpoint it
-    evaluates, as that run evaluated (its config.yaml: ``eval.mode``, ``eval.stride``, ``eval.flip``; without
-    datasets its ``data.eval``, and then its ``data.root`` where it set one that is there), said in one line;
-    everything else as given (datasets named here are found under ``data_dir`` or the default folder)."""
+@dataclass(frozen=True)
+class Given:
+    """What an evaluation was given that the training run of the checkpoint it evaluates can fill in: None (no
+    datasets) where not given."""
+
+    mode: str | None = None
+    stride: int | None = None
+    flip: bool | None = None
+    precision: str | None = None
+    window_batch: int | None = None
+    datasets: Sequence[Any] = ()
+    data_dir: Path | None = None
+
+
+def as_the_run_did(sources: Sequence[ModelSource], given: Given) -> Given:
+    """``given`` with what it leaves unset taken from the training run whose checkpoint it evaluates, as that run
+    evaluated (its config.yaml: ``eval.mode``, ``eval.stride``, ``eval.flip``, and ``eval.precision`` and
+    ``eval.window_batch`` where the run set them; without datasets its ``data.eval``, and then its ``data.root``
+    where it set one that is there), said in one line; everything else as given (datasets named here are found
+    under ``data_dir`` or the default folder)."""
     checkpoint = sources[0].checkpoint if len(sources) == 1 else None
     if checkpoint is None or parse_hf_uri(str(checkpoint)) or not Path(checkpoint).is_dir():
-        return mode, stride, flip, datasets, data_dir
+        return given
     run = RunDir.of_checkpoint(checkpoint)
     if run is None:
-        return mode, stride, flip, datasets, data_dir
+        return given
     try:
         cfg = load_config(str(run.config))
     except ReinError as err:  # the checkpoint describes itself: the run's settings are only defaults
         log.warning("not evaluating as the run %s does: %s; the defaults instead", run.path, err)
-        return mode, stride, flip, datasets, data_dir
-    taken: list[str] = []
-    if mode is None:
-        mode = cfg.eval.mode
-        taken.append(f"--mode {mode}")
-    if stride is None and cfg.eval.stride is not None and mode == "slide":
-        stride = cfg.eval.stride
-        taken.append(f"--stride {stride}")
-    if flip is None:
-        flip = cfg.eval.flip
-        taken.append("--flip" if flip else "--no-flip")
-    if not datasets and cfg.data.eval:  # the run's targets, where the run found them
-        datasets = list(cfg.data.eval)
-        taken.append(f"--target {','.join(cfg.data.eval)}")
-        if data_dir is None and cfg.data.root and Path(cfg.data.root).is_dir():
-            data_dir = Path(cfg.data.root)
-            taken += [root_option(data_dir).strip()] if root_option(data_dir) else []
+        return given
+    taken: dict[str, Any] = {}
+    if given.mode is None:
+        taken["mode"] = cfg.eval.mode
+    mode = taken.get("mode", given.mode)
+    if given.stride is None and cfg.eval.stride is not None and mode == "slide":
+        taken["stride"] = cfg.eval.stride
+    if given.flip is None:
+        taken["flip"] = cfg.eval.flip
+    if given.precision is None and cfg.eval.precision != "auto":
+        taken["precision"] = cfg.eval.precision
+    if given.window_batch is None and cfg.eval.window_batch is not None:
+        taken["window_batch"] = cfg.eval.window_batch
+    if not given.datasets and cfg.data.eval:  # the run's targets, where the run found them
+        taken["datasets"] = list(cfg.data.eval)
+        if given.data_dir is None and cfg.data.root and Path(cfg.data.root).is_dir():
+            taken["data_dir"] = Path(cfg.data.root)
     if taken:
         log.info(
             "evaluating %s as its run evaluates (%s): %s; give another value to change one",
             checkpoint,
             run.config,
-            " ".join(taken),
+            " ".join(filter(None, (_option(key, value) for key, value in taken.items()))),
         )
-    return mode, stride, flip, datasets, data_dir
+    return replace(given, **taken)
+
+
+def _option(key: str, value: Any) -> str:
+    """A setting as the `rein eval` option that gives it."""
+    if key == "flip":
+        return "--flip" if value else "--no-flip"
+    if key == "datasets":
+        return f"--target {','.join(value)}"
+    if key == "data_dir":
+        return root_option(value).strip()
+    return f"--{key.replace('_', '-')} {value}"
 
 
 def resolve_targets(
