@@ -141,7 +141,9 @@ def test_eval_records_and_logs_the_precision_that_ran(trained, synthetic_root, t
     assert err.index(NATIVE) < estimate  # said before the work starts
     bf16 = json.loads((tmp_path / "bf16" / "results.json").read_text())
     assert bf16["precision"] == "bf16" and read_results(tmp_path / "bf16" / "results.json").precision == "bf16"
-    assert "; precision: bf16" in (tmp_path / "bf16" / "report.md").read_text()
+    setting = "split: val; inference: whole (crop 64); flip test-time augmentation: no; precision: bf16"
+    assert f"- {setting}\n" in (tmp_path / "bf16" / "report.md").read_text()
+    assert f"<li>{setting}</li>" in (tmp_path / "bf16" / "report.html").read_text()
     native(False)
     assert rein(*args, "--precision", "bf16", "--out", tmp_path / "asked") == 0
     assert NOT_NATIVE in capsys.readouterr().err.splitlines()

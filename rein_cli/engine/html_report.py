@@ -108,13 +108,10 @@ def _setting(results: Evaluation) -> str:
     where = provenance.get("checkpoint") or provenance.get("adapter") or provenance.get("hub_repo")
     if where:
         model += f" ({where})"
-    stride = f", stride {results.stride}" if results.stride else ""
     items = [
         f"model: {model}",
         f"trained on: {', '.join(results.trained_on) or 'unknown'}",
-        f"split: {results.split}; inference: {results.mode} (crop {results.crop}{stride}); "
-        f"flip test-time augmentation: {'yes' if results.flip else 'no'}"
-        + (f"; precision: {results.precision}" if results.precision else ""),
+        results.setting(),
     ]
     return '<ul class="setting">' + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"
 

@@ -200,7 +200,6 @@ def format_markdown(results: Evaluation) -> str:
     names = list(results.datasets)
     model = results.model.provenance if results.model is not None else {}
     where = model.get("checkpoint") or model.get("adapter") or model.get("hub_repo") or ""
-    stride = f", stride {results.stride}" if results.stride else ""
     parameters = results.trainable_parameters
     lines = [
         "# Evaluation report",
@@ -209,9 +208,7 @@ def format_markdown(results: Evaluation) -> str:
         + (f", {parameters:,} trainable parameters" if parameters is not None else "")
         + (f" ({where})" if where else ""),
         f"- trained on: {', '.join(results.trained_on) or 'unknown'}",
-        f"- split: {results.split}; inference: {results.mode} (crop {results.crop}{stride})"
-        f"; flip test-time augmentation: {'yes' if results.flip else 'no'}"
-        + (f"; precision: {results.precision}" if results.precision else ""),
+        f"- {results.setting()}",
         *(f"- assumed, not published with the release: {line}" for line in results.assumed),
         "",
         "## Results",

@@ -322,6 +322,16 @@ class Evaluation:
     image_stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     manifests: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def setting(self) -> str:
+        """How the scores were made, as the reports state it: ``split: val; inference: slide (crop 512, stride
+        341); flip test-time augmentation: no; precision: bf16`` (the precision where recorded)."""
+        stride = f", stride {self.stride}" if self.stride else ""
+        return (
+            f"split: {self.split}; inference: {self.mode} (crop {self.crop}{stride}); "
+            f"flip test-time augmentation: {'yes' if self.flip else 'no'}"
+            + (f"; precision: {self.precision}" if self.precision else "")
+        )
+
     def scored(self) -> dict[str, DatasetResult]:
         """The datasets with metrics, in order."""
         return {name: entry for name, entry in self.datasets.items() if entry.labeled}
